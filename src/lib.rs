@@ -1,0 +1,45 @@
+//! rhai-supervisor: process supervision policy written in Rhai, with Zeek's Supervisor
+//! API (`Supervisor::create`, `destroy`, `restart`, `status`, ...).
+//!
+//! # Theory of operation
+//!
+//! Data flows one way, **script → supervisor → process backend**, and everything that
+//! happens comes back as an event on one loop.
+//!
+//! Threads:
+//! - the **loop thread** (the main thread) owns all state: the Rhai engine and the
+//!   loaded program (`script::Host`), the node table (`supervisor::Supervisor`), the
+//!   timers. It spawns every node (the parent-death signal is tied to the thread that
+//!   forks, and this one lives as long as the process). It blocks on one channel with
+//!   the next deadline as timeout (`event_loop`), so an idle supervisor uses no CPU;
+//! - the **I/O thread** (`process::reactor`) waits with epoll on every node's pidfd and
+//!   output pipes and on the signal self-pipe, and sends `Event`s to the loop: output
+//!   lines, exits (after the exiting node's output), SIGTERM/SIGINT.
+//!
+//! No thread per node; the channel is bounded, so a node that writes faster than the
+//! loop handles lines is slowed by its full pipe instead of growing our memory.
+//!
+//! How an event travels, e.g. a node dies: its pidfd becomes readable → the I/O thread
+//! drains the node's pipes (`Event::Output`), then sends `Event::Exited` → the loop
+//! hands it to `Supervisor::process_exited`, which reaps the pid and asks the node's
+//! state machine (`supervisor::node`) what next → a revival deadline is scheduled →
+//! when due, the loop calls `Supervisor::fire_due`, which plans (`process::plan`) and
+//! spawns (`process::spawn`) a new process, hands its pidfd and pipes to the I/O thread,
+//! and leaves a `Notice` → the loop calls the script's `node_status(node, pid)`.
+//!
+//! Script-facing pieces live in `script` (engine, limits, hooks, the `Supervisor` and
+//! `Cluster` modules, the record types); what a child runs is in `node`; assembling a
+//! process of any role is `runtime`.
+
+pub mod cli;
+pub mod config;
+pub mod event_loop;
+pub mod node;
+pub mod process;
+pub mod runtime;
+pub mod script;
+pub mod supervisor;
+
+pub use config::{ClusterEndpoint, ClusterRole, NodeConfig, NodeStatus, Status};
+pub use runtime::{Error, Runtime, Settings};
+pub use script::Role;

@@ -1,0 +1,32 @@
+//! What runs inside a supervised script node.
+//!
+//! The supervisor starts this program again as `PROGRAM __node NAME` with the node's
+//! `NodePayload` (its `NodeConfig` and the scripts to load) in an environment variable.
+//! The working directory, output streams, core, environment and parent-death signal
+//! were set up before exec (`process::spawn`); here the payload is read and removed
+//! from the environment, and the scripts run in the node role until SIGTERM,
+//! `terminate()` or `exit(code)`.
+
+use crate::process::plan::{NODE_ENV, NodePayload};
+use crate::runtime::{Error, Runtime, Settings};
+use crate::script::Role;
+
+/// Reads this node's payload. Must be called before any thread is started: it removes
+/// the payload from the environment.
+pub fn take_payload() -> Result<NodePayload, String> {
+    let json = std::env::var(NODE_ENV).map_err(|_| {
+        format!("{NODE_ENV} is not set: '__node' is only for processes started by a supervisor")
+    })?;
+    // SAFETY: called at the start of main, before this process has any other thread, so
+    // nothing can read the environment concurrently.
+    unsafe { std::env::remove_var(NODE_ENV) };
+    serde_json::from_str(&json)
+        .map_err(|e| format!("the node payload in {NODE_ENV} is invalid: {e}"))
+}
+
+/// Runs the node's scripts; returns the exit status.
+pub fn run(payload: NodePayload, settings: &Settings) -> Result<i32, Error> {
+    let mut runtime = Runtime::new(Role::Node, &[], Some(payload.config), settings)?;
+    runtime.start(&payload.scripts)?;
+    Ok(runtime.run())
+}

@@ -1,0 +1,127 @@
+//! Splitting a pipe's bytes into lines, with a bound on how long a line may grow.
+//!
+//! Bytes arrive in arbitrary pieces; a `LineBuffer` keeps the unfinished tail of one
+//! stream and hands out complete lines, each ending in `\n`. A line longer than
+//! `MAX_LINE` bytes is cut into pieces of at most `MAX_LINE` bytes (at a UTF-8 character
+//! boundary where there is one near), so a node that never writes a newline cannot make
+//! the supervisor buffer without limit.
+
+use memchr::memchr;
+
+/// The longest line delivered to a hook or printed, in bytes (without the newline).
+pub const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Debug, Default)]
+pub struct LineBuffer {
+    partial: Vec<u8>,
+}
+
+impl LineBuffer {
+    /// Appends `data` and moves every complete line into `out`.
+    pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        while !data.is_empty() {
+            let room = MAX_LINE - self.partial.len();
+            let window = &data[..data.len().min(room + 1)];
+            if let Some(i) = memchr(b'\n', window) {
+                out.extend_from_slice(&self.partial);
+                self.partial.clear();
+                out.extend_from_slice(&data[..=i]);
+                data = &data[i + 1..];
+            } else if data.len() <= room {
+                self.partial.extend_from_slice(data);
+                return;
+            } else {
+                let cut = char_boundary(data, room);
+                out.extend_from_slice(&self.partial);
+                self.partial.clear();
+                out.extend_from_slice(&data[..cut]);
+                out.push(b'\n');
+                data = &data[cut..];
+            }
+        }
+    }
+
+    /// Moves an unfinished last line, if any, into `out` with a newline added.
+    pub fn finish(&mut self, out: &mut Vec<u8>) {
+        if !self.partial.is_empty() {
+            out.extend_from_slice(&self.partial);
+            out.push(b'\n');
+            self.partial.clear();
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partial.is_empty()
+    }
+}
+
+/// Moves a cut at `at` back to the start of the UTF-8 character it would split, if the
+/// character starts within the last 3 bytes before it; otherwise cuts at `at`.
+fn char_boundary(data: &[u8], at: usize) -> usize {
+    let mut cut = at;
+    while cut > 0 && at - cut < 3 && data[cut] & 0xC0 == 0x80 {
+        cut -= 1;
+    }
+    if cut == 0 || data[cut] & 0xC0 == 0x80 {
+        at
+    } else {
+        cut
+    }
+}
+
+/// Iterates over the lines of a buffer filled by `LineBuffer`, without the newlines.
+pub fn split(buffer: &[u8]) -> impl Iterator<Item = &[u8]> {
+    buffer
+        .split_inclusive(|&b| b == b'\n')
+        .map(|line| line.strip_suffix(b"\n").unwrap_or(line))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn feed(pieces: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut buffer = LineBuffer::default();
+        let mut out = Vec::new();
+        for piece in pieces {
+            buffer.push(piece, &mut out);
+        }
+        buffer.finish(&mut out);
+        split(&out).map(<[u8]>::to_vec).collect()
+    }
+
+    #[test]
+    fn lines_across_pieces() {
+        assert_eq!(
+            feed(&[b"ab", b"c\nd", b"\n\nef"]),
+            vec![b"abc".to_vec(), b"d".to_vec(), b"".to_vec(), b"ef".to_vec()]
+        );
+        assert!(feed(&[]).is_empty());
+        assert_eq!(feed(&[b"\n"]), vec![b"".to_vec()]);
+    }
+
+    #[test]
+    fn long_lines_are_cut_at_the_limit() {
+        let long = vec![b'x'; MAX_LINE * 2 + 10];
+        let lines = feed(&[&long[..100], &long[100..], b"\nend\n"]);
+        assert_eq!(lines.len(), 4);
+        assert_eq!(lines[0].len(), MAX_LINE);
+        assert_eq!(lines[1].len(), MAX_LINE);
+        assert_eq!(lines[2].len(), 10);
+        assert_eq!(lines[3], b"end");
+        // exactly MAX_LINE bytes is one line, not a line and an empty one
+        let exact = [vec![b'y'; MAX_LINE], b"\n".to_vec()].concat();
+        assert_eq!(feed(&[&exact]).len(), 1);
+    }
+
+    #[test]
+    fn cuts_do_not_split_characters() {
+        let mut text = vec![b'a'; MAX_LINE - 1];
+        text.extend_from_slice("é".as_bytes());
+        text.push(b'\n');
+        let lines = feed(&[&text]);
+        assert_eq!(lines.len(), 2);
+        assert!(std::str::from_utf8(&lines[0]).is_ok());
+        assert_eq!(lines[1], "é".as_bytes());
+    }
+}

@@ -1,0 +1,412 @@
+//! From what the user wrote (`NodeConfig`) to what the backend runs (`SpawnPlan`).
+//!
+//! Planning resolves every relative path against the supervisor's working directory,
+//! creates the node's directory, checks the core, the scripts and the environment, and
+//! builds the JSON payload a script node starts from. Everything that can be refused
+//! is refused here, with a message naming the node and the field, so that
+//! `Supervisor::create` can report it instead of a node dying later.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use nix::sched::{CpuSet, sched_getaffinity};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+
+use super::os_error;
+use crate::config::NodeConfig;
+
+/// The environment variable through which a script node receives its `NodePayload`.
+pub const NODE_ENV: &str = "RHAI_SUPERVISOR_NODE";
+
+/// What a script node starts from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodePayload {
+    pub config: NodeConfig,
+    /// In load order: `addl_base_scripts`, the supervisor's scripts, `addl_user_scripts`,
+    /// `scripts`; all absolute.
+    pub scripts: Vec<PathBuf>,
+    /// The supervisor's log level, so a node logs like its supervisor.
+    pub log_level: String,
+}
+
+/// The supervisor-wide inputs to every plan.
+#[derive(Clone, Debug)]
+pub struct Launcher {
+    /// The supervisor's working directory when it started: relative paths are resolved
+    /// against it.
+    pub cwd: PathBuf,
+    /// The program re-executed for script nodes, and its arguments before the node name.
+    pub node_program: PathBuf,
+    pub node_args: Vec<OsString>,
+    /// The scripts given on the supervisor's command line (absolute).
+    pub scripts: Vec<PathBuf>,
+    pub log_level: log::LevelFilter,
+    /// The cores this process may run on.
+    pub cores: Vec<usize>,
+    /// The open-file limits nodes get (the supervisor raises its own).
+    pub child_nofile: Option<(u64, u64)>,
+}
+
+impl Launcher {
+    /// A launcher that re-executes the current program as `PROGRAM __node NAME`.
+    pub fn current(scripts: &[PathBuf], log_level: log::LevelFilter) -> std::io::Result<Launcher> {
+        let cwd = std::env::current_dir()?;
+        Ok(Launcher {
+            scripts: scripts.iter().map(|s| cwd.join(s)).collect(),
+            node_program: std::env::current_exe()?,
+            node_args: vec!["__node".into()],
+            cwd,
+            log_level,
+            cores: available_cores(),
+            child_nofile: None,
+        })
+    }
+}
+
+/// The cores this process may run on, in order.
+pub fn available_cores() -> Vec<usize> {
+    match sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count())
+            .filter(|&i| set.is_set(i).unwrap_or(false))
+            .collect(),
+        Err(_) => (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect(),
+    }
+}
+
+/// Where a stream of the node goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Through a pipe to the supervisor, line by line.
+    Capture,
+    /// Into this file, truncated at each start.
+    File(PathBuf),
+}
+
+/// A validated, ready-to-run description of one node process.
+#[derive(Clone, Debug)]
+pub struct SpawnPlan {
+    pub name: Arc<str>,
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// Added to (or replacing entries of) the supervisor's environment.
+    pub env: Vec<(OsString, OsString)>,
+    /// Removed from the supervisor's environment.
+    pub env_remove: Vec<OsString>,
+    pub directory: Option<PathBuf>,
+    pub stdout: Output,
+    pub stderr: Output,
+    pub cpu: Option<usize>,
+    /// Sent to the node when the supervisor's loop thread dies.
+    pub death_signal: Signal,
+    /// Open-file limits (soft, hard) to set in the node.
+    pub nofile: Option<(u64, u64)>,
+}
+
+/// Plans `config` for a start now. Creates the node's directory.
+pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, String> {
+    let name = config.name.as_str();
+    let fail = |what: String| format!("node '{name}': {what}");
+
+    let directory = match &config.directory {
+        Some(dir) => {
+            check_path("directory", dir).map_err(fail)?;
+            let path = launcher.cwd.join(dir);
+            std::fs::create_dir_all(&path).map_err(|e| {
+                fail(format!(
+                    "cannot create working directory '{dir}': {}",
+                    os_error(&e)
+                ))
+            })?;
+            Some(path)
+        }
+        None => None,
+    };
+    let base = directory.as_deref().unwrap_or(&launcher.cwd);
+    let output = |field: &str, file: &Option<String>| -> Result<Output, String> {
+        match file {
+            Some(f) => {
+                check_path(field, f).map_err(fail)?;
+                Ok(Output::File(base.join(f)))
+            }
+            None => Ok(Output::Capture),
+        }
+    };
+    let stdout = output("stdout_file", &config.stdout_file)?;
+    let stderr = output("stderr_file", &config.stderr_file)?;
+
+    let cpu = match config.cpu_affinity {
+        Some(core) => {
+            let ok = usize::try_from(core)
+                .ok()
+                .filter(|c| launcher.cores.contains(c));
+            Some(ok.ok_or_else(|| {
+                fail(format!(
+                    "cpu_affinity {core}: no such core on this machine (available: {})",
+                    core_list(&launcher.cores)
+                ))
+            })?)
+        }
+        None => None,
+    };
+
+    let mut env = Vec::with_capacity(config.env.len() + 2);
+    for (key, value) in &config.env {
+        check_env(key, value).map_err(fail)?;
+        env.push((key.into(), value.into()));
+    }
+    if !config.cluster.is_empty() {
+        env.push(("CLUSTER_NODE".into(), name.into()));
+    }
+
+    let (program, args, death_signal, env_remove) = match &config.command {
+        Some(command) => {
+            for arg in command {
+                if arg.contains('\0') {
+                    return Err(fail(format!(
+                        "command argument {arg:?} contains a NUL byte"
+                    )));
+                }
+            }
+            let Some((program, args)) = command.split_first() else {
+                return Err(fail("command must name a program to run".into()));
+            };
+            // A plain program leaves nothing to clean up if the supervisor vanishes.
+            let args = args.iter().map(OsString::from).collect();
+            (
+                PathBuf::from(program),
+                args,
+                Signal::SIGKILL,
+                vec![NODE_ENV.into()],
+            )
+        }
+        None => {
+            let scripts = node_scripts(config, launcher).map_err(fail)?;
+            let payload = NodePayload {
+                config: config.clone(),
+                scripts,
+                log_level: launcher.log_level.to_string(),
+            };
+            let json = serde_json::to_string(&payload)
+                .map_err(|e| fail(format!("cannot encode the node's configuration: {e}")))?;
+            env.push((NODE_ENV.into(), json.into()));
+            let mut args = launcher.node_args.clone();
+            args.push(name.into());
+            // A script node shuts down cleanly (zeek_done) on SIGTERM.
+            (
+                launcher.node_program.clone(),
+                args,
+                Signal::SIGTERM,
+                Vec::new(),
+            )
+        }
+    };
+
+    Ok(SpawnPlan {
+        name: Arc::from(name),
+        program,
+        args,
+        env,
+        env_remove,
+        directory,
+        stdout,
+        stderr,
+        cpu,
+        death_signal,
+        nofile: launcher.child_nofile,
+    })
+}
+
+/// The scripts a script node loads, in order, resolved and checked.
+fn node_scripts(config: &NodeConfig, launcher: &Launcher) -> Result<Vec<PathBuf>, String> {
+    let mut all = Vec::new();
+    let resolve = |field: &str, list: &[String], all: &mut Vec<PathBuf>| -> Result<(), String> {
+        for script in list {
+            check_path(field, script)?;
+            let path = launcher.cwd.join(script);
+            check_script(&path, script)?;
+            all.push(path);
+        }
+        Ok(())
+    };
+    resolve("addl_base_scripts", &config.addl_base_scripts, &mut all)?;
+    all.extend(launcher.scripts.iter().cloned());
+    resolve("addl_user_scripts", &config.addl_user_scripts, &mut all)?;
+    resolve("scripts", &config.scripts, &mut all)?;
+    Ok(all)
+}
+
+fn check_script(path: &Path, as_written: &str) -> Result<(), String> {
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(_) => Err(format!("script '{as_written}' is not a file")),
+        Err(e) => Err(format!(
+            "cannot read script '{as_written}': {}",
+            os_error(&e)
+        )),
+    }
+}
+
+fn check_path(field: &str, path: &str) -> Result<(), String> {
+    if path.is_empty() {
+        return Err(format!("{field} must not be empty"));
+    }
+    if path.contains('\0') {
+        return Err(format!("{field} {path:?} contains a NUL byte"));
+    }
+    Ok(())
+}
+
+fn check_env(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("env keys must not be empty".into());
+    }
+    if key.contains('=') || key.contains('\0') {
+        return Err(format!(
+            "env key {key:?} must not contain '=' or a NUL byte"
+        ));
+    }
+    if value.contains('\0') {
+        return Err(format!("env value of {key} contains a NUL byte"));
+    }
+    Ok(())
+}
+
+/// `0-3,6` for a sorted list of cores.
+fn core_list(cores: &[usize]) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for &core in cores {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == core => *end = core,
+            _ => ranges.push((core, core)),
+        }
+    }
+    let parts: Vec<String> = ranges
+        .iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn launcher(dir: &Path) -> Launcher {
+        Launcher {
+            cwd: dir.to_path_buf(),
+            node_program: "/bin/true".into(),
+            node_args: vec!["__node".into()],
+            scripts: vec![dir.join("main.rhai")],
+            log_level: log::LevelFilter::Info,
+            cores: vec![0, 1],
+            child_nofile: None,
+        }
+    }
+
+    fn temp_dir(tag: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("rs-plan-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn script_node_loads_in_zeek_order() {
+        let dir = temp_dir("order");
+        for f in ["base.rhai", "user.rhai", "w.rhai"] {
+            std::fs::write(dir.join(f), "").unwrap();
+        }
+        let mut cfg = NodeConfig::named("w1");
+        cfg.addl_base_scripts = vec!["base.rhai".into()];
+        cfg.addl_user_scripts = vec!["user.rhai".into()];
+        cfg.scripts = vec!["w.rhai".into()];
+        cfg.directory = Some("nodes/w1".into());
+        let plan = plan(&cfg, &launcher(&dir)).unwrap();
+        assert!(dir.join("nodes/w1").is_dir());
+        assert_eq!(
+            plan.directory.as_deref(),
+            Some(dir.join("nodes/w1").as_path())
+        );
+        let (_, json) = plan.env.iter().find(|(k, _)| k == NODE_ENV).unwrap();
+        let payload: NodePayload = serde_json::from_str(json.to_str().unwrap()).unwrap();
+        let names: Vec<_> = payload
+            .scripts
+            .iter()
+            .map(|p| p.file_name().unwrap().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(names, ["base.rhai", "main.rhai", "user.rhai", "w.rhai"]);
+        assert_eq!(plan.death_signal, Signal::SIGTERM);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn refusals_name_node_and_field() {
+        let dir = temp_dir("refuse");
+        let l = launcher(&dir);
+        let mut cfg = NodeConfig::named("w1");
+        cfg.scripts = vec!["missing.rhai".into()];
+        let err = plan(&cfg, &l).unwrap_err();
+        assert!(
+            err.starts_with("node 'w1': cannot read script 'missing.rhai'"),
+            "{err}"
+        );
+
+        let mut cfg = NodeConfig::named("w1");
+        cfg.cpu_affinity = Some(7);
+        let err = plan(&cfg, &l).unwrap_err();
+        assert_eq!(
+            err,
+            "node 'w1': cpu_affinity 7: no such core on this machine (available: 0-1)"
+        );
+
+        let mut cfg = NodeConfig::named("w1");
+        cfg.env.insert("A=B".into(), "x".into());
+        assert!(plan(&cfg, &l).unwrap_err().contains("must not contain '='"));
+
+        std::fs::write(dir.join("file"), "").unwrap();
+        let mut cfg = NodeConfig::named("w1");
+        cfg.directory = Some("file/sub".into());
+        let err = plan(&cfg, &l).unwrap_err();
+        assert!(
+            err.starts_with("node 'w1': cannot create working directory 'file/sub': "),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn command_nodes_and_cluster_env() {
+        let dir = temp_dir("cmd");
+        let mut cfg = NodeConfig::named("c");
+        cfg.command = Some(vec!["sleep".into(), "5".into()]);
+        cfg.cluster.insert("c".into(), Default::default());
+        cfg.stdout_file = Some("out.log".into());
+        let plan = plan(&cfg, &launcher(&dir)).unwrap();
+        assert_eq!(plan.program, PathBuf::from("sleep"));
+        assert_eq!(plan.args, vec![OsString::from("5")]);
+        assert_eq!(plan.death_signal, Signal::SIGKILL);
+        assert!(plan.env.contains(&("CLUSTER_NODE".into(), "c".into())));
+        assert_eq!(plan.stdout, Output::File(dir.join("out.log")));
+        assert_eq!(plan.stderr, Output::Capture);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn core_lists() {
+        assert_eq!(core_list(&[0, 1, 2, 3, 6]), "0-3,6");
+        assert_eq!(core_list(&[]), "none");
+    }
+}

@@ -1,0 +1,381 @@
+//! The one I/O thread.
+//!
+//! It blocks in `epoll_wait` on: every node's pidfd and output pipes, a self-pipe that
+//! signal handlers write to, and an eventfd the loop uses to hand it new processes. It
+//! turns what it sees into `Event`s on the loop's channel:
+//!
+//! - output bytes become `Event::Output` with complete lines only (see `lines`);
+//! - a readable pidfd (the process exited) first drains that process's pipes, flushes
+//!   an unfinished last line, and only then sends `Event::Exited`, so every line a node
+//!   wrote reaches the loop before its exit does;
+//! - SIGTERM, SIGINT, SIGHUP become `Event::Signal`.
+//!
+//! The channel to the loop is bounded: when the loop falls behind, `send` blocks, this
+//! thread stops reading, the pipes fill, and writing nodes block. Memory stays bounded.
+//! The loop never waits for this thread, so the two cannot deadlock.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Receiver, Sender};
+use nix::errno::Errno;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::signal::Signal;
+
+use super::lines::LineBuffer;
+use super::{ProcId, Stream};
+use crate::event_loop::Event;
+
+/// How much one pipe may deliver before others get their turn.
+const READ_BUDGET: usize = 256 * 1024;
+/// How much is drained from the pipes of a process that just exited: more than any pipe
+/// holds, and bounded in case a surviving descendant keeps writing.
+const EXIT_DRAIN_BUDGET: usize = 4 * 1024 * 1024;
+
+const TOKEN_WAKE: u64 = u64::MAX;
+const TOKEN_SIGNALS: u64 = u64::MAX - 1;
+const KIND_PIDFD: u64 = 0;
+const KIND_STDOUT: u64 = 1;
+const KIND_STDERR: u64 = 2;
+
+/// A process for the reactor to watch.
+#[derive(Debug)]
+pub struct Watch {
+    pub proc: ProcId,
+    pub name: Arc<str>,
+    pub pidfd: OwnedFd,
+    pub stdout: Option<OwnedFd>,
+    pub stderr: Option<OwnedFd>,
+}
+
+enum Command {
+    Watch(Watch),
+    Stop,
+}
+
+/// The I/O thread itself: dropping it stops the thread and its signal routing.
+pub struct Reactor {
+    watcher: Watcher,
+    thread: Option<JoinHandle<()>>,
+    signal_ids: Vec<signal_hook::SigId>,
+}
+
+/// Hands processes to the I/O thread; cheap to clone.
+#[derive(Clone)]
+pub struct Watcher {
+    commands: Sender<Command>,
+    waker: Arc<EventFd>,
+}
+
+impl Reactor {
+    /// Starts the I/O thread, which sends to `events`, and routes `signals` to it.
+    pub fn start(events: Sender<Event>, signals: &[Signal]) -> io::Result<Reactor> {
+        let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
+        let waker = Arc::new(EventFd::from_flags(
+            EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+        )?);
+        epoll.add(
+            waker.as_fd(),
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_WAKE),
+        )?;
+
+        let (signal_read, signal_write) = UnixStream::pair()?;
+        signal_read.set_nonblocking(true)?;
+        epoll.add(
+            &signal_read,
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_SIGNALS),
+        )?;
+        let mut flags = Vec::new();
+        let mut signal_ids = Vec::new();
+        for &signal in signals {
+            let flag = Arc::new(AtomicBool::new(false));
+            // The flag is registered first so that it is set before the pipe wakes us.
+            signal_ids.push(signal_hook::flag::register(signal as i32, flag.clone())?);
+            signal_ids.push(signal_hook::low_level::pipe::register(
+                signal as i32,
+                signal_write.try_clone()?,
+            )?);
+            flags.push((signal, flag));
+        }
+
+        let (commands, command_rx) = crossbeam_channel::unbounded();
+        let io = Io {
+            epoll,
+            waker: waker.clone(),
+            signal_pipe: signal_read,
+            signal_flags: flags,
+            commands: command_rx,
+            events,
+            slots: Vec::new(),
+            free: Vec::new(),
+            buffer: vec![0; 64 * 1024],
+        };
+        let thread = std::thread::Builder::new()
+            .name("rhai-supervisor-io".into())
+            .spawn(move || io.run())?;
+        Ok(Reactor {
+            watcher: Watcher { commands, waker },
+            thread: Some(thread),
+            signal_ids,
+        })
+    }
+
+    pub fn watcher(&self) -> Watcher {
+        self.watcher.clone()
+    }
+}
+
+impl Watcher {
+    /// Hands a freshly spawned process to the I/O thread.
+    pub fn watch(&self, watch: Watch) {
+        self.send(Command::Watch(watch));
+    }
+
+    fn send(&self, command: Command) {
+        if self.commands.send(command).is_ok() {
+            // An eventfd write fails only when the counter would overflow, in which case
+            // the thread has a wake-up pending anyway.
+            let _ = self.waker.write(1);
+        }
+    }
+}
+
+impl Drop for Reactor {
+    fn drop(&mut self) {
+        for id in self.signal_ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+        self.watcher.send(Command::Stop);
+        // Joining could wait on a full event channel whose reader is gone with us; the
+        // thread notices the closed channel on its next send and ends by itself.
+        drop(self.thread.take());
+    }
+}
+
+/// One watched process: its pidfd until it exits, its pipes until they reach EOF.
+struct Slot {
+    proc: ProcId,
+    name: Arc<str>,
+    pidfd: Option<OwnedFd>,
+    pipes: [Option<Pipe>; 2],
+}
+
+struct Pipe {
+    fd: OwnedFd,
+    lines: LineBuffer,
+}
+
+struct Io {
+    epoll: Epoll,
+    waker: Arc<EventFd>,
+    signal_pipe: UnixStream,
+    signal_flags: Vec<(Signal, Arc<AtomicBool>)>,
+    commands: Receiver<Command>,
+    events: Sender<Event>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<usize>,
+    buffer: Vec<u8>,
+}
+
+/// The event channel is gone: the loop has ended, and so does this thread.
+struct Closed;
+
+impl Io {
+    fn run(mut self) {
+        let mut ready = vec![EpollEvent::empty(); 256];
+        loop {
+            let n = match self.epoll.wait(&mut ready, EpollTimeout::NONE) {
+                Ok(n) => n,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("the I/O thread cannot wait for events: {}", e.desc());
+                    return;
+                }
+            };
+            for event in &ready[..n] {
+                let outcome = match event.data() {
+                    TOKEN_WAKE => self.take_commands(),
+                    TOKEN_SIGNALS => self.take_signals(),
+                    token => self.ready(token),
+                };
+                if outcome.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    fn take_commands(&mut self) -> Result<(), Closed> {
+        let _ = self.waker.read();
+        while let Ok(command) = self.commands.try_recv() {
+            match command {
+                Command::Watch(watch) => self.add(watch),
+                Command::Stop => return Err(Closed),
+            }
+        }
+        Ok(())
+    }
+
+    fn take_signals(&mut self) -> Result<(), Closed> {
+        let mut sink = [0u8; 64];
+        while matches!(io::Read::read(&mut &self.signal_pipe, &mut sink), Ok(n) if n > 0) {}
+        for (signal, flag) in &self.signal_flags {
+            if flag.swap(false, Ordering::SeqCst) {
+                self.events
+                    .send(Event::Signal(*signal))
+                    .map_err(|_| Closed)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, watch: Watch) {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None => {
+                self.slots.push(None);
+                self.slots.len() - 1
+            }
+        };
+        let base = (index as u64) << 2;
+        let register = |fd: &OwnedFd, kind: u64| {
+            if let Err(e) = self
+                .epoll
+                .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, base | kind))
+            {
+                log::error!(
+                    "cannot watch node '{}' (epoll: {}); its exit or output will be missed",
+                    watch.name,
+                    e.desc()
+                );
+            }
+        };
+        register(&watch.pidfd, KIND_PIDFD);
+        if let Some(fd) = &watch.stdout {
+            register(fd, KIND_STDOUT);
+        }
+        if let Some(fd) = &watch.stderr {
+            register(fd, KIND_STDERR);
+        }
+        let pipe = |fd: Option<OwnedFd>| {
+            fd.map(|fd| Pipe {
+                fd,
+                lines: LineBuffer::default(),
+            })
+        };
+        self.slots[index] = Some(Slot {
+            proc: watch.proc,
+            name: watch.name,
+            pidfd: Some(watch.pidfd),
+            pipes: [pipe(watch.stdout), pipe(watch.stderr)],
+        });
+    }
+
+    fn ready(&mut self, token: u64) -> Result<(), Closed> {
+        let index = (token >> 2) as usize;
+        if !matches!(self.slots.get(index), Some(Some(_))) {
+            return Ok(()); // closed earlier in this batch
+        }
+        match token & 3 {
+            KIND_PIDFD => self.exited(index),
+            KIND_STDOUT => self.read(index, 0, READ_BUDGET, false),
+            _ => self.read(index, 1, READ_BUDGET, false),
+        }
+    }
+
+    /// Reads up to `budget` bytes from one pipe and sends the complete lines; with
+    /// `flush`, an unfinished last line too.
+    fn read(
+        &mut self,
+        index: usize,
+        which: usize,
+        budget: usize,
+        flush: bool,
+    ) -> Result<(), Closed> {
+        let Some(slot) = self.slots[index].as_mut() else {
+            return Ok(());
+        };
+        let Some(pipe) = slot.pipes[which].as_mut() else {
+            return Ok(());
+        };
+        let mut lines = Vec::new();
+        let mut total = 0;
+        let mut eof = false;
+        loop {
+            match nix::unistd::read(&pipe.fd, &mut self.buffer) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    pipe.lines.push(&self.buffer[..n], &mut lines);
+                    total += n;
+                    if total >= budget || n < self.buffer.len() {
+                        break;
+                    }
+                }
+                Err(Errno::EAGAIN) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::warn!("cannot read output of node '{}': {}", slot.name, e.desc());
+                    eof = true;
+                    break;
+                }
+            }
+        }
+        if eof || flush {
+            pipe.lines.finish(&mut lines);
+        }
+        if eof {
+            let _ = self.epoll.delete(&pipe.fd);
+            slot.pipes[which] = None;
+        }
+        let stream = if which == 0 {
+            Stream::Stdout
+        } else {
+            Stream::Stderr
+        };
+        let (proc, name) = (slot.proc, slot.name.clone());
+        self.release_if_done(index);
+        if !lines.is_empty() {
+            let output = Event::Output {
+                proc,
+                node: name,
+                stream,
+                lines,
+            };
+            self.events.send(output).map_err(|_| Closed)?;
+        }
+        Ok(())
+    }
+
+    /// The process exited: drain its pipes, then report the exit.
+    fn exited(&mut self, index: usize) -> Result<(), Closed> {
+        let Some(slot) = self.slots[index].as_mut() else {
+            return Ok(());
+        };
+        if let Some(pidfd) = slot.pidfd.take() {
+            let _ = self.epoll.delete(&pidfd);
+        }
+        let proc = slot.proc;
+        for which in 0..2 {
+            self.read(index, which, EXIT_DRAIN_BUDGET, true)?;
+        }
+        self.release_if_done(index);
+        self.events.send(Event::Exited { proc }).map_err(|_| Closed)
+    }
+
+    fn release_if_done(&mut self, index: usize) {
+        if let Some(slot) = &self.slots[index] {
+            if slot.pidfd.is_none() && slot.pipes.iter().all(Option::is_none) {
+                self.slots[index] = None;
+                self.free.push(index);
+            }
+        }
+    }
+}

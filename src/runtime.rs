@@ -1,0 +1,132 @@
+//! Assembling one process of any role: signal routing, the I/O thread, the shared
+//! context, the Rhai host and the loop, in the order that matters (the interrupt flag
+//! is registered before the reactor's signal pipe, so a script is already being
+//! stopped when the loop hears of the signal).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use crossbeam_channel::Sender;
+use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::Signal;
+
+use crate::config::NodeConfig;
+use crate::event_loop::{Event, EventLoop, Sigint};
+use crate::process::plan::Launcher;
+use crate::process::reactor::Reactor;
+use crate::script::{Context, Host, Limits, Role, ScriptError};
+use crate::supervisor::Supervisor;
+
+/// How many events may wait for the loop before the I/O thread (and with it, writing
+/// nodes) is held back.
+const EVENT_QUEUE: usize = 1024;
+
+/// Settings of a process, from the command line or an embedding program.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub limits: Limits,
+    pub log_level: log::LevelFilter,
+    pub sigint: Sigint,
+    /// How script nodes are started; `None` re-executes the current program.
+    pub launcher: Option<Launcher>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            limits: Limits::default(),
+            log_level: log::LevelFilter::Info,
+            sigint: Sigint::Shutdown,
+            launcher: None,
+        }
+    }
+}
+
+/// A process that cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Script(#[from] ScriptError),
+    #[error("cannot start: {0}")]
+    Setup(String),
+}
+
+/// One assembled process, ready to load scripts and serve.
+pub struct Runtime {
+    event_loop: EventLoop,
+    events: Sender<Event>,
+    // Dropped last: it routes signals and owns the I/O thread.
+    _reactor: Reactor,
+}
+
+impl Runtime {
+    /// Sets up a process of `role`. `scripts` are the command-line scripts (which script
+    /// nodes load too); `node` is this node's configuration in a supervised node.
+    pub fn new(
+        role: Role,
+        scripts: &[PathBuf],
+        node: Option<NodeConfig>,
+        settings: &Settings,
+    ) -> Result<Runtime, Error> {
+        let setup = |what: &str, e: std::io::Error| Error::Setup(format!("{what}: {e}"));
+        let interrupt = Arc::new(AtomicBool::new(false));
+        for signal in [Signal::SIGTERM, Signal::SIGINT] {
+            signal_hook::flag::register(signal as i32, interrupt.clone())
+                .map_err(|e| setup("cannot handle signals", e))?;
+        }
+        let (events, event_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
+        let reactor = Reactor::start(events.clone(), &[Signal::SIGTERM, Signal::SIGINT])
+            .map_err(|e| setup("cannot start the I/O thread", e))?;
+
+        let mut context = Context::new(role);
+        context.node = node;
+        if role == Role::Supervisor {
+            let mut launcher = match &settings.launcher {
+                Some(l) => l.clone(),
+                None => Launcher::current(scripts, settings.log_level)
+                    .map_err(|e| setup("cannot find this program", e))?,
+            };
+            launcher.child_nofile = raise_nofile_limit();
+            context.supervisor = Some(Supervisor::new(launcher, reactor.watcher()));
+        }
+        let host = Host::new(context.shared(), settings.limits, interrupt.clone());
+        Ok(Runtime {
+            event_loop: EventLoop::new(host, event_rx, interrupt, settings.sigint),
+            events,
+            _reactor: reactor,
+        })
+    }
+
+    /// Loads the scripts and runs `zeek_init()`; on failure every node is stopped again.
+    pub fn start(&mut self, scripts: &[PathBuf]) -> Result<(), Error> {
+        self.event_loop.start(scripts).map_err(Error::Script)
+    }
+
+    /// Serves until shutdown; returns the exit status.
+    pub fn run(&mut self) -> i32 {
+        self.event_loop.run()
+    }
+
+    /// A way for other threads to hand work to the loop (`Event::Task`).
+    pub fn sender(&self) -> Sender<Event> {
+        self.events.clone()
+    }
+
+    pub fn event_loop(&mut self) -> &mut EventLoop {
+        &mut self.event_loop
+    }
+}
+
+/// A supervisor holds three descriptors per captured node: raise the soft limit on open
+/// files to the hard limit. Returns the original limits, which nodes get back.
+fn raise_nofile_limit() -> Option<(u64, u64)> {
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
+    if soft < hard {
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            log::debug!("cannot raise the open file limit: {}", e.desc());
+            return None;
+        }
+    }
+    Some((soft, hard))
+}

@@ -1,0 +1,269 @@
+//! The script API: the `Supervisor` module (Zeek's names), the `Cluster` module of a
+//! node, and the builtins `terminate`, `exit`, `getenv`, `eprint`, `schedule`.
+//!
+//! A thin adapter: it converts values and errors and calls the node table; policy
+//! lives in `supervisor`. Every function with an effect is registered volatile, so the
+//! optimizer never runs it at compile time.
+
+use std::io::Write;
+use std::time::Instant;
+
+use rhai::{
+    Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, INT, Map, Module, NativeCallContext,
+};
+
+use super::records::{self, Record, from_map, kind};
+use super::{ExitRequest, Role, Shared};
+use crate::config::{ClusterEndpoint, ClusterRole, NodeConfig, NodeStatus, Status};
+
+type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
+
+/// Zeek's answer when the supervisor API is used outside the supervisor.
+pub const NOT_SUPERVISOR: &str = "supervisor mode not enabled";
+/// Zeek's answer when `Supervisor::node()` is used outside a supervised node.
+pub const NOT_SUPERVISED: &str = "not a supervised process";
+
+/// Registers everything scripts can call.
+pub fn register(engine: &mut Engine, shared: &Shared) {
+    records::register::<NodeConfig>(engine);
+    records::register::<ClusterEndpoint>(engine);
+    records::register::<NodeStatus>(engine);
+    records::register::<Status>(engine);
+    records::register_role(engine);
+    engine.register_static_module("Supervisor", supervisor_module(shared).into());
+    engine.register_static_module("Cluster", cluster_module(shared).into());
+    builtins(engine, shared);
+}
+
+/// An error from a namespaced call, stamped with the call's position (rhai leaves it
+/// empty for `Module::function` calls).
+fn error_at(message: String, ctx: &NativeCallContext) -> Box<EvalAltResult> {
+    EvalAltResult::ErrorRuntime(message.into(), ctx.call_position()).into()
+}
+
+/// The names of the functions and constants in the `Supervisor` module, for completion.
+pub const SUPERVISOR_NAMES: &[&str] = &[
+    "create",
+    "destroy",
+    "restart",
+    "status",
+    "is_supervisor",
+    "is_supervised",
+    "node",
+    "NodeConfig",
+    "ClusterEndpoint",
+    "NONE",
+    "LOGGER",
+    "MANAGER",
+    "PROXY",
+    "WORKER",
+];
+
+fn supervisor_module(shared: &Shared) -> Module {
+    let mut m = Module::new();
+    for role in ClusterRole::ALL {
+        m.set_var(role.name(), role);
+    }
+
+    FuncRegistration::new("NodeConfig")
+        .set_into_module(&mut m, |name: &str| NodeConfig::named(name));
+    FuncRegistration::new("NodeConfig").set_into_module(
+        &mut m,
+        |ctx: NativeCallContext, map: Map| -> Result<NodeConfig> {
+            from_map(map).map_err(|e| error_at(e, &ctx))
+        },
+    );
+    FuncRegistration::new("ClusterEndpoint").set_into_module(
+        &mut m,
+        |ctx: NativeCallContext, map: Map| -> Result<ClusterEndpoint> {
+            from_map(map).map_err(|e| error_at(e, &ctx))
+        },
+    );
+
+    let s = shared.clone();
+    FuncRegistration::new("create")
+        .with_volatility(true)
+        .set_into_module(
+            &mut m,
+            move |ctx: NativeCallContext, value: Dynamic| -> Result<String> {
+                let config = if let Some(c) = value.read_lock::<NodeConfig>() {
+                    c.clone()
+                } else if let Some(map) = value.read_lock::<Map>().map(|m| m.clone()) {
+                    from_map::<NodeConfig>(map).map_err(|e| error_at(e, &ctx))?
+                } else {
+                    return Err(error_at(
+                        format!(
+                            "Supervisor::create needs a Supervisor::NodeConfig or a map, not {}",
+                            kind(&value)
+                        ),
+                        &ctx,
+                    ));
+                };
+                let mut context = s.borrow_mut();
+                let Some(supervisor) = context.supervisor.as_mut() else {
+                    log::error!("Supervisor::create: {NOT_SUPERVISOR}");
+                    return Ok(NOT_SUPERVISOR.into());
+                };
+                Ok(match supervisor.create(config) {
+                    Ok(()) => String::new(),
+                    Err(e) => {
+                        log::warn!("Supervisor::create: {e}");
+                        e
+                    }
+                })
+            },
+        );
+
+    for (name, op) in [("destroy", Op::Destroy), ("restart", Op::Restart)] {
+        let s = shared.clone();
+        FuncRegistration::new(name)
+            .with_volatility(true)
+            .set_into_module(&mut m, move |node: &str| op.run(&s, node));
+        let s = shared.clone();
+        FuncRegistration::new(name)
+            .with_volatility(true)
+            .set_into_module(&mut m, move || op.run(&s, ""));
+    }
+
+    let s = shared.clone();
+    FuncRegistration::new("status")
+        .with_volatility(true)
+        .set_into_module(&mut m, move |node: &str| status(&s, node));
+    let s = shared.clone();
+    FuncRegistration::new("status")
+        .with_volatility(true)
+        .set_into_module(&mut m, move || status(&s, ""));
+
+    let s = shared.clone();
+    FuncRegistration::new("is_supervisor")
+        .with_volatility(true)
+        .set_into_module(&mut m, move || s.borrow().role == Role::Supervisor);
+    let s = shared.clone();
+    FuncRegistration::new("is_supervised")
+        .with_volatility(true)
+        .set_into_module(&mut m, move || s.borrow().role == Role::Node);
+    let s = shared.clone();
+    FuncRegistration::new("node")
+        .with_volatility(true)
+        .set_into_module(
+            &mut m,
+            move |ctx: NativeCallContext| -> Result<NodeConfig> {
+                s.borrow()
+                    .node
+                    .clone()
+                    .ok_or_else(|| error_at(format!("Supervisor::node: {NOT_SUPERVISED}"), &ctx))
+            },
+        );
+    m
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Destroy,
+    Restart,
+}
+
+impl Op {
+    fn run(self, shared: &Shared, node: &str) -> bool {
+        let mut context = shared.borrow_mut();
+        let name = match self {
+            Op::Destroy => "destroy",
+            Op::Restart => "restart",
+        };
+        let Some(supervisor) = context.supervisor.as_mut() else {
+            log::error!("Supervisor::{name}: {NOT_SUPERVISOR}");
+            return false;
+        };
+        match self {
+            Op::Destroy => supervisor.destroy(node),
+            Op::Restart => supervisor.restart(node),
+        }
+    }
+}
+
+fn status(shared: &Shared, node: &str) -> Status {
+    match &shared.borrow().supervisor {
+        Some(supervisor) => supervisor.status(node),
+        None => {
+            log::error!("Supervisor::status: {NOT_SUPERVISOR}");
+            Status::default()
+        }
+    }
+}
+
+/// `Cluster::node` (this node's name) and `Cluster::nodes` (the layout), as Zeek's
+/// cluster framework fills them from the node's `cluster` table.
+fn cluster_module(shared: &Shared) -> Module {
+    let mut m = Module::new();
+    let context = shared.borrow();
+    let (name, layout) = match &context.node {
+        Some(cfg) if !cfg.cluster.is_empty() => (cfg.name.clone(), cfg.get("cluster")),
+        _ => (String::new(), Dynamic::from_map(Map::new())),
+    };
+    m.set_var("node", name);
+    m.set_var("nodes", layout);
+    m
+}
+
+fn builtins(engine: &mut Engine, shared: &Shared) {
+    let s = shared.clone();
+    engine.register_fn("terminate", move || {
+        let mut context = s.borrow_mut();
+        let first = context.exit.is_none();
+        context.request_exit(ExitRequest::Terminate);
+        first
+    });
+    for with_code in [true, false] {
+        let s = shared.clone();
+        let exit = move |ctx: &NativeCallContext, code: INT| -> Result<()> {
+            let code = i32::try_from(code).unwrap_or(i32::MAX);
+            s.borrow_mut().request_exit(ExitRequest::Exit(code));
+            Err(EvalAltResult::Exit(Dynamic::from(code as INT), ctx.call_position()).into())
+        };
+        if with_code {
+            engine.register_fn("exit", move |ctx: NativeCallContext, code: INT| {
+                exit(&ctx, code)
+            });
+        } else {
+            engine.register_fn("exit", move |ctx: NativeCallContext| exit(&ctx, 0));
+        }
+    }
+    engine.register_fn("getenv", |name: &str| -> Dynamic {
+        std::env::var(name).map_or(Dynamic::UNIT, Into::into)
+    });
+    engine.register_fn("eprint", |text: Dynamic| {
+        let text = if text.is_string() {
+            text.to_string()
+        } else {
+            records::render(&text, false)
+        };
+        let _ = writeln!(std::io::stderr().lock(), "{text}");
+    });
+    let s = shared.clone();
+    engine.register_fn(
+        "schedule",
+        move |ctx: NativeCallContext, millis: Dynamic, callback: FnPtr| -> Result<()> {
+            let ms = if let Ok(i) = millis.as_int() {
+                i as f64
+            } else if let Ok(f) = millis.as_float() {
+                f
+            } else {
+                return Err(error_at(
+                    format!(
+                        "schedule: the delay must be a number of milliseconds, not {}",
+                        kind(&millis)
+                    ),
+                    &ctx,
+                ));
+            };
+            let delay = crate::config::seconds(ms / 1000.0).map_err(|_| {
+                error_at(
+                    format!("schedule: the delay must be a number of milliseconds >= 0, not {ms}"),
+                    &ctx,
+                )
+            })?;
+            s.borrow_mut().timers.add(Instant::now() + delay, callback);
+            Ok(())
+        },
+    );
+}

@@ -1,0 +1,538 @@
+//! The Rhai side: the engine and its limits, the loaded program, hooks and timers.
+//!
+//! `Host` owns the engine, the program (every function of every loaded script, plus
+//! what a REPL adds) and the scope that holds the scripts' global variables. Scripts
+//! run top to bottom once (`load`); afterwards only functions are called (hooks,
+//! timer closures) with the same scope, never the top level again, so global `let`
+//! variables keep their values across hook calls.
+//!
+//! `Context` is the state that native functions (`Supervisor::create`, `schedule`,
+//! `terminate`, ...) reach from inside a script: the role, the node table, the timers
+//! and a pending exit. It is shared (`Rc<RefCell>`) between the engine's functions and
+//! the loop; the loop never holds a borrow while a script runs.
+//!
+//! `api` registers the `Supervisor` and `Cluster` modules and the builtins; `records`
+//! the record types.
+
+pub mod api;
+pub mod records;
+
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rhai::{
+    AST, CallFnOptions, Dynamic, Engine, EvalAltResult, FnPtr, FuncArgs, ParseError, Position,
+    Scope,
+};
+
+use crate::config::NodeConfig;
+use crate::supervisor::Supervisor;
+
+/// Which process the scripts run in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// `rhai-supervisor run` or `repl`: `is_supervisor()`.
+    Supervisor,
+    /// A script node started by a supervisor: `is_supervised()`.
+    Node,
+    /// `rhai-supervisor exec`: neither.
+    Plain,
+}
+
+/// How a script asked this process to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitRequest {
+    /// `terminate()`: a clean shutdown (nodes stopped, `zeek_done()`), exit status 0.
+    Terminate,
+    /// `exit(code)`: stop now with this status (nodes are still stopped; no `zeek_done()`).
+    Exit(i32),
+}
+
+/// What native functions reach from inside a script.
+pub struct Context {
+    pub role: Role,
+    /// The node table, in the supervisor role.
+    pub supervisor: Option<Supervisor>,
+    /// This node's configuration, in a supervised node.
+    pub node: Option<NodeConfig>,
+    pub timers: Timers,
+    pub exit: Option<ExitRequest>,
+}
+
+pub type Shared = Rc<RefCell<Context>>;
+
+impl Context {
+    pub fn new(role: Role) -> Context {
+        Context {
+            role,
+            supervisor: None,
+            node: None,
+            timers: Timers::default(),
+            exit: None,
+        }
+    }
+
+    pub fn shared(self) -> Shared {
+        Rc::new(RefCell::new(self))
+    }
+
+    pub fn request_exit(&mut self, request: ExitRequest) {
+        // An explicit exit code wins over an earlier terminate().
+        match (self.exit, request) {
+            (None, _) | (Some(ExitRequest::Terminate), ExitRequest::Exit(_)) => {
+                self.exit = Some(request)
+            }
+            _ => {}
+        }
+    }
+}
+
+/// `schedule(millis, closure)` timers, run by the loop when due.
+#[derive(Default)]
+pub struct Timers {
+    due: BinaryHeap<Reverse<(Instant, u64)>>,
+    callbacks: HashMap<u64, FnPtr>,
+    next_id: u64,
+}
+
+impl Timers {
+    pub fn add(&mut self, at: Instant, callback: FnPtr) {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.due.push(Reverse((at, id)));
+        self.callbacks.insert(id, callback);
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.due.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The earliest callback due at `now`, if any.
+    pub fn pop_due(&mut self, now: Instant) -> Option<FnPtr> {
+        match self.due.peek() {
+            Some(Reverse((at, _))) if *at <= now => {
+                let Reverse((_, id)) = self.due.pop()?;
+                self.callbacks.remove(&id)
+            }
+            _ => None,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.due.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.due.clear();
+        self.callbacks.clear();
+    }
+}
+
+/// The limits every script call runs under, the same in debug and release builds.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Wall-clock time one call (a file's top level, a hook, a timer) may take.
+    pub call_time: Duration,
+    pub call_levels: usize,
+    pub expr_depth: usize,
+    pub function_expr_depth: usize,
+    pub string_size: usize,
+    pub array_size: usize,
+    pub map_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            call_time: Duration::from_secs(1),
+            call_levels: 48,
+            expr_depth: 64,
+            function_expr_depth: 48,
+            string_size: 16 * 1024 * 1024,
+            array_size: 1024 * 1024,
+            map_size: 1024 * 1024,
+        }
+    }
+}
+
+/// A script that failed, with where (file, line, column) when known.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.render())]
+pub struct ScriptError {
+    pub file: Option<String>,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl ScriptError {
+    fn plain(file: Option<&str>, message: String) -> ScriptError {
+        ScriptError {
+            file: file.map(str::to_string),
+            line: None,
+            column: None,
+            message,
+        }
+    }
+
+    fn at(file: Option<&str>, pos: Position, message: String) -> ScriptError {
+        ScriptError {
+            file: file.map(str::to_string),
+            line: pos.line(),
+            column: pos.position(),
+            message,
+        }
+    }
+
+    fn parse(file: Option<&str>, error: &ParseError) -> ScriptError {
+        ScriptError::at(
+            file,
+            error.position(),
+            strip_position(&error.err_type().to_string()),
+        )
+    }
+
+    fn eval(file: Option<&str>, error: &EvalAltResult) -> ScriptError {
+        ScriptError::at(file, error.position(), describe(error))
+    }
+
+    /// `file:line:column: message`, leaving out what is not known.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Some(file) = &self.file {
+            out.push_str(file);
+        }
+        if let Some(line) = self.line {
+            if self.file.is_some() {
+                out.push_str(&format!(":{line}"));
+            } else {
+                out.push_str(&format!("line {line}"));
+            }
+            if let Some(column) = self.column {
+                if self.file.is_some() {
+                    out.push_str(&format!(":{column}"));
+                } else {
+                    out.push_str(&format!(", column {column}"));
+                }
+            }
+        }
+        if out.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{out}: {}", self.message)
+        }
+    }
+}
+
+/// Removes rhai's trailing ` (line 3, position 5)`: the position is shown in front.
+fn strip_position(text: &str) -> String {
+    match text.rfind(" (line ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text.to_string(),
+    }
+}
+
+/// A runtime error as one readable message, with the chain of calls it went through.
+fn describe(error: &EvalAltResult) -> String {
+    match error {
+        EvalAltResult::ErrorInFunctionCall(name, _, inner, _) => {
+            let pos = inner.position();
+            let at = match (pos.line(), pos.position()) {
+                (Some(l), Some(c)) => format!(" at {l}:{c}"),
+                _ => String::new(),
+            };
+            format!("in function '{name}'{at}: {}", describe(inner))
+        }
+        EvalAltResult::ErrorTerminated(token, _) => {
+            if token.is_string() {
+                token.to_string()
+            } else {
+                "the script was stopped".into()
+            }
+        }
+        EvalAltResult::ErrorRuntime(value, _) if value.is_string() => value.to_string(),
+        other => strip_position(&other.to_string()),
+    }
+}
+
+/// The hooks a script may define, by name and number of parameters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    ZeekInit,
+    ZeekDone,
+    NodeStatus,
+    StdoutHook,
+    StderrHook,
+}
+
+impl Hook {
+    pub const ALL: [Hook; 5] = [
+        Hook::ZeekInit,
+        Hook::ZeekDone,
+        Hook::NodeStatus,
+        Hook::StdoutHook,
+        Hook::StderrHook,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::ZeekInit => "zeek_init",
+            Hook::ZeekDone => "zeek_done",
+            Hook::NodeStatus => "node_status",
+            Hook::StdoutHook => "stdout_hook",
+            Hook::StderrHook => "stderr_hook",
+        }
+    }
+
+    pub fn arity(self) -> usize {
+        match self {
+            Hook::ZeekInit | Hook::ZeekDone => 0,
+            Hook::NodeStatus | Hook::StdoutHook | Hook::StderrHook => 2,
+        }
+    }
+}
+
+/// The engine, the loaded program and its global variables.
+pub struct Host {
+    engine: Engine,
+    /// Every function defined so far; no statements.
+    program: AST,
+    scope: Scope<'static>,
+    shared: Shared,
+    limits: Limits,
+    /// When the running call must stop; `None` when no call is limited.
+    deadline: Rc<Cell<Option<Instant>>>,
+    /// Which file defined each function, for error messages.
+    function_files: BTreeMap<String, String>,
+    defined: [bool; Hook::ALL.len()],
+}
+
+impl Host {
+    /// A host for `shared`'s role. `interrupt`, when set (by a signal handler), stops a
+    /// running call so the loop can handle the signal.
+    pub fn new(shared: Shared, limits: Limits, interrupt: Arc<AtomicBool>) -> Host {
+        let mut engine = Engine::new();
+        engine
+            .set_max_call_levels(limits.call_levels)
+            .set_max_expr_depths(limits.expr_depth, limits.function_expr_depth)
+            .set_max_string_size(limits.string_size)
+            .set_max_array_size(limits.array_size)
+            .set_max_map_size(limits.map_size);
+        engine.on_print(|text| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+        });
+        engine.on_debug(|text, source, pos| {
+            let at = match (source, pos.line()) {
+                (Some(s), Some(l)) => format!("{s}:{l}: "),
+                (None, Some(l)) => format!("line {l}: "),
+                _ => String::new(),
+            };
+            let _ = writeln!(std::io::stderr().lock(), "{at}{text}");
+        });
+        let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
+        let progress_deadline = deadline.clone();
+        let out_of_time = format!(
+            "stopped after {:?}: a script call may not run longer (a loop that never ends?)",
+            limits.call_time
+        );
+        engine.on_progress(move |ops| {
+            if ops % 512 != 0 {
+                return None;
+            }
+            if interrupt.load(Ordering::Relaxed) {
+                return Some("interrupted by a signal".into());
+            }
+            match progress_deadline.get() {
+                Some(at) if Instant::now() > at => Some(out_of_time.as_str().into()),
+                _ => None,
+            }
+        });
+        api::register(&mut engine, &shared);
+        Host {
+            engine,
+            program: AST::empty(),
+            scope: Scope::new(),
+            shared,
+            limits,
+            deadline,
+            function_files: BTreeMap::new(),
+            defined: [false; Hook::ALL.len()],
+        }
+    }
+
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads `files` as one program: all are compiled first (so a syntax error anywhere
+    /// runs nothing), then their top levels run in order with shared global variables,
+    /// each able to call functions of any of them.
+    pub fn load(&mut self, files: &[PathBuf]) -> Result<(), ScriptError> {
+        let mut compiled = Vec::with_capacity(files.len());
+        for path in files {
+            let name = display(path);
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ScriptError::plain(
+                    None,
+                    format!(
+                        "cannot read script '{name}': {}",
+                        crate::process::os_error(&e)
+                    ),
+                )
+            })?;
+            let mut ast = self
+                .engine
+                .compile_with_scope(&self.scope, &text)
+                .map_err(|e| ScriptError::parse(Some(&name), &e))?;
+            ast.set_source(name.clone());
+            compiled.push((name, ast));
+        }
+        for (name, ast) in &compiled {
+            self.program += ast.clone_functions_only();
+            for f in ast.iter_functions() {
+                self.function_files.insert(f.name.to_string(), name.clone());
+            }
+        }
+        self.refresh_hooks();
+        for (name, ast) in compiled {
+            let run = self.program.merge(&ast);
+            self.limited(|host| host.engine.run_ast_with_scope(&mut host.scope, &run))
+                .map_err(|e| ScriptError::eval(Some(&name), &e))?;
+            if self.shared.borrow().exit.is_some() {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs one piece of code (a REPL line, a control `eval`) in the program: its
+    /// functions are kept, its variables join the globals.
+    pub fn eval(&mut self, code: &str) -> Result<Dynamic, ScriptError> {
+        let ast = self
+            .engine
+            .compile_with_scope(&self.scope, code)
+            .map_err(|e| ScriptError::parse(None, &e))?;
+        let run = self.program.merge(&ast);
+        let result = self.limited(|host| {
+            host.engine
+                .eval_ast_with_scope::<Dynamic>(&mut host.scope, &run)
+        });
+        self.program = run;
+        self.program.clear_statements();
+        self.refresh_hooks();
+        result.map_err(|e| ScriptError::eval(None, &e))
+    }
+
+    /// Checks that `code` parses, without running it.
+    pub fn compile(&self, code: &str) -> Result<AST, ParseError> {
+        self.engine.compile_with_scope(&self.scope, code)
+    }
+
+    pub fn defines(&self, hook: Hook) -> bool {
+        self.defined[hook as usize]
+    }
+
+    /// Calls `hook` if the program defines it: `Ok(None)` when it does not.
+    pub fn call_hook(
+        &mut self,
+        hook: Hook,
+        args: impl FuncArgs,
+    ) -> Result<Option<Dynamic>, ScriptError> {
+        if !self.defines(hook) {
+            return Ok(None);
+        }
+        let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
+        let result = self.limited(|host| {
+            host.engine.call_fn_with_options::<Dynamic>(
+                options,
+                &mut host.scope,
+                &host.program,
+                hook.name(),
+                args,
+            )
+        });
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(e) => {
+                let file = self.function_files.get(hook.name()).map(String::as_str);
+                let mut error = ScriptError::eval(file, &e);
+                error.message = format!("in hook '{}': {}", hook.name(), error.message);
+                Err(error)
+            }
+        }
+    }
+
+    /// Calls a `schedule`d closure.
+    pub fn call_closure(&mut self, callback: &FnPtr) -> Result<(), ScriptError> {
+        let result = self.limited(|host| callback.call::<Dynamic>(&host.engine, &host.program, ()));
+        match result {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(*e, EvalAltResult::Exit(..)) => Ok(()),
+            Err(e) => {
+                let mut error = ScriptError::eval(None, &e);
+                error.message = format!(
+                    "in scheduled function '{}': {}",
+                    callback.fn_name(),
+                    error.message
+                );
+                Err(error)
+            }
+        }
+    }
+
+    /// Converts a value to text the way a script's `to_debug` would, so records print as
+    /// records.
+    pub fn show(&self, value: &Dynamic) -> String {
+        if value.is_string() {
+            return format!("{:?}", value.to_string());
+        }
+        records::render(value, true)
+    }
+
+    /// Names of global variables and script functions, for completion.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.scope.iter().map(|(n, _, _)| n.to_string()).collect();
+        names.extend(self.program.iter_functions().map(|f| f.name.to_string()));
+        names
+    }
+
+    /// Runs `f` under the per-call time limit.
+    fn limited<T>(
+        &mut self,
+        f: impl FnOnce(&mut Host) -> Result<T, Box<EvalAltResult>>,
+    ) -> Result<T, Box<EvalAltResult>> {
+        let outer = self.deadline.get();
+        if outer.is_none() {
+            self.deadline
+                .set(Some(Instant::now() + self.limits.call_time));
+        }
+        let result = f(self);
+        self.deadline.set(outer);
+        result
+    }
+
+    fn refresh_hooks(&mut self) {
+        for hook in Hook::ALL {
+            self.defined[hook as usize] = self
+                .program
+                .iter_functions()
+                .any(|f| f.name == hook.name() && f.params.len() == hook.arity());
+        }
+    }
+}
+
+fn display(path: &Path) -> String {
+    path.display().to_string()
+}

@@ -1,0 +1,393 @@
+//! The node table: Zeek's `Supervisor::create/destroy/restart/status` and what keeps
+//! nodes alive.
+//!
+//! `Supervisor` owns every node (`node::Node`, by name) and every process it started
+//! (`Proc`, by `ProcId`). A process outlives its node entry when the node was destroyed:
+//! it stays in `procs` until its exit is seen, so shutdown can wait for it and SIGKILL
+//! it on time. Time-driven work (revivals, SIGKILL after the stop timeout) is kept as
+//! deadlines that the loop asks for (`next_deadline`) and hands back when due
+//! (`fire_due`). Starts are reported as `Notice`s for the loop to turn into
+//! `node_status` calls, so no script runs while the table is borrowed.
+//!
+//! It lives on the loop thread only.
+
+pub mod node;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::time::Instant;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use crate::config::{NodeConfig, NodeStatus, Status};
+use crate::process::plan::{Launcher, plan};
+use crate::process::reactor::{Watch, Watcher};
+use crate::process::spawn::spawn;
+use crate::process::{ProcId, reap, signal_group};
+pub use node::{Action, Node, NodeState, RevivalPolicy};
+
+/// Something the loop should tell the script.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Notice {
+    /// A process for `node` started: `node_status(node, pid)`.
+    Started { node: String, pid: Pid },
+}
+
+/// A process we started and have not yet seen exit.
+#[derive(Debug)]
+struct Proc {
+    pid: Pid,
+    node: String,
+    /// Set once we asked it to stop.
+    stop: Option<Stop>,
+}
+
+#[derive(Debug)]
+struct Stop {
+    /// Its node was destroyed: nothing starts again when it exits.
+    detached: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Deadline {
+    Revive(String),
+    Kill(ProcId),
+}
+
+pub struct Supervisor {
+    nodes: BTreeMap<String, Node>,
+    procs: HashMap<ProcId, Proc>,
+    deadlines: BinaryHeap<Reverse<(Instant, Deadline)>>,
+    notices: Vec<Notice>,
+    launcher: Launcher,
+    watcher: Watcher,
+    self_pid: Pid,
+    next_proc: u64,
+    /// Set by `stop_all`: nothing is revived or restarted any more.
+    stopping: bool,
+}
+
+impl Supervisor {
+    pub fn new(launcher: Launcher, watcher: Watcher) -> Supervisor {
+        Supervisor {
+            nodes: BTreeMap::new(),
+            procs: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            notices: Vec::new(),
+            launcher,
+            watcher,
+            self_pid: nix::unistd::getpid(),
+            next_proc: 1,
+            stopping: false,
+        }
+    }
+
+    /// `Supervisor::create`: starts a node, or says why not.
+    pub fn create(&mut self, config: NodeConfig) -> Result<(), String> {
+        config.validate()?;
+        if self.nodes.contains_key(&config.name) {
+            return Err(format!("node with name '{}' already exists", config.name));
+        }
+        if self.stopping {
+            return Err("the supervisor is shutting down".into());
+        }
+        let now = Instant::now();
+        let (proc, pid) = self.spawn(&config)?;
+        let name = config.name.clone();
+        self.nodes.insert(name, Node::new(config, proc, pid, now));
+        Ok(())
+    }
+
+    /// `Supervisor::destroy`: `""` means every node. False for an unknown name.
+    pub fn destroy(&mut self, name: &str) -> bool {
+        let names: Vec<String> = if name.is_empty() {
+            self.nodes.keys().cloned().collect()
+        } else if self.nodes.contains_key(name) {
+            vec![name.to_string()]
+        } else {
+            return false;
+        };
+        let now = Instant::now();
+        for name in names {
+            if let Some(node) = self.nodes.remove(&name) {
+                if let Some((proc, pid)) = node.state.proc().zip(node.state.pid()) {
+                    log::info!("destroying node '{name}' (pid {pid})");
+                    self.stop(proc, node.stop_timeout, true, now);
+                } else {
+                    log::info!("destroyed node '{name}'");
+                }
+            }
+        }
+        true
+    }
+
+    /// `Supervisor::restart`: `""` means every node. False for an unknown name.
+    pub fn restart(&mut self, name: &str) -> bool {
+        let names: Vec<String> = if name.is_empty() {
+            self.nodes.keys().cloned().collect()
+        } else if self.nodes.contains_key(name) {
+            vec![name.to_string()]
+        } else {
+            return false;
+        };
+        if self.stopping {
+            return false;
+        }
+        let now = Instant::now();
+        for name in names {
+            let Some(node) = self.nodes.get_mut(&name) else {
+                continue;
+            };
+            let timeout = node.stop_timeout;
+            match node.restart() {
+                Action::Stop(proc, pid) => {
+                    log::info!("restarting node '{name}' (pid {pid})");
+                    self.stop(proc, timeout, false, now);
+                }
+                action => self.apply(&name, action, now),
+            }
+        }
+        true
+    }
+
+    /// `Supervisor::status`: `""` means every node; an unknown name gives no entry.
+    pub fn status(&self, name: &str) -> Status {
+        let now = Instant::now();
+        let entry = |node: &Node| {
+            let mut status = NodeStatus::new(node.config.clone());
+            status.pid = node.state.pid().map(|p| i64::from(p.as_raw()));
+            status.state = node.state.name().to_string();
+            status.restarts = node.restarts as i64;
+            status.exit = node.last_exit;
+            if let NodeState::Running { since, .. } = node.state {
+                status.uptime = Some(now.duration_since(since).as_secs_f64());
+            }
+            status
+        };
+        let nodes = if name.is_empty() {
+            self.nodes
+                .iter()
+                .map(|(n, node)| (n.clone(), entry(node)))
+                .collect()
+        } else {
+            self.nodes
+                .get_key_value(name)
+                .map(|(n, node)| (n.clone(), entry(node)))
+                .into_iter()
+                .collect()
+        };
+        Status { nodes }
+    }
+
+    pub fn node_names(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
+    /// The reactor saw process `proc` exit (after delivering its output).
+    pub fn process_exited(&mut self, proc: ProcId) {
+        let Some(entry) = self.procs.remove(&proc) else {
+            return;
+        };
+        // Whatever is left of the node's process group goes with its leader: at once
+        // when it was being stopped, politely when it died on its own. The leader is
+        // still a zombie, so the group id cannot name anything else.
+        let remnants = if entry.stop.is_some() {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        };
+        signal_group(entry.pid, remnants);
+        let exit = reap(entry.pid);
+        let what = exit.map_or("ended".to_string(), |e| e.to_string());
+        let now = Instant::now();
+        if entry.stop.as_ref().is_some_and(|s| s.detached) {
+            log::info!("node '{}' (pid {}) stopped: {what}", entry.node, entry.pid);
+            return;
+        }
+        let Some(node) = self.nodes.get_mut(&entry.node) else {
+            return;
+        };
+        let action = node.exited(proc, exit, now);
+        match action {
+            Action::Start if entry.stop.is_some() => {
+                log::info!(
+                    "node '{}' (pid {}) stopped for restart: {what}",
+                    entry.node,
+                    entry.pid
+                )
+            }
+            Action::Start => {
+                log::warn!(
+                    "node '{}' (pid {}) {what}; reviving it now",
+                    entry.node,
+                    entry.pid
+                )
+            }
+            Action::ReviveAt(at) => log::warn!(
+                "node '{}' (pid {}) {what}; reviving it in {:.1} s",
+                entry.node,
+                entry.pid,
+                at.duration_since(now).as_secs_f64()
+            ),
+            _ => {}
+        }
+        if self.stopping {
+            return;
+        }
+        let name = entry.node;
+        self.apply(&name, action, now);
+    }
+
+    /// The earliest time at which `fire_due` has work.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Does the time-driven work that is due at `now`.
+    pub fn fire_due(&mut self, now: Instant) {
+        while let Some(Reverse((at, _))) = self.deadlines.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, deadline))) = self.deadlines.pop() else {
+                break;
+            };
+            match deadline {
+                Deadline::Revive(name) => {
+                    if self.stopping {
+                        continue;
+                    }
+                    if let Some(node) = self.nodes.get(&name) {
+                        let action = node.revival_due(now);
+                        self.apply(&name, action, now);
+                    }
+                }
+                Deadline::Kill(proc) => {
+                    if let Some(entry) = self.procs.get(&proc) {
+                        log::warn!(
+                            "node '{}' (pid {}) did not stop in time; sending SIGKILL",
+                            entry.node,
+                            entry.pid
+                        );
+                        signal_group(entry.pid, Signal::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shutdown: destroy every node and revive nothing any more. The supervisor is done
+    /// when `is_idle`.
+    pub fn stop_all(&mut self) {
+        self.stopping = true;
+        self.destroy("");
+    }
+
+    /// Impatient shutdown: SIGKILL every process now.
+    pub fn kill_all(&mut self) {
+        self.stopping = true;
+        self.destroy("");
+        for entry in self.procs.values() {
+            signal_group(entry.pid, Signal::SIGKILL);
+        }
+    }
+
+    /// No process of ours is left.
+    pub fn is_idle(&self) -> bool {
+        self.procs.is_empty()
+    }
+
+    pub fn take_notices(&mut self) -> Vec<Notice> {
+        std::mem::take(&mut self.notices)
+    }
+
+    fn apply(&mut self, name: &str, action: Action, now: Instant) {
+        match action {
+            Action::Start => self.revive(name, now),
+            Action::ReviveAt(at) => self
+                .deadlines
+                .push(Reverse((at, Deadline::Revive(name.to_string())))),
+            Action::Stop(proc, _) => {
+                let timeout = self
+                    .nodes
+                    .get(name)
+                    .map(|n| n.stop_timeout)
+                    .unwrap_or_default();
+                self.stop(proc, timeout, false, now);
+            }
+            Action::Nothing => {}
+        }
+    }
+
+    /// Starts a new process for an existing node.
+    fn revive(&mut self, name: &str, now: Instant) {
+        let Some(config) = self.nodes.get(name).map(|n| n.config.clone()) else {
+            return;
+        };
+        let result = self.spawn(&config);
+        let Some(node) = self.nodes.get_mut(name) else {
+            return;
+        };
+        match result {
+            Ok((proc, pid)) => node.started(proc, pid, now),
+            Err(e) => {
+                let action = node.start_failed(now);
+                if let Action::ReviveAt(at) = action {
+                    log::error!(
+                        "cannot revive {e}; trying again in {:.1} s",
+                        at.duration_since(now).as_secs_f64()
+                    );
+                }
+                self.apply(name, action, now);
+            }
+        }
+    }
+
+    fn spawn(&mut self, config: &NodeConfig) -> Result<(ProcId, Pid), String> {
+        let plan = plan(config, &self.launcher)?;
+        let spawned = spawn(&plan, self.self_pid)?;
+        let proc = ProcId(self.next_proc);
+        self.next_proc += 1;
+        let pid = spawned.pid;
+        self.watcher.watch(Watch {
+            proc,
+            name: plan.name.clone(),
+            pidfd: spawned.pidfd,
+            stdout: spawned.stdout,
+            stderr: spawned.stderr,
+        });
+        self.procs.insert(
+            proc,
+            Proc {
+                pid,
+                node: config.name.clone(),
+                stop: None,
+            },
+        );
+        log::info!("node '{}' started (pid {pid})", config.name);
+        self.notices.push(Notice::Started {
+            node: config.name.clone(),
+            pid,
+        });
+        Ok((proc, pid))
+    }
+
+    /// SIGTERM (and SIGCONT, for a stopped process) to the process group now, SIGKILL
+    /// when `timeout` has passed.
+    fn stop(&mut self, proc: ProcId, timeout: std::time::Duration, detached: bool, now: Instant) {
+        let Some(entry) = self.procs.get_mut(&proc) else {
+            return;
+        };
+        if let Some(stop) = &mut entry.stop {
+            stop.detached |= detached;
+            return;
+        }
+        signal_group(entry.pid, Signal::SIGTERM);
+        signal_group(entry.pid, Signal::SIGCONT);
+        let kill_at = now + timeout;
+        entry.stop = Some(Stop { detached });
+        self.deadlines
+            .push(Reverse((kill_at, Deadline::Kill(proc))));
+    }
+}
