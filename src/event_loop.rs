@@ -103,10 +103,10 @@ impl EventLoop {
     /// Loads the scripts and calls `zeek_init()`. A failure is returned after every node
     /// that the scripts created has been stopped again.
     pub fn start(&mut self, scripts: &[std::path::PathBuf]) -> Result<(), ScriptError> {
-        let result = self
-            .host
-            .load(scripts)
-            .and_then(|()| self.host.call_hook(Hook::ZeekInit, ()).map(drop));
+        let mut result = self.host.load(scripts);
+        if result.is_ok() && self.host.shared().borrow().exit.is_none() {
+            result = self.host.call_hook(Hook::ZeekInit, ()).map(drop);
+        }
         if let Err(error) = result {
             self.begin_shutdown(1, false);
             self.run();

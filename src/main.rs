@@ -7,7 +7,7 @@ use clap::Parser;
 use rhai_supervisor::cli::{Cli, Command};
 use rhai_supervisor::runtime::{Error, Runtime, Settings};
 use rhai_supervisor::script::Role;
-use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
+use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode, WriteLogger};
 
 fn main() {
     let cli = Cli::parse();
@@ -59,10 +59,9 @@ fn init_logging(level: log::LevelFilter) {
         .set_location_level(log::LevelFilter::Off)
         .build();
     // Colour only for a person: logs that go to a file or a pipe stay plain text.
-    let color = if std::io::stderr().is_terminal() {
-        ColorChoice::Auto
+    if std::io::stderr().is_terminal() {
+        let _ = TermLogger::init(level, config, TerminalMode::Stderr, ColorChoice::Auto);
     } else {
-        ColorChoice::Never
-    };
-    let _ = TermLogger::init(level, config, TerminalMode::Stderr, color);
+        let _ = WriteLogger::init(level, config, std::io::stderr());
+    }
 }

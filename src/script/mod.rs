@@ -248,7 +248,7 @@ fn describe(error: &EvalAltResult) -> String {
                 (Some(l), Some(c)) => format!(" at {l}:{c}"),
                 _ => String::new(),
             };
-            format!("in function '{name}'{at}: {}", describe(inner))
+            format!("in {}{at}: {}", function_name(name), describe(inner))
         }
         EvalAltResult::ErrorTerminated(token, _) => {
             if token.is_string() {
@@ -260,6 +260,11 @@ fn describe(error: &EvalAltResult) -> String {
         EvalAltResult::ErrorRuntime(value, _) if value.is_string() => value.to_string(),
         other => strip_position(&other.to_string()),
     }
+}
+
+/// `function 'f'`, or `a closure` for rhai's generated `anon$...` names.
+fn function_name(name: &str) -> String {
+    if name.starts_with("anon$") { "a closure".into() } else { format!("function '{name}'") }
 }
 
 /// The hooks a script may define, by name and number of parameters.
@@ -483,8 +488,8 @@ impl Host {
             Err(e) => {
                 let mut error = ScriptError::eval(None, &e);
                 error.message = format!(
-                    "in scheduled function '{}': {}",
-                    callback.fn_name(),
+                    "in {} run by schedule(): {}",
+                    function_name(callback.fn_name()),
                     error.message
                 );
                 Err(error)

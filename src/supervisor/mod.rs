@@ -225,10 +225,10 @@ impl Supervisor {
                 )
             }
             Action::ReviveAt(at) => log::warn!(
-                "node '{}' (pid {}) {what}; reviving it in {:.1} s",
+                "node '{}' (pid {}) {what}; reviving it in {}",
                 entry.node,
                 entry.pid,
-                at.duration_since(now).as_secs_f64()
+                human(at.duration_since(now))
             ),
             _ => {}
         }
@@ -334,10 +334,7 @@ impl Supervisor {
             Err(e) => {
                 let action = node.start_failed(now);
                 if let Action::ReviveAt(at) = action {
-                    log::error!(
-                        "cannot revive {e}; trying again in {:.1} s",
-                        at.duration_since(now).as_secs_f64()
-                    );
+                    log::error!("cannot revive {e}; trying again in {}", human(at.duration_since(now)));
                 }
                 self.apply(name, action, now);
             }
@@ -389,5 +386,14 @@ impl Supervisor {
         entry.stop = Some(Stop { detached });
         self.deadlines
             .push(Reverse((kill_at, Deadline::Kill(proc))));
+    }
+}
+
+/// `250 ms`, `1.5 s`: a delay as a person reads it.
+pub fn human(delay: std::time::Duration) -> String {
+    if delay < std::time::Duration::from_secs(1) {
+        format!("{} ms", delay.as_millis())
+    } else {
+        format!("{:.1} s", delay.as_secs_f64())
     }
 }
