@@ -30,3 +30,26 @@ pub fn run(payload: NodePayload, settings: &Settings) -> Result<i32, Error> {
     runtime.start(&payload.scripts)?;
     Ok(runtime.run())
 }
+
+/// For programs that embed the library and create script nodes: call this first in
+/// `main`. Script nodes are started as `PROGRAM __node NAME`; when this process is one,
+/// this runs the node and returns its exit status. Otherwise it returns `None` at once.
+pub fn serve_if_node(settings: &Settings) -> Option<i32> {
+    if std::env::args_os().nth(1).is_none_or(|arg| arg != "__node") {
+        return None;
+    }
+    let code = match take_payload() {
+        Ok(payload) => match run(payload, settings) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("node: {e}");
+                1
+            }
+        },
+        Err(e) => {
+            eprintln!("node: {e}");
+            1
+        }
+    };
+    Some(code)
+}

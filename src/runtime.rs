@@ -116,6 +116,21 @@ impl Runtime {
     pub fn event_loop(&mut self) -> &mut EventLoop {
         &mut self.event_loop
     }
+
+    /// Runs Rhai code in the loaded program (functions it defines become hooks).
+    pub fn eval(&mut self, code: &str) -> Result<rhai::Dynamic, ScriptError> {
+        self.event_loop.host().eval(code)
+    }
+
+    /// `Supervisor::create` from Rust. An error in the supervisor role only.
+    pub fn create(&mut self, config: NodeConfig) -> Result<(), String> {
+        let shared = self.event_loop.shared();
+        let mut context = shared.borrow_mut();
+        match context.supervisor.as_mut() {
+            Some(supervisor) => supervisor.create(config),
+            None => Err(crate::script::api::NOT_SUPERVISOR.into()),
+        }
+    }
 }
 
 /// A supervisor holds three descriptors per captured node: raise the soft limit on open

@@ -62,28 +62,69 @@ fn records_have_getters_setters_printing_and_constructors() {
         "[nodes=#{}]",
         "Supervisor::Status",
     ];
-    assert_eq!(out.stdout.lines().collect::<Vec<_>>(), expected, "{}", out.stderr);
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        expected,
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
 fn bad_fields_are_script_errors_with_positions() {
     let sandbox = Sandbox::new("badfields");
     let cases = [
-        ("let c = Supervisor::NodeConfig(\"x\");\nc.directory = 5;\n", "2:", "Supervisor::NodeConfig.directory must be a string or (), not integer"),
-        ("let c = Supervisor::NodeConfig(\"x\");\nc.nme = 5;\n", "2:", "nme"),
-        ("Supervisor::ClusterEndpoint(#{role: \"BOSS\", host: \"h\", p: 1});\n", "1:", "unknown role 'BOSS'"),
-        ("Supervisor::ClusterEndpoint(#{role: Supervisor::WORKER, p: 1});\n", "1:", "Supervisor::ClusterEndpoint needs field 'host'"),
-        ("Supervisor::NodeConfig(#{name: \"x\", revival_delay: -1});\n", "1:", "revival_delay must be a number of seconds >= 0"),
-        ("Supervisor::create(42);\n", "1:", "Supervisor::create needs a Supervisor::NodeConfig or a map, not integer"),
-        ("Supervisor::NodeConfig(#{name: \"x\", env: #{A: [1]}});\n", "1:", "Supervisor::NodeConfig.env.A must be a string, not array"),
-        ("schedule(-5, || 1);\n", "1:", "schedule: the delay must be a number of milliseconds >= 0"),
+        (
+            "let c = Supervisor::NodeConfig(\"x\");\nc.directory = 5;\n",
+            "2:",
+            "Supervisor::NodeConfig.directory must be a string or (), not integer",
+        ),
+        (
+            "let c = Supervisor::NodeConfig(\"x\");\nc.nme = 5;\n",
+            "2:",
+            "nme",
+        ),
+        (
+            "Supervisor::ClusterEndpoint(#{role: \"BOSS\", host: \"h\", p: 1});\n",
+            "1:",
+            "unknown role 'BOSS'",
+        ),
+        (
+            "Supervisor::ClusterEndpoint(#{role: Supervisor::WORKER, p: 1});\n",
+            "1:",
+            "Supervisor::ClusterEndpoint needs field 'host'",
+        ),
+        (
+            "Supervisor::NodeConfig(#{name: \"x\", revival_delay: -1});\n",
+            "1:",
+            "revival_delay must be a number of seconds >= 0",
+        ),
+        (
+            "Supervisor::create(42);\n",
+            "1:",
+            "Supervisor::create needs a Supervisor::NodeConfig or a map, not integer",
+        ),
+        (
+            "Supervisor::NodeConfig(#{name: \"x\", env: #{A: [1]}});\n",
+            "1:",
+            "Supervisor::NodeConfig.env.A must be a string, not array",
+        ),
+        (
+            "schedule(-5, || 1);\n",
+            "1:",
+            "schedule: the delay must be a number of milliseconds >= 0",
+        ),
     ];
     for (i, (script, position, message)) in cases.iter().enumerate() {
         let name = format!("case{i}.rhai");
         sandbox.write(&name, script);
         let out = sandbox.run(&["exec", &name]);
         assert_eq!(out.code(), Some(1), "{script}\n{}", out.stderr);
-        assert!(out.stderr.contains(&format!("{name}:{position}")), "{script}\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(&format!("{name}:{position}")),
+            "{script}\n{}",
+            out.stderr
+        );
         assert!(out.stderr.contains(message), "{script}\n{}", out.stderr);
     }
 }
@@ -122,12 +163,33 @@ fn zeek_answers_to_bad_requests() {
     assert_eq!(lines[1], "[node names must not contain spaces: 'a b']");
     assert_eq!(lines[2], "[]");
     assert_eq!(lines[3], "[node with name 'x' already exists]");
-    assert_eq!(lines[4], "[node with name 'y' has interface and pcap_file set]");
-    assert!(lines[5].starts_with("[node 'd': cannot create working directory 'plainfile/sub': "), "{}", lines[5]);
-    assert!(lines[6].starts_with("[node 'c': cpu_affinity 4096: no such core on this machine (available: "), "{}", lines[6]);
-    assert_eq!(lines[7], "[node 'p': cannot start '/no/such/program': no such file or directory]");
-    assert_eq!(lines[8], "[node 's': cannot read script 'no-such-script.rhai': no such file or directory]");
-    assert_eq!(&lines[9..], ["false", "false", "0", "[\"x\"]", "true", "0", "true"]);
+    assert_eq!(
+        lines[4],
+        "[node with name 'y' has interface and pcap_file set]"
+    );
+    assert!(
+        lines[5].starts_with("[node 'd': cannot create working directory 'plainfile/sub': "),
+        "{}",
+        lines[5]
+    );
+    assert!(
+        lines[6]
+            .starts_with("[node 'c': cpu_affinity 4096: no such core on this machine (available: "),
+        "{}",
+        lines[6]
+    );
+    assert_eq!(
+        lines[7],
+        "[node 'p': cannot start '/no/such/program': no such file or directory]"
+    );
+    assert_eq!(
+        lines[8],
+        "[node 's': cannot read script 'no-such-script.rhai': no such file or directory]"
+    );
+    assert_eq!(
+        &lines[9..],
+        ["false", "false", "0", "[\"x\"]", "true", "0", "true"]
+    );
 }
 
 #[test]
@@ -174,8 +236,14 @@ fn a_supervised_node_cannot_use_the_supervisor_api() {
     );
     let mut sup = sandbox.start(&["run", "n.rhai"]);
     let out = sup.expect_stdout("[n1] END");
-    assert!(out.contains("[n1] supervised=true supervisor=false"), "{out}");
-    assert!(out.contains("[n1] create=[supervisor mode not enabled]"), "{out}");
+    assert!(
+        out.contains("[n1] supervised=true supervisor=false"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[n1] create=[supervisor mode not enabled]"),
+        "{out}"
+    );
     assert!(out.contains("[n1] destroy=false restart=false"), "{out}");
     assert!(out.contains("[n1] status=0"), "{out}");
     assert!(out.contains("[n1] node=n1"), "{out}");

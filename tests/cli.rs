@@ -12,7 +12,11 @@ fn help_and_version_exit_zero() {
     }
     let version = sandbox.run(&["--version"]);
     assert_eq!(version.code(), Some(0));
-    assert!(version.stdout.starts_with("rhai-supervisor "), "{}", version.stdout);
+    assert!(
+        version.stdout.starts_with("rhai-supervisor "),
+        "{}",
+        version.stdout
+    );
 }
 
 #[test]
@@ -20,7 +24,10 @@ fn usage_errors_exit_two() {
     let sandbox = Sandbox::new("usage");
     assert_eq!(sandbox.run(&["bogus"]).code(), Some(2));
     assert_eq!(sandbox.run(&["run"]).code(), Some(2));
-    assert_eq!(sandbox.run(&["exec", "--frobnicate", "x.rhai"]).code(), Some(2));
+    assert_eq!(
+        sandbox.run(&["exec", "--frobnicate", "x.rhai"]).code(),
+        Some(2)
+    );
     assert_eq!(sandbox.run(&[]).code(), Some(2));
 }
 
@@ -30,7 +37,12 @@ fn syntax_error_names_file_line_and_column() {
     sandbox.write("bad.rhai", "let x = 1;\nlet y = ;\n");
     let out = sandbox.run(&["run", "bad.rhai"]);
     assert_eq!(out.code(), Some(1));
-    assert!(out.stderr.contains("rhai-supervisor: error: bad.rhai:2:9: "), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("rhai-supervisor: error: bad.rhai:2:9: "),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -47,7 +59,10 @@ fn a_syntax_error_in_any_file_runs_nothing() {
 #[test]
 fn runtime_error_at_start_names_the_key_and_position() {
     let sandbox = Sandbox::new("badkey");
-    sandbox.write("key.rhai", "let x = 1;\n\nSupervisor::create(#{name: \"a\", dirctory: \"x\"});\n");
+    sandbox.write(
+        "key.rhai",
+        "let x = 1;\n\nSupervisor::create(#{name: \"a\", dirctory: \"x\"});\n",
+    );
     let out = sandbox.run(&["run", "key.rhai"]);
     assert_eq!(out.code(), Some(1));
     assert!(
@@ -68,7 +83,9 @@ fn wrong_type_in_a_function_reports_the_chain() {
     assert_eq!(out.code(), Some(1));
     assert!(
         out.stderr.contains("t.rhai:4:9: in function 'mk' at 2:")
-            && out.stderr.contains("Supervisor::NodeConfig.cpu_affinity must be an integer or (), not string"),
+            && out.stderr.contains(
+                "Supervisor::NodeConfig.cpu_affinity must be an integer or (), not string"
+            ),
         "{}",
         out.stderr
     );
@@ -80,7 +97,8 @@ fn missing_script_is_a_clear_error() {
     let out = sandbox.run(&["run", "nothere.rhai"]);
     assert_eq!(out.code(), Some(1));
     assert!(
-        out.stderr.contains("cannot read script 'nothere.rhai': no such file or directory"),
+        out.stderr
+            .contains("cannot read script 'nothere.rhai': no such file or directory"),
         "{}",
         out.stderr
     );
@@ -106,7 +124,12 @@ fn exec_has_no_role_runs_timers_and_ends() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let expected = "roles false false\ncreate: supervisor mode not enabled\ndestroy: false\nnodes: 0\ninit\ndone after 2 ticks\n";
     assert_eq!(out.stdout, expected);
-    assert!(out.stderr.contains("Supervisor::create: supervisor mode not enabled"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("Supervisor::create: supervisor mode not enabled"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -125,7 +148,11 @@ fn node_outside_a_node_is_a_script_error() {
     let out = sandbox.run(&["exec", "n.rhai"]);
     assert_eq!(out.code(), Some(1));
     assert!(out.stderr.contains("n.rhai:1:"), "{}", out.stderr);
-    assert!(out.stderr.contains("not a supervised process"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("not a supervised process"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -145,8 +172,17 @@ fn a_runaway_timer_is_stopped_and_the_loop_goes_on() {
     let out = sandbox.run(&["exec", "r.rhai"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "still alive\n");
-    assert!(out.stderr.contains("Function not found: undefined_function"), "{}", out.stderr);
-    assert!(out.stderr.contains("a script call may not run longer"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("Function not found: undefined_function"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("a script call may not run longer"),
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("Stack overflow"), "{}", out.stderr);
 }
 
@@ -161,4 +197,39 @@ fn globals_persist_across_hook_calls_and_scripts_share_them() {
     let out = sandbox.run(&["exec", "a.rhai", "b.rhai"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "counter 13\n");
+}
+
+#[test]
+fn functions_see_and_change_globals_as_in_zeek() {
+    let sandbox = Sandbox::new("fnglobals");
+    sandbox.write(
+        "g.rhai",
+        r#"
+        let packets = 0;
+        const LIMIT = 3;
+        fn count(n) { packets += n; packets }
+        fn shadow(packets) { packets * 100 }
+        fn try_const() { LIMIT = 5; }
+        print(`from top level: ${count(2)}`);
+        let later = "defined after the functions";
+        fn read_later() { later }
+        print(read_later());
+        print(`shadowed: ${shadow(7)} global still ${packets}`);
+        schedule(1, || { count(1); print(`in a timer: ${packets} of ${LIMIT}`); });
+        fn zeek_done() {
+            print(`at the end: ${packets}`);
+            try_const();
+        }
+        "#,
+    );
+    let out = sandbox.run(&["exec", "g.rhai"]);
+    assert_eq!(
+        out.stdout,
+        "from top level: 2\ndefined after the functions\nshadowed: 700 global still 2\nin a timer: 3 of 3\nat the end: 3\n"
+    );
+    assert!(
+        out.stderr.contains("LIMIT"),
+        "assigning a constant fails: {}",
+        out.stderr
+    );
 }

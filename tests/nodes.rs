@@ -22,12 +22,25 @@ fn script_nodes_load_their_scripts_in_zeek_order_as_one_program() {
     );
     sandbox.write("user.rhai", "trail.push(\"user\");\n");
     sandbox.write("w1.rhai", "trail.push(\"w1 only\");\n");
-    sandbox.write("w2.rhai", "trail.push(helper());\nfn helper() { \"w2 only\" }\n");
+    sandbox.write(
+        "w2.rhai",
+        "trail.push(helper());\nfn helper() { \"w2 only\" }\n",
+    );
     let mut sup = sandbox.start(&["run", "main.rhai"]);
     let out = sup.expect_stdout("[w2] w2: ");
-    let out = if out.contains("[w1] w1: ") { out } else { sup.expect_stdout("[w1] w1: ") };
-    assert!(out.contains(r#"[w1] w1: ["base", "main", "user", "w1 only"]"#), "{out}");
-    assert!(out.contains(r#"[w2] w2: ["base", "main", "w2 only"]"#), "{out}");
+    let out = if out.contains("[w1] w1: ") {
+        out
+    } else {
+        sup.expect_stdout("[w1] w1: ")
+    };
+    assert!(
+        out.contains(r#"[w1] w1: ["base", "main", "user", "w1 only"]"#),
+        "{out}"
+    );
+    assert!(
+        out.contains(r#"[w2] w2: ["base", "main", "w2 only"]"#),
+        "{out}"
+    );
     sup.signal(SIGTERM);
     assert_eq!(sup.expect_exit(), Some(0));
 }
@@ -64,14 +77,30 @@ fn cluster_layout_env_and_directory() {
     );
     let mut sup = sandbox.start(&["run", "c.rhai"]);
     let out = sup.expect_stdout("[w1] ready");
-    let out = if out.contains("[solo] ready") { out } else { sup.expect_stdout("[solo] ready") };
-    assert!(out.contains("[w1] node=w1 role=Supervisor::WORKER p=27761/tcp iface=lo size=2"), "{out}");
-    assert!(out.contains("[w1] env CLUSTER_NODE=w1 GREETING=hello N=5"), "{out}");
-    assert!(out.contains("[solo] no cluster: size=0"), "a node without a cluster has no layout: {out}");
+    let out = if out.contains("[solo] ready") {
+        out
+    } else {
+        sup.expect_stdout("[solo] ready")
+    };
+    assert!(
+        out.contains("[w1] node=w1 role=Supervisor::WORKER p=27761/tcp iface=lo size=2"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[w1] env CLUSTER_NODE=w1 GREETING=hello N=5"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[solo] no cluster: size=0"),
+        "a node without a cluster has no layout: {out}"
+    );
     assert!(out.contains("[solo] env CLUSTER_NODE= GREETING="), "{out}");
     assert!(out.contains("[w1] payload hidden: true"), "{out}");
     let w1 = numbers_after(&out, "started w1 pid=")[0];
-    assert_eq!(proc_cwd(w1).unwrap(), sandbox.path("nodes/w1").canonicalize().unwrap());
+    assert_eq!(
+        proc_cwd(w1).unwrap(),
+        sandbox.path("nodes/w1").canonicalize().unwrap()
+    );
     let env = proc_env(w1);
     assert!(env.contains(&("CLUSTER_NODE".into(), "w1".into())));
     assert!(env.contains(&("GREETING".into(), "hello".into())));
@@ -96,10 +125,17 @@ fn output_files_are_relative_to_the_directory_private_and_truncated_at_each_star
     );
     let mut sup = sandbox.start(&["run", "f.rhai"]);
     sup.expect_stdout("started f restarts=0");
-    assert!(wait_until(PATIENCE, || sandbox.read("fdir/out.log").starts_with("out-")));
-    assert!(wait_until(PATIENCE, || sandbox.read("fdir/err.log").starts_with("err-")));
+    assert!(wait_until(PATIENCE, || sandbox
+        .read("fdir/out.log")
+        .starts_with("out-")));
+    assert!(wait_until(PATIENCE, || sandbox
+        .read("fdir/err.log")
+        .starts_with("err-")));
     let first = sandbox.read("fdir/out.log");
-    let mode = std::fs::metadata(sandbox.path("fdir/out.log")).unwrap().permissions().mode();
+    let mode = std::fs::metadata(sandbox.path("fdir/out.log"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o777, 0o600);
     // kill the node: the revived one truncates the file
     let pid: i32 = first.trim().trim_start_matches("out-").parse().unwrap();
@@ -109,8 +145,15 @@ fn output_files_are_relative_to_the_directory_private_and_truncated_at_each_star
         let now = sandbox.read("fdir/out.log");
         now.starts_with("out-") && now != first
     }));
-    assert_eq!(sandbox.read("fdir/out.log").lines().count(), 1, "truncated, not appended");
-    assert!(!sup.stdout().contains("[f] out-"), "output went to the file, not the supervisor");
+    assert_eq!(
+        sandbox.read("fdir/out.log").lines().count(),
+        1,
+        "truncated, not appended"
+    );
+    assert!(
+        !sup.stdout().contains("[f] out-"),
+        "output went to the file, not the supervisor"
+    );
     sup.signal(SIGTERM);
     assert_eq!(sup.expect_exit(), Some(0));
 }
@@ -134,7 +177,11 @@ fn cpu_affinity_pins_the_node() {
     let out = sup.expect_stdout("started pinned_script pid=");
     for name in ["pinned", "pinned_script"] {
         let pid = numbers_after(&out, &format!("started {name} pid="))[0];
-        assert_eq!(proc_status(pid, "Cpus_allowed_list").as_deref(), Some(core.to_string().as_str()), "{name}");
+        assert_eq!(
+            proc_status(pid, "Cpus_allowed_list").as_deref(),
+            Some(core.to_string().as_str()),
+            "{name}"
+        );
     }
     sup.signal(SIGTERM);
     assert_eq!(sup.expect_exit(), Some(0));
@@ -194,5 +241,9 @@ fn the_last_lines_arrive_before_the_exit() {
     );
     let out = sandbox.run(&["run", "l.rhai"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
-    assert!(out.stdout.contains("lines before revival: 2001"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("lines before revival: 2001"),
+        "{}",
+        out.stdout
+    );
 }

@@ -33,7 +33,11 @@ fn a_killed_node_is_revived_with_a_new_pid() {
     assert_ne!(first, second);
     assert!(alive(second));
     sup.expect_stderr("node 'w1' (pid");
-    assert!(sup.stderr().contains("killed by SIGKILL"), "{}", sup.stderr());
+    assert!(
+        sup.stderr().contains("killed by SIGKILL"),
+        "{}",
+        sup.stderr()
+    );
     sup.signal(SIGTERM);
     assert_eq!(sup.expect_exit(), Some(0));
     assert!(wait_until(PATIENCE, || !alive(second)));
@@ -67,10 +71,22 @@ fn status_shows_no_pid_while_reviving_and_the_last_exit() {
     );
     let out = sandbox.run(&["run", "s.rhai"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
-    assert!(out.stdout.contains("reviving no_pid=true exit=3"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("reviving no_pid=true exit=3"),
+        "{}",
+        out.stdout
+    );
     assert!(out.stdout.contains("start pid="), "{}", out.stdout);
-    assert!(out.stdout.contains("restarts=1 state=running"), "{}", out.stdout);
-    assert!(out.stdout.contains("last exit: exited with code 3 code=3"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("restarts=1 state=running"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("last exit: exited with code 3 code=3"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -93,7 +109,10 @@ fn destroy_kills_the_node_and_its_process_group() {
     let out = sup.expect_stdout("destroy=true left=0");
     let node = numbers_after(&out, "started g pid=")[0];
     let grandchild = numbers_after(&out, "grandchild=")[0];
-    assert!(wait_until(PATIENCE, || !alive(node) && !alive(grandchild)), "node or grandchild survived destroy");
+    assert!(
+        wait_until(PATIENCE, || !alive(node) && !alive(grandchild)),
+        "node or grandchild survived destroy"
+    );
     sup.expect_stderr("node 'g'");
     sup.signal(SIGTERM);
     assert_eq!(sup.expect_exit(), Some(0));
@@ -138,7 +157,10 @@ fn sigterm_stops_every_node_even_one_that_ignores_it() {
             r#"#{name: "script"}"#,
         ]),
     );
-    sandbox.write("s.rhai", &(sandbox.read("s.rhai") + "if Supervisor::is_supervised() { print(\"ready\"); }\n"));
+    sandbox.write(
+        "s.rhai",
+        &(sandbox.read("s.rhai") + "if Supervisor::is_supervised() { print(\"ready\"); }\n"),
+    );
     let mut sup = sandbox.start(&["run", "s.rhai"]);
     let out = sup.expect_stdout_count("] ready", 2);
     let pids: Vec<i32> = ["stubborn", "polite", "script"]
@@ -152,7 +174,12 @@ fn sigterm_stops_every_node_even_one_that_ignores_it() {
     }
     let out = sup.stdout();
     assert!(out.trim_end().ends_with("zeek_done"), "{out}");
-    assert!(sup.stderr().contains("did not stop in time; sending SIGKILL"), "{}", sup.stderr());
+    assert!(
+        sup.stderr()
+            .contains("did not stop in time; sending SIGKILL"),
+        "{}",
+        sup.stderr()
+    );
 }
 
 #[test]
@@ -170,7 +197,11 @@ fn terminate_from_a_script_shuts_down_cleanly() {
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let pid = numbers_after(&out.stdout, "started t pid=")[0];
     assert!(!alive(pid));
-    assert!(out.stdout.ends_with("zeek_done nodes=0\n"), "{}", out.stdout);
+    assert!(
+        out.stdout.ends_with("zeek_done nodes=0\n"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
@@ -194,7 +225,10 @@ fn sigkill_of_the_supervisor_leaves_no_node_alive() {
     sup.signal(SIGKILL);
     sup.expect_exit();
     for pid in pids {
-        assert!(wait_until(PATIENCE, || !alive(pid)), "node pid {pid} outlived a SIGKILLed supervisor");
+        assert!(
+            wait_until(PATIENCE, || !alive(pid)),
+            "node pid {pid} outlived a SIGKILLed supervisor"
+        );
     }
 }
 
@@ -219,7 +253,71 @@ fn a_crashing_node_backs_off() {
         .iter()
         .map(|l| l.rsplit("reviving it in ").next().unwrap())
         .collect();
-    assert_eq!(delays, ["50 ms", "50 ms", "50 ms", "100 ms"], "{}", out.stderr);
+    assert_eq!(
+        delays,
+        ["50 ms", "50 ms", "50 ms", "100 ms"],
+        "{}",
+        out.stderr
+    );
     assert!(out.stderr.contains("node 'crash' (pid"), "{}", out.stderr);
     assert!(out.stderr.contains("exited with code 1"), "{}", out.stderr);
+}
+
+#[test]
+fn the_shipped_cluster_example_runs_and_stops() {
+    let sandbox = Sandbox::new("cluster-example");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("scripts/cluster.rhai");
+    sandbox.write(
+        "scripts/cluster/worker.rhai",
+        &std::fs::read_to_string(root.join("scripts/cluster/worker.rhai")).unwrap(),
+    );
+    let mut sup = sandbox.start(&["run", script.to_str().unwrap()]);
+    for node in ["manager", "logger", "proxy", "worker-1", "worker-2"] {
+        sup.expect_stdout(&format!("[{node}] up as "));
+    }
+    sup.expect_stdout("[worker-1] worker-1 on lo: 1000 packets so far");
+    let pids = numbers_after(&sup.stdout(), "is running as pid ");
+    assert_eq!(pids.len(), 5, "{}", sup.stdout());
+    assert!(sandbox.path("cluster-run/worker-2").is_dir());
+    sup.signal(SIGINT);
+    assert_eq!(sup.expect_exit(), Some(0));
+    assert!(
+        sup.stdout().trim_end().ends_with("every node has stopped"),
+        "{}",
+        sup.stdout()
+    );
+    for pid in pids {
+        assert!(!alive(pid));
+    }
+}
+
+#[test]
+fn the_shipped_crash_demo_revives_five_times() {
+    let sandbox = Sandbox::new("crash-example");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/crash.rhai");
+    let out = sandbox.run(&["run", script.to_str().unwrap()]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert_eq!(
+        lines_with(&out.stdout, "crashy: start #").len(),
+        6,
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("crashy: start #2, pid"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("(after it exited with code 3)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("crashy was revived 5 times; destroying it: true"),
+        "{}",
+        out.stdout
+    );
 }

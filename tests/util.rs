@@ -44,7 +44,10 @@ impl Sandbox {
     pub fn new(name: &str) -> Sandbox {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let dir = std::env::temp_dir().join(format!("rhai-supervisor-test-{}-{n}-{name}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!(
+            "rhai-supervisor-test-{}-{n}-{name}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Sandbox { dir }
@@ -70,7 +73,9 @@ impl Sandbox {
     /// Runs the binary to completion (within `PATIENCE`).
     pub fn run(&self, args: &[&str]) -> Finished {
         let mut process = self.start(args);
-        let status = process.wait_exit(PATIENCE).expect("the command did not finish in time");
+        let status = process
+            .wait_exit(PATIENCE)
+            .expect("the command did not finish in time");
         Finished {
             status,
             stdout: process.stdout(),
@@ -95,7 +100,11 @@ impl Sandbox {
         let mut child = command.spawn().expect("cannot start the binary");
         let stdout = Collected::from(child.stdout.take().unwrap());
         let stderr = Collected::from(child.stderr.take().unwrap());
-        Process { child, stdout, stderr }
+        Process {
+            child,
+            stdout,
+            stderr,
+        }
     }
 }
 
@@ -152,7 +161,11 @@ impl Collected {
     }
 
     /// Waits until the text satisfies `condition`; returns the text then.
-    pub fn wait_for(&self, timeout: Duration, mut condition: impl FnMut(&str) -> bool) -> Option<String> {
+    pub fn wait_for(
+        &self,
+        timeout: Duration,
+        mut condition: impl FnMut(&str) -> bool,
+    ) -> Option<String> {
         let deadline = Instant::now() + timeout;
         let (lock, cond) = &*self.inner;
         let mut state = lock.lock().unwrap();
@@ -162,7 +175,11 @@ impl Collected {
             }
             let now = Instant::now();
             if now >= deadline || state.1 {
-                return if condition(&state.0) { Some(state.0.clone()) } else { None };
+                return if condition(&state.0) {
+                    Some(state.0.clone())
+                } else {
+                    None
+                };
             }
             state = cond.wait_timeout(state, deadline - now).unwrap().0;
         }
@@ -196,7 +213,10 @@ impl Process {
 
     /// Waits until stdout contains `needle` at least `count` times.
     pub fn expect_stdout_count(&self, needle: &str, count: usize) -> String {
-        match self.stdout.wait_for(PATIENCE, |t| t.matches(needle).count() >= count) {
+        match self
+            .stdout
+            .wait_for(PATIENCE, |t| t.matches(needle).count() >= count)
+        {
             Some(text) => text,
             None => panic!(
                 "stdout never had {count} × {needle:?}\n--- stdout:\n{}\n--- stderr:\n{}",
@@ -280,7 +300,10 @@ pub fn kill(pid: i32, signal: i32) -> bool {
 pub fn alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(stat) => {
-            let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next());
+            let state = stat
+                .rsplit(')')
+                .next()
+                .and_then(|rest| rest.split_whitespace().next());
             !matches!(state, Some("Z") | Some("X") | None)
         }
         Err(_) => false,
@@ -290,9 +313,11 @@ pub fn alive(pid: i32) -> bool {
 /// A field of `/proc/PID/status`, such as `Cpus_allowed_list`.
 pub fn proc_status(pid: i32, field: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(|v| v.trim().to_string()))
+    status.lines().find_map(|l| {
+        l.strip_prefix(field)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_string())
+    })
 }
 
 /// The working directory of a process.

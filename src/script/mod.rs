@@ -264,7 +264,11 @@ fn describe(error: &EvalAltResult) -> String {
 
 /// `function 'f'`, or `a closure` for rhai's generated `anon$...` names.
 fn function_name(name: &str) -> String {
-    if name.starts_with("anon$") { "a closure".into() } else { format!("function '{name}'") }
+    if name.starts_with("anon$") {
+        "a closure".into()
+    } else {
+        format!("function '{name}'")
+    }
 }
 
 /// The hooks a script may define, by name and number of parameters.
@@ -316,6 +320,8 @@ pub struct Host {
     deadline: Rc<Cell<Option<Instant>>>,
     /// Which file defined each function, for error messages.
     function_files: BTreeMap<String, String>,
+    /// The scripts' global variables as shared values, for functions to find by name.
+    globals: Rc<RefCell<HashMap<String, Dynamic>>>,
     defined: [bool; Hook::ALL.len()],
 }
 
@@ -360,6 +366,19 @@ impl Host {
                 _ => None,
             }
         });
+        // Rhai functions cannot see the caller's variables; Zeek scripts expect globals
+        // to be visible everywhere. A variable a function does not have itself is looked
+        // up among the published globals, which are shared values, so a function that
+        // assigns to one changes the one global (constants stay read-only).
+        let globals: Rc<RefCell<HashMap<String, Dynamic>>> = Rc::default();
+        let lookup = globals.clone();
+        #[allow(deprecated)] // `on_var` is marked volatile, not deprecated
+        engine.on_var(move |name, index, context| {
+            if index > 0 || context.scope().contains(name) {
+                return Ok(None);
+            }
+            Ok(lookup.borrow().get(name).cloned())
+        });
         api::register(&mut engine, &shared);
         Host {
             engine,
@@ -369,6 +388,7 @@ impl Host {
             limits,
             deadline,
             function_files: BTreeMap::new(),
+            globals,
             defined: [false; Hook::ALL.len()],
         }
     }
@@ -412,9 +432,9 @@ impl Host {
         }
         self.refresh_hooks();
         for (name, ast) in compiled {
-            let run = self.program.merge(&ast);
-            self.limited(|host| host.engine.run_ast_with_scope(&mut host.scope, &run))
-                .map_err(|e| ScriptError::eval(Some(&name), &e))?;
+            self.run_top_level(&ast)
+                .map_err(|e| ScriptError::eval(Some(&name), &e))
+                .map(drop)?;
             if self.shared.borrow().exit.is_some() {
                 break;
             }
@@ -429,15 +449,35 @@ impl Host {
             .engine
             .compile_with_scope(&self.scope, code)
             .map_err(|e| ScriptError::parse(None, &e))?;
-        let run = self.program.merge(&ast);
-        let result = self.limited(|host| {
-            host.engine
-                .eval_ast_with_scope::<Dynamic>(&mut host.scope, &run)
-        });
-        self.program = run;
-        self.program.clear_statements();
+        self.program += ast.clone_functions_only();
         self.refresh_hooks();
-        result.map_err(|e| ScriptError::eval(None, &e))
+        self.run_top_level(&ast)
+            .map_err(|e| ScriptError::eval(None, &e))
+    }
+
+    /// Runs the top-level statements of `ast` one at a time (with every function of the
+    /// program), publishing the global variables after each, so a function called from
+    /// the next statement already sees a global defined by the previous one. Returns
+    /// the value of the last statement.
+    fn run_top_level(&mut self, ast: &AST) -> Result<Dynamic, Box<EvalAltResult>> {
+        let functions = self.program.shared_lib().clone();
+        let source = ast.source().unwrap_or_default().to_string();
+        self.limited(|host| {
+            let mut last = Dynamic::UNIT;
+            for statement in ast.statements() {
+                let one =
+                    AST::new_with_source([statement.clone()], functions.clone(), source.as_str());
+                let result = host
+                    .engine
+                    .eval_ast_with_scope::<Dynamic>(&mut host.scope, &one);
+                host.publish_globals();
+                last = result?;
+                if host.shared.borrow().exit.is_some() {
+                    break;
+                }
+            }
+            Ok(last)
+        })
     }
 
     /// Checks that `code` parses, without running it.
@@ -526,6 +566,34 @@ impl Host {
         let result = f(self);
         self.deadline.set(outer);
         result
+    }
+
+    /// Makes every top-level variable a shared value and publishes it for functions.
+    /// A name defined twice (`let x` again) publishes the newer one.
+    fn publish_globals(&mut self) {
+        let mut globals = self.globals.borrow_mut();
+        globals.clear();
+        let names: Vec<String> = self
+            .scope
+            .iter_raw()
+            .map(|(name, _, _)| name.to_string())
+            .collect();
+        for name in names {
+            let value = match self.scope.get_mut(&name) {
+                Some(slot) => {
+                    if !slot.is_shared() {
+                        *slot = std::mem::take(slot).into_shared();
+                    }
+                    slot.clone()
+                }
+                // A constant: `get_mut` refuses it, and so do functions.
+                None => match self.scope.get(&name) {
+                    Some(value) => value.clone().into_read_only(),
+                    None => continue,
+                },
+            };
+            globals.insert(name, value);
+        }
     }
 
     fn refresh_hooks(&mut self) {

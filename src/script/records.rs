@@ -386,10 +386,7 @@ impl Field<'_> {
     }
 }
 
-fn opt<T: Into<Dynamic>>(v: &Option<T>) -> Dynamic
-where
-    T: Clone,
-{
+fn opt<T: Into<Dynamic> + Clone>(v: &Option<T>) -> Dynamic {
     v.clone().map_or(Dynamic::UNIT, Into::into)
 }
 

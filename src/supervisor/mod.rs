@@ -334,7 +334,10 @@ impl Supervisor {
             Err(e) => {
                 let action = node.start_failed(now);
                 if let Action::ReviveAt(at) = action {
-                    log::error!("cannot revive {e}; trying again in {}", human(at.duration_since(now)));
+                    log::error!(
+                        "cannot revive {e}; trying again in {}",
+                        human(at.duration_since(now))
+                    );
                 }
                 self.apply(name, action, now);
             }
