@@ -309,7 +309,15 @@ impl fmt::Display for ExitInfo {
     }
 }
 
-/// Zeek's `Supervisor::NodeStatus`, plus `state`, `restarts`, `exit` and `uptime`.
+/// One line of a node's output, as kept for inspection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputLine {
+    /// `stdout` or `stderr`.
+    pub stream: String,
+    pub line: String,
+}
+
+/// Zeek's `Supervisor::NodeStatus`, plus `state`, `restarts`, `exit`, `uptime` and `output`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     pub node: NodeConfig,
@@ -326,6 +334,9 @@ pub struct NodeStatus {
     /// Seconds since the live process started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub uptime: Option<f64>,
+    /// The last lines of its captured output (filled in by `status(name)` for one node).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<OutputLine>,
 }
 
 impl NodeStatus {
@@ -337,6 +348,7 @@ impl NodeStatus {
             restarts: 0,
             exit: None,
             uptime: None,
+            output: Vec::new(),
         }
     }
 }

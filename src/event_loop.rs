@@ -195,6 +195,9 @@ impl EventLoop {
 
     /// Prints or hands to a hook each line of a node's output.
     fn output(&mut self, node: &Arc<str>, stream: Stream, data: &[u8]) {
+        if let Some(supervisor) = self.host.shared().borrow_mut().supervisor.as_mut() {
+            supervisor.record_output(node, stream, data);
+        }
         let hook = match stream {
             Stream::Stdout => Hook::StdoutHook,
             Stream::Stderr => Hook::StderrHook,

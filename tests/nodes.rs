@@ -247,3 +247,48 @@ fn the_last_lines_arrive_before_the_exit() {
         out.stdout
     );
 }
+
+#[test]
+fn the_last_lines_are_kept_for_inspection() {
+    let sandbox = Sandbox::new("tail");
+    sandbox.write(
+        "t.rhai",
+        r#"
+        fn stdout_hook(node, line) { false }
+        fn stderr_hook(node, line) { false }
+        fn node_status(node, pid) {
+            let s = Supervisor::status(node).nodes[node];
+            if s.restarts == 1 {
+                let out = s.output;
+                let stdout = out.filter(|l| l.stream == "stdout");
+                let stderr = out.filter(|l| l.stream == "stderr");
+                print(`kept ${stdout.len()} stdout lines from '${stdout[0].line}' to '${stdout[-1].line}'`);
+                print(`stderr: ${stderr.map(|l| l.line)}`);
+                print(`all-node status has no output: ${Supervisor::status().nodes[node].output.len()}`);
+                terminate();
+            }
+        }
+        Supervisor::create(#{name: "t", revival_delay: 0.05, command: ["sh", "-c",
+            "i=0; while [ $i -lt 150 ]; do echo out $i; i=$((i+1)); done; echo 'why: config missing' >&2; echo bye; exit 2"]});
+        "#,
+    );
+    let out = sandbox.run(&["run", "t.rhai"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(
+        out.stdout
+            .contains("kept 100 stdout lines from 'out 50' to 'bye'"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("stderr: [\"why: config missing\"]; last of all: 'bye'"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("all-node status has no output: 0"),
+        "{}",
+        out.stdout
+    );
+}

@@ -546,7 +546,7 @@ impl Record for ClusterEndpoint {
 impl Record for NodeStatus {
     const TYPE_NAME: &'static str = "Supervisor::NodeStatus";
     const FIELDS: &'static [&'static str] = &["node", "pid", "state", "restarts", "exit", "uptime"];
-    const COMPUTED: &'static [&'static str] = &["exit_code", "exit_signal"];
+    const COMPUTED: &'static [&'static str] = &["exit_code", "exit_signal", "output"];
 
     fn blank() -> Self {
         NodeStatus::new(NodeConfig::default())
@@ -568,6 +568,17 @@ impl Record for NodeStatus {
                 Some(ExitInfo::Signal(s)) => ExitInfo::signal_name(s).into(),
                 _ => Dynamic::UNIT,
             },
+            "output" => Dynamic::from_array(
+                self.output
+                    .iter()
+                    .map(|l| {
+                        let mut m = Map::new();
+                        m.insert("stream".into(), l.stream.clone().into());
+                        m.insert("line".into(), l.line.clone().into());
+                        Dynamic::from_map(m)
+                    })
+                    .collect(),
+            ),
             _ => Dynamic::UNIT,
         }
     }

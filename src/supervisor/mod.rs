@@ -12,6 +12,7 @@
 //! It lives on the loop thread only.
 
 pub mod node;
+pub mod output;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
@@ -20,11 +21,11 @@ use std::time::Instant;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::config::{NodeConfig, NodeStatus, Status};
+use crate::config::{NodeConfig, NodeStatus, OutputLine, Status};
 use crate::process::plan::{Launcher, plan};
 use crate::process::reactor::{Watch, Watcher};
 use crate::process::spawn::spawn;
-use crate::process::{ProcId, reap, signal_group};
+use crate::process::{ProcId, Stream, lines, reap, signal_group};
 pub use node::{Action, Node, NodeState, RevivalPolicy};
 
 /// Something the loop should tell the script.
@@ -163,6 +164,10 @@ impl Supervisor {
             if let NodeState::Running { since, .. } = node.state {
                 status.uptime = Some(now.duration_since(since).as_secs_f64());
             }
+            // One node's status carries its recent output; every node's would be big.
+            if !name.is_empty() {
+                status.output = node.output.lines();
+            }
             status
         };
         let nodes = if name.is_empty() {
@@ -178,6 +183,20 @@ impl Supervisor {
                 .collect()
         };
         Status { nodes }
+    }
+
+    /// The last lines a node wrote, oldest first; `None` for an unknown node.
+    pub fn tail(&self, name: &str) -> Option<Vec<OutputLine>> {
+        self.nodes.get(name).map(|n| n.output.lines())
+    }
+
+    /// Keeps the lines (each ending in `\n`) that `node` wrote, for `tail`.
+    pub fn record_output(&mut self, node: &str, stream: Stream, data: &[u8]) {
+        if let Some(node) = self.nodes.get_mut(node) {
+            for line in lines::split(data) {
+                node.output.push(stream, &String::from_utf8_lossy(line));
+            }
+        }
     }
 
     pub fn node_names(&self) -> impl Iterator<Item = &str> {

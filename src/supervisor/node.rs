@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
+use super::output::OutputTail;
 use crate::config::{ExitInfo, NodeConfig, seconds};
 use crate::process::ProcId;
 
@@ -119,6 +120,8 @@ pub struct Node {
     /// Consecutive premature exits, for the revival delay.
     pub failures: u32,
     pub last_exit: Option<ExitInfo>,
+    /// The last lines it wrote.
+    pub output: OutputTail,
 }
 
 /// The default time between SIGTERM and SIGKILL.
@@ -143,6 +146,7 @@ impl Node {
             restarts: 0,
             failures: 0,
             last_exit: None,
+            output: OutputTail::default(),
         }
     }
 
