@@ -9,7 +9,6 @@
 //! every node, wait for the last one, `zeek_done()`, return the exit status.
 
 use std::collections::HashSet;
-use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -344,11 +343,7 @@ fn push_line(out: &mut Vec<u8>, node: &str, line: &str) {
     out.push(b'\n');
 }
 
-/// Writes to the supervisor's own stdout or stderr. A closed stream is not a reason to
-/// stop supervising: the error is ignored.
+/// Writes to the supervisor's own stdout or stderr (or the console sink).
 fn write_stream(stream: Stream, bytes: &[u8]) {
-    let _ = match stream {
-        Stream::Stdout => std::io::stdout().lock().write_all(bytes),
-        Stream::Stderr => std::io::stderr().lock().write_all(bytes),
-    };
+    crate::console::write(stream, bytes);
 }

@@ -33,6 +33,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod event_loop;
 pub mod node;
 pub mod process;

@@ -1,13 +1,13 @@
 //! `rhai-supervisor`: parse the command line, call the library, map the outcome to an
 //! exit status (0 clean, 1 a script or setup failed, 2 usage).
 
-use std::io::IsTerminal;
-
 use clap::Parser;
 use rhai_supervisor::cli::{Cli, Command};
+use rhai_supervisor::console::Writer;
+use rhai_supervisor::process::Stream;
 use rhai_supervisor::runtime::{Error, Runtime, Settings};
 use rhai_supervisor::script::Role;
-use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode, WriteLogger};
+use simplelog::{ConfigBuilder, WriteLogger};
 
 fn main() {
     let cli = Cli::parse();
@@ -58,10 +58,6 @@ fn init_logging(level: log::LevelFilter) {
         .set_thread_level(log::LevelFilter::Off)
         .set_location_level(log::LevelFilter::Off)
         .build();
-    // Colour only for a person: logs that go to a file or a pipe stay plain text.
-    if std::io::stderr().is_terminal() {
-        let _ = TermLogger::init(level, config, TerminalMode::Stderr, ColorChoice::Auto);
-    } else {
-        let _ = WriteLogger::init(level, config, std::io::stderr());
-    }
+    // Through the console, so an interactive front end can print logs above its prompt.
+    let _ = WriteLogger::init(level, config, Writer::new(Stream::Stderr));
 }

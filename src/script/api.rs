@@ -5,7 +5,6 @@
 //! lives in `supervisor`. Every function with an effect is registered volatile, so the
 //! optimizer never runs it at compile time.
 
-use std::io::Write;
 use std::time::Instant;
 
 use rhai::{
@@ -15,6 +14,7 @@ use rhai::{
 use super::records::{self, Record, from_map, kind};
 use super::{ExitRequest, Role, Shared};
 use crate::config::{ClusterEndpoint, ClusterRole, NodeConfig, NodeStatus, Status};
+use crate::process::Stream;
 
 type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
@@ -237,7 +237,7 @@ fn builtins(engine: &mut Engine, shared: &Shared) {
         } else {
             records::render(&text, false)
         };
-        let _ = writeln!(std::io::stderr().lock(), "{text}");
+        crate::console::line(Stream::Stderr, &text);
     });
     let s = shared.clone();
     engine.register_fn(

@@ -20,7 +20,6 @@ pub mod records;
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -33,6 +32,7 @@ use rhai::{
 };
 
 use crate::config::NodeConfig;
+use crate::process::Stream;
 use crate::supervisor::Supervisor;
 
 /// Which process the scripts run in.
@@ -336,17 +336,14 @@ impl Host {
             .set_max_string_size(limits.string_size)
             .set_max_array_size(limits.array_size)
             .set_max_map_size(limits.map_size);
-        engine.on_print(|text| {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{text}");
-        });
+        engine.on_print(|text| crate::console::line(Stream::Stdout, text));
         engine.on_debug(|text, source, pos| {
             let at = match (source, pos.line()) {
                 (Some(s), Some(l)) => format!("{s}:{l}: "),
                 (None, Some(l)) => format!("line {l}: "),
                 _ => String::new(),
             };
-            let _ = writeln!(std::io::stderr().lock(), "{at}{text}");
+            crate::console::line(Stream::Stderr, &format!("{at}{text}"));
         });
         let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
         let progress_deadline = deadline.clone();
