@@ -210,9 +210,29 @@ pub struct NodeConfig {
     /// Extension: seconds between SIGTERM and SIGKILL when the node is stopped (default 10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_timeout: Option<f64>,
+    /// Extension: rotate `stdout_file`/`stderr_file` when they would grow past this size;
+    /// the supervisor then writes them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_max_bytes: Option<i64>,
+    /// Extension: rotated files kept (`FILE.1` … `FILE.n`; default 5).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output_backups: Option<i64>,
 }
 
+/// Rotated files kept when `output_backups` is not set.
+pub const DEFAULT_OUTPUT_BACKUPS: u32 = 5;
+
 impl NodeConfig {
+    /// The rotation of this node's output files, if asked for: (max bytes, backups).
+    pub fn rotation(&self) -> Option<(u64, u32)> {
+        let max = u64::try_from(self.output_max_bytes?).ok()?;
+        let backups = self
+            .output_backups
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(DEFAULT_OUTPUT_BACKUPS);
+        Some((max, backups))
+    }
+
     pub fn named(name: impl Into<String>) -> NodeConfig {
         NodeConfig {
             name: name.into(),
@@ -250,6 +270,29 @@ impl NodeConfig {
                 return Err(format!(
                     "node '{}': command must name a program to run",
                     self.name
+                ));
+            }
+        }
+        if let Some(max) = self.output_max_bytes {
+            if max < 1 {
+                return Err(format!(
+                    "node '{}': output_max_bytes must be at least 1, not {max}",
+                    self.name
+                ));
+            }
+            if self.stdout_file.is_none() && self.stderr_file.is_none() {
+                return Err(format!(
+                    "node '{}': output_max_bytes needs stdout_file or stderr_file to rotate",
+                    self.name
+                ));
+            }
+        }
+        if let Some(n) = self.output_backups {
+            if !(0..=crate::process::rotate::MAX_BACKUPS).contains(&n) {
+                return Err(format!(
+                    "node '{}': output_backups must be between 0 and {}, not {n}",
+                    self.name,
+                    crate::process::rotate::MAX_BACKUPS
                 ));
             }
         }

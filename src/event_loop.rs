@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use nix::sys::signal::Signal;
-use rhai::INT;
+use rhai::{INT, ImmutableString};
 
 use crate::process::lines;
 use crate::process::{ProcId, Stream};
@@ -194,24 +194,33 @@ impl EventLoop {
 
     /// Prints or hands to a hook each line of a node's output.
     fn output(&mut self, node: &Arc<str>, stream: Stream, data: &[u8]) {
-        if let Some(supervisor) = self.host.shared().borrow_mut().supervisor.as_mut() {
-            supervisor.record_output(node, stream, data);
+        let to_file = match self.host.shared().borrow_mut().supervisor.as_mut() {
+            Some(supervisor) => supervisor.take_output(node, stream, data),
+            None => false,
+        };
+        if to_file {
+            return;
         }
         let hook = match stream {
             Stream::Stdout => Hook::StdoutHook,
             Stream::Stderr => Hook::StderrHook,
         };
+        // One UTF-8 check for the whole chunk; invalid bytes are replaced, and the
+        // replacement never contains a newline, so lines stay lines.
+        let text = String::from_utf8_lossy(data);
         if !self.host.defines(hook) {
-            let mut text = Vec::with_capacity(data.len() + 16 * (node.len() + 3));
-            for line in lines::split(data) {
-                push_line(&mut text, node, &String::from_utf8_lossy(line));
+            let count = memchr::memchr_iter(b'\n', data).count();
+            let mut printed = Vec::with_capacity(text.len() + count * (node.len() + 3));
+            for line in lines::split(text.as_bytes()) {
+                push_line(&mut printed, node, line);
             }
-            write_stream(stream, &text);
+            write_stream(stream, &printed);
             return;
         }
-        for line in lines::split(data) {
-            let line = String::from_utf8_lossy(line).into_owned();
-            let keep = match self.host.call_hook(hook, (node.to_string(), line.clone())) {
+        let name = ImmutableString::from(&**node);
+        for line in lines::split(text.as_bytes()) {
+            let line = ImmutableString::from(String::from_utf8_lossy(line).as_ref());
+            let keep = match self.host.call_hook(hook, (name.clone(), line.clone())) {
                 Ok(Some(value)) => value.as_bool() != Ok(false),
                 Ok(None) => true,
                 Err(error) => {
@@ -224,9 +233,9 @@ impl EventLoop {
                 }
             };
             if keep {
-                let mut text = Vec::new();
-                push_line(&mut text, node, &line);
-                write_stream(stream, &text);
+                let mut printed = Vec::with_capacity(line.len() + node.len() + 4);
+                push_line(&mut printed, node, line.as_bytes());
+                write_stream(stream, &printed);
             }
         }
     }
@@ -335,11 +344,11 @@ impl EventLoop {
     }
 }
 
-fn push_line(out: &mut Vec<u8>, node: &str, line: &str) {
+fn push_line(out: &mut Vec<u8>, node: &str, line: &[u8]) {
     out.push(b'[');
     out.extend_from_slice(node.as_bytes());
     out.extend_from_slice(b"] ");
-    out.extend_from_slice(line.as_bytes());
+    out.extend_from_slice(line);
     out.push(b'\n');
 }
 

@@ -19,8 +19,9 @@ use crate::script::{Context, Host, Limits, Role, ScriptError};
 use crate::supervisor::Supervisor;
 
 /// How many events may wait for the loop before the I/O thread (and with it, writing
-/// nodes) is held back.
-const EVENT_QUEUE: usize = 1024;
+/// nodes) is held back. With at most 128 KiB of output per event, this bounds the output
+/// in flight to 16 MiB.
+const EVENT_QUEUE: usize = 128;
 
 /// Settings of a process, from the command line or an embedding program.
 #[derive(Clone, Debug)]

@@ -6,6 +6,7 @@
 //! - `supervision`: revival, destroy, restart, shutdown, the supervisor's death
 //! - `nodes`: what a supervised node sees (scripts, cluster, env, directory, files,
 //!   affinity) and its output
+//! - `output`: node output under load: order, completeness, bounds, rotation
 //!
 //! `util` holds the helpers: a sandbox directory per test, the binary started in it,
 //! and waiting on conditions with deadlines.
@@ -15,4 +16,5 @@ mod util;
 mod api;
 mod cli;
 mod nodes;
+mod output;
 mod supervision;

@@ -6,7 +6,7 @@
 //! boundary where there is one near), so a node that never writes a newline cannot make
 //! the supervisor buffer without limit.
 
-use memchr::memchr;
+use memchr::{memchr, memrchr};
 
 /// The longest line delivered to a hook or printed, in bytes (without the newline).
 pub const MAX_LINE: usize = 64 * 1024;
@@ -19,6 +19,18 @@ pub struct LineBuffer {
 impl LineBuffer {
     /// Appends `data` and moves every complete line into `out`.
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
+        // Fast path: nothing pending and no room in `data` for an over-long line, so
+        // everything up to the last newline is whole lines: one search, one copy.
+        if self.partial.is_empty() && data.len() <= MAX_LINE + 1 {
+            if let Some(last) = memrchr(b'\n', data) {
+                out.extend_from_slice(&data[..=last]);
+                data = &data[last + 1..];
+            }
+            if data.len() <= MAX_LINE {
+                self.partial.extend_from_slice(data);
+                return;
+            }
+        }
         while !data.is_empty() {
             let room = MAX_LINE - self.partial.len();
             let window = &data[..data.len().min(room + 1)];
@@ -69,6 +81,18 @@ fn char_boundary(data: &[u8], at: usize) -> usize {
     }
 }
 
+/// The last `n` lines of a buffer filled by `LineBuffer` (each ending in `\n`).
+pub fn last(buffer: &[u8], n: usize) -> &[u8] {
+    let mut start = buffer.len();
+    for _ in 0..n {
+        match memrchr(b'\n', &buffer[..start.saturating_sub(1)]) {
+            Some(i) if start > 0 => start = i + 1,
+            _ => return buffer,
+        }
+    }
+    &buffer[start..]
+}
+
 /// Iterates over the lines of a buffer filled by `LineBuffer`, without the newlines.
 pub fn split(buffer: &[u8]) -> impl Iterator<Item = &[u8]> {
     buffer
@@ -112,6 +136,30 @@ mod tests {
         // exactly MAX_LINE bytes is one line, not a line and an empty one
         let exact = [vec![b'y'; MAX_LINE], b"\n".to_vec()].concat();
         assert_eq!(feed(&[&exact]).len(), 1);
+    }
+
+    #[test]
+    fn the_last_lines_of_a_buffer() {
+        assert_eq!(last(b"a\nb\nc\n", 2), b"b\nc\n");
+        assert_eq!(last(b"a\nb\nc\n", 3), b"a\nb\nc\n");
+        assert_eq!(last(b"a\nb\nc\n", 9), b"a\nb\nc\n");
+        assert_eq!(last(b"a\n", 1), b"a\n");
+        assert_eq!(last(b"\n\n", 1), b"\n");
+        assert_eq!(last(b"", 1), b"");
+        assert_eq!(last(b"a\nb\n", 0), b"");
+    }
+
+    #[test]
+    fn the_fast_path_and_the_slow_path_agree() {
+        let text: Vec<u8> = (0..5000)
+            .flat_map(|i| format!("line {i}\n").into_bytes())
+            .collect();
+        for piece in [1, 7, 100, 4096, MAX_LINE + 1, text.len()] {
+            let pieces: Vec<&[u8]> = text.chunks(piece).collect();
+            let lines = feed(&pieces);
+            assert_eq!(lines.len(), 5000, "pieces of {piece}");
+            assert_eq!(lines[4999], b"line 4999");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@
 pub mod lines;
 pub mod plan;
 pub mod reactor;
+pub mod rotate;
 pub mod spawn;
 
 use nix::sys::signal::{Signal, killpg};

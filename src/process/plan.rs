@@ -83,6 +83,8 @@ pub enum Output {
     Capture,
     /// Into this file, truncated at each start.
     File(PathBuf),
+    /// Through a pipe to the supervisor, which writes this file and rotates it by size.
+    Rotated(PathBuf),
 }
 
 /// A validated, ready-to-run description of one node process.
@@ -125,11 +127,16 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
         None => None,
     };
     let base = directory.as_deref().unwrap_or(&launcher.cwd);
+    let rotated = config.rotation().is_some();
     let output = |field: &str, file: &Option<String>| -> Result<Output, String> {
         match file {
             Some(f) => {
                 check_path(field, f).map_err(fail)?;
-                Ok(Output::File(base.join(f)))
+                if rotated {
+                    Ok(Output::Rotated(base.join(f)))
+                } else {
+                    Ok(Output::File(base.join(f)))
+                }
             }
             None => Ok(Output::Capture),
         }

@@ -11,7 +11,9 @@
 //! - SIGTERM, SIGINT, SIGHUP become `Event::Signal`.
 //!
 //! The channel to the loop is bounded: when the loop falls behind, `send` blocks, this
-//! thread stops reading, the pipes fill, and writing nodes block. Memory stays bounded.
+//! thread stops reading, the pipes fill, and writing nodes block. An output event holds
+//! at most one 64 KiB read plus one unfinished line (at most `lines::MAX_LINE`), so the
+//! output waiting for the loop is bounded by the queue length times 128 KiB.
 //! The loop never waits for this thread, so the two cannot deadlock.
 
 use std::io;
@@ -31,8 +33,10 @@ use super::lines::LineBuffer;
 use super::{ProcId, Stream};
 use crate::event_loop::Event;
 
-/// How much one pipe may deliver before others get their turn.
-const READ_BUDGET: usize = 256 * 1024;
+/// How much one pipe may deliver before others get their turn: one buffer.
+const READ_BUDGET: usize = BUFFER;
+/// The read buffer, and so the most bytes (plus an unfinished line) one event carries.
+const BUFFER: usize = 64 * 1024;
 /// How much is drained from the pipes of a process that just exited: more than any pipe
 /// holds, and bounded in case a surviving descendant keeps writing.
 const EXIT_DRAIN_BUDGET: usize = 4 * 1024 * 1024;
@@ -113,7 +117,7 @@ impl Reactor {
             events,
             slots: Vec::new(),
             free: Vec::new(),
-            buffer: vec![0; 64 * 1024],
+            buffer: vec![0; BUFFER],
         };
         let thread = std::thread::Builder::new()
             .name("rhai-supervisor-io".into())
@@ -288,8 +292,9 @@ impl Io {
         }
     }
 
-    /// Reads up to `budget` bytes from one pipe and sends the complete lines; with
-    /// `flush`, an unfinished last line too.
+    /// Reads up to `budget` bytes from one pipe and sends the complete lines, one event
+    /// per read (so an event holds at most one buffer's worth plus an unfinished line);
+    /// with `flush`, an unfinished last line too.
     fn read(
         &mut self,
         index: usize,
@@ -297,61 +302,60 @@ impl Io {
         budget: usize,
         flush: bool,
     ) -> Result<(), Closed> {
-        let Some(slot) = self.slots[index].as_mut() else {
-            return Ok(());
-        };
-        let Some(pipe) = slot.pipes[which].as_mut() else {
-            return Ok(());
-        };
-        let mut lines = Vec::new();
         let mut total = 0;
-        let mut eof = false;
         loop {
+            let Some(slot) = self.slots[index].as_mut() else {
+                return Ok(());
+            };
+            let Some(pipe) = slot.pipes[which].as_mut() else {
+                return Ok(());
+            };
+            let mut lines = Vec::new();
+            let (mut done, mut eof) = (false, false);
             match nix::unistd::read(&pipe.fd, &mut self.buffer) {
-                Ok(0) => {
-                    eof = true;
-                    break;
-                }
+                Ok(0) => eof = true,
                 Ok(n) => {
                     pipe.lines.push(&self.buffer[..n], &mut lines);
                     total += n;
-                    if total >= budget || n < self.buffer.len() {
-                        break;
-                    }
+                    // A short read emptied the pipe; a full budget gives others a turn.
+                    done = total >= budget || n < self.buffer.len();
                 }
-                Err(Errno::EAGAIN) => break,
+                Err(Errno::EAGAIN) => done = true,
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
                     log::warn!("cannot read output of node '{}': {}", slot.name, e.desc());
                     eof = true;
-                    break;
                 }
             }
-        }
-        if eof || flush {
-            pipe.lines.finish(&mut lines);
-        }
-        if eof {
-            let _ = self.epoll.delete(&pipe.fd);
-            slot.pipes[which] = None;
-        }
-        let stream = if which == 0 {
-            Stream::Stdout
-        } else {
-            Stream::Stderr
-        };
-        let (proc, name) = (slot.proc, slot.name.clone());
-        self.release_if_done(index);
-        if !lines.is_empty() {
-            let output = Event::Output {
-                proc,
-                node: name,
-                stream,
-                lines,
+            if eof || (done && flush) {
+                pipe.lines.finish(&mut lines);
+            }
+            if eof {
+                let _ = self.epoll.delete(&pipe.fd);
+                slot.pipes[which] = None;
+            }
+            let stream = if which == 0 {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
             };
-            self.events.send(output).map_err(|_| Closed)?;
+            let (proc, node) = (slot.proc, slot.name.clone());
+            if eof {
+                self.release_if_done(index);
+            }
+            if !lines.is_empty() {
+                let output = Event::Output {
+                    proc,
+                    node,
+                    stream,
+                    lines,
+                };
+                self.events.send(output).map_err(|_| Closed)?;
+            }
+            if eof || done {
+                return Ok(());
+            }
         }
-        Ok(())
     }
 
     /// The process exited: drain its pipes, then report the exit.

@@ -119,7 +119,7 @@ pub fn spawn(plan: &SpawnPlan, supervisor: Pid) -> Result<Spawned, String> {
 /// The child's end of a stream and, when captured, the supervisor's read end.
 fn stream(output: &Output, field: &str) -> Result<(Stdio, Option<OwnedFd>), String> {
     match output {
-        Output::Capture => {
+        Output::Capture | Output::Rotated(_) => {
             let (read, write) = pipe2(OFlag::O_CLOEXEC)
                 .map_err(|e| format!("cannot create a pipe: {}", e.desc()))?;
             fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))

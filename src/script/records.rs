@@ -422,6 +422,8 @@ impl Record for NodeConfig {
         "revival_delay",
         "revival_max_delay",
         "stop_timeout",
+        "output_max_bytes",
+        "output_backups",
     ];
     const REQUIRED: &'static [&'static str] = &["name"];
 
@@ -453,6 +455,8 @@ impl Record for NodeConfig {
             "revival_delay" => opt(&self.revival_delay.map(|s| s as FLOAT)),
             "revival_max_delay" => opt(&self.revival_max_delay.map(|s| s as FLOAT)),
             "stop_timeout" => opt(&self.stop_timeout.map(|s| s as FLOAT)),
+            "output_max_bytes" => opt(&self.output_max_bytes.map(|n| n as INT)),
+            "output_backups" => opt(&self.output_backups.map(|n| n as INT)),
             _ => Dynamic::UNIT,
         }
     }
@@ -480,6 +484,8 @@ impl Record for NodeConfig {
             "revival_delay" => self.revival_delay = f.opt_seconds(v)?,
             "revival_max_delay" => self.revival_max_delay = f.opt_seconds(v)?,
             "stop_timeout" => self.stop_timeout = f.opt_seconds(v)?,
+            "output_max_bytes" => self.output_max_bytes = f.opt_int(v)?,
+            "output_backups" => self.output_backups = f.opt_int(v)?,
             _ => return Err(unknown_field::<Self>(field)),
         }
         Ok(())

@@ -14,6 +14,8 @@
 pub mod node;
 pub mod output;
 
+use output::TAIL_LINES;
+
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::time::Instant;
@@ -22,8 +24,9 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::config::{NodeConfig, NodeStatus, OutputLine, Status};
-use crate::process::plan::{Launcher, plan};
+use crate::process::plan::{Launcher, Output, SpawnPlan, plan};
 use crate::process::reactor::{Watch, Watcher};
+use crate::process::rotate::RotatingFile;
 use crate::process::spawn::spawn;
 use crate::process::{ProcId, Stream, lines, reap, signal_group};
 pub use node::{Action, Node, NodeState, RevivalPolicy};
@@ -94,9 +97,22 @@ impl Supervisor {
             return Err("the supervisor is shutting down".into());
         }
         let now = Instant::now();
-        let (proc, pid) = self.spawn(&config)?;
+        let plan = plan(&config, &self.launcher)?;
+        let mut files = [None, None];
+        for (slot, output) in files.iter_mut().zip([&plan.stdout, &plan.stderr]) {
+            if let Output::Rotated(path) = output {
+                let (max, backups) = config.rotation().unwrap_or((u64::MAX, 0));
+                *slot = Some(
+                    RotatingFile::open(path, max, backups)
+                        .map_err(|e| format!("node '{}': {e}", config.name))?,
+                );
+            }
+        }
+        let (proc, pid) = self.spawn_plan(&plan)?;
         let name = config.name.clone();
-        self.nodes.insert(name, Node::new(config, proc, pid, now));
+        let mut node = Node::new(config, proc, pid, now);
+        node.files = files;
+        self.nodes.insert(name, node);
         Ok(())
     }
 
@@ -190,12 +206,23 @@ impl Supervisor {
         self.nodes.get(name).map(|n| n.output.lines())
     }
 
-    /// Keeps the lines (each ending in `\n`) that `node` wrote, for `tail`.
-    pub fn record_output(&mut self, node: &str, stream: Stream, data: &[u8]) {
-        if let Some(node) = self.nodes.get_mut(node) {
-            for line in lines::split(data) {
-                node.output.push(stream, &String::from_utf8_lossy(line));
+    /// Takes the lines (each ending in `\n`) that `node` wrote: keeps them for `tail`,
+    /// and writes them to the node's file when the supervisor rotates it. True when
+    /// they went to a file, false when they are for hooks or printing.
+    pub fn take_output(&mut self, node: &str, stream: Stream, data: &[u8]) -> bool {
+        let Some(node) = self.nodes.get_mut(node) else {
+            return false;
+        };
+        // Only the lines that will still be kept after this chunk are worth copying.
+        for line in lines::split(lines::last(data, TAIL_LINES)) {
+            node.output.push(stream, &String::from_utf8_lossy(line));
+        }
+        match &mut node.files[stream as usize] {
+            Some(file) => {
+                file.write(data);
+                true
             }
+            None => false,
         }
     }
 
@@ -365,7 +392,11 @@ impl Supervisor {
 
     fn spawn(&mut self, config: &NodeConfig) -> Result<(ProcId, Pid), String> {
         let plan = plan(config, &self.launcher)?;
-        let spawned = spawn(&plan, self.self_pid)?;
+        self.spawn_plan(&plan)
+    }
+
+    fn spawn_plan(&mut self, plan: &SpawnPlan) -> Result<(ProcId, Pid), String> {
+        let spawned = spawn(plan, self.self_pid)?;
         let proc = ProcId(self.next_proc);
         self.next_proc += 1;
         let pid = spawned.pid;
@@ -380,13 +411,13 @@ impl Supervisor {
             proc,
             Proc {
                 pid,
-                node: config.name.clone(),
+                node: plan.name.to_string(),
                 stop: None,
             },
         );
-        log::info!("node '{}' started (pid {pid})", config.name);
+        log::info!("node '{}' started (pid {pid})", plan.name);
         self.notices.push(Notice::Started {
-            node: config.name.clone(),
+            node: plan.name.to_string(),
             pid,
         });
         Ok((proc, pid))

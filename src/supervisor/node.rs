@@ -11,6 +11,7 @@ use nix::unistd::Pid;
 use super::output::OutputTail;
 use crate::config::{ExitInfo, NodeConfig, seconds};
 use crate::process::ProcId;
+use crate::process::rotate::RotatingFile;
 
 /// Where a node is in its life. The pid exists only where there is a process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,7 +110,7 @@ impl RevivalPolicy {
 }
 
 /// A node in the supervisor's table.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct Node {
     pub config: NodeConfig,
     pub state: NodeState,
@@ -122,6 +123,8 @@ pub struct Node {
     pub last_exit: Option<ExitInfo>,
     /// The last lines it wrote.
     pub output: OutputTail,
+    /// Its stdout and stderr files, when the supervisor writes and rotates them.
+    pub files: [Option<RotatingFile>; 2],
 }
 
 /// The default time between SIGTERM and SIGKILL.
@@ -147,6 +150,7 @@ impl Node {
             failures: 0,
             last_exit: None,
             output: OutputTail::default(),
+            files: [None, None],
         }
     }
 
