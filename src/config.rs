@@ -217,6 +217,13 @@ pub struct NodeConfig {
     /// Extension: rotated files kept (`FILE.1` … `FILE.n`; default 5).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub output_backups: Option<i64>,
+    /// Extension: revivals allowed within `restart_window` before the node is marked
+    /// failed (default: no limit).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_restarts: Option<i64>,
+    /// Extension: the window for `max_restarts`, in seconds (default 60).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_window: Option<f64>,
 }
 
 /// Rotated files kept when `output_backups` is not set.
@@ -296,10 +303,19 @@ impl NodeConfig {
                 ));
             }
         }
+        if let Some(n) = self.max_restarts {
+            if !(0..=i64::from(u32::MAX)).contains(&n) {
+                return Err(format!(
+                    "node '{}': max_restarts must be 0 or more, not {n}",
+                    self.name
+                ));
+            }
+        }
         for (field, value) in [
             ("revival_delay", self.revival_delay),
             ("revival_max_delay", self.revival_max_delay),
             ("stop_timeout", self.stop_timeout),
+            ("restart_window", self.restart_window),
         ] {
             if let Some(v) = value {
                 seconds(v).map_err(|e| format!("node '{}': {field} {e}", self.name))?;

@@ -254,8 +254,11 @@ impl EventLoop {
             if notices.is_empty() {
                 break;
             }
-            for Notice::Started { node, pid } in notices {
-                let args = (node.clone(), pid.as_raw() as INT);
+            for notice in notices {
+                let args = match notice {
+                    Notice::Started { node, pid } => (node, pid.as_raw() as INT),
+                    Notice::Failed { node } => (node, 0),
+                };
                 if let Err(error) = self.host.call_hook(Hook::NodeStatus, args) {
                     log::error!("{error}");
                 }

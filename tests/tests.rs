@@ -7,6 +7,7 @@
 //! - `nodes`: what a supervised node sees (scripts, cluster, env, directory, files,
 //!   affinity) and its output
 //! - `output`: node output under load: order, completeness, bounds, rotation
+//! - `reliability`: faults in scripts, nodes and the OS; crash loops; leaks
 //!
 //! `util` holds the helpers: a sandbox directory per test, the binary started in it,
 //! and waiting on conditions with deadlines.
@@ -17,4 +18,5 @@ mod api;
 mod cli;
 mod nodes;
 mod output;
+mod reliability;
 mod supervision;

@@ -424,6 +424,8 @@ impl Record for NodeConfig {
         "stop_timeout",
         "output_max_bytes",
         "output_backups",
+        "max_restarts",
+        "restart_window",
     ];
     const REQUIRED: &'static [&'static str] = &["name"];
 
@@ -457,6 +459,8 @@ impl Record for NodeConfig {
             "stop_timeout" => opt(&self.stop_timeout.map(|s| s as FLOAT)),
             "output_max_bytes" => opt(&self.output_max_bytes.map(|n| n as INT)),
             "output_backups" => opt(&self.output_backups.map(|n| n as INT)),
+            "max_restarts" => opt(&self.max_restarts.map(|n| n as INT)),
+            "restart_window" => opt(&self.restart_window.map(|s| s as FLOAT)),
             _ => Dynamic::UNIT,
         }
     }
@@ -486,6 +490,8 @@ impl Record for NodeConfig {
             "stop_timeout" => self.stop_timeout = f.opt_seconds(v)?,
             "output_max_bytes" => self.output_max_bytes = f.opt_int(v)?,
             "output_backups" => self.output_backups = f.opt_int(v)?,
+            "max_restarts" => self.max_restarts = f.opt_int(v)?,
+            "restart_window" => self.restart_window = f.opt_seconds(v)?,
             _ => return Err(unknown_field::<Self>(field)),
         }
         Ok(())

@@ -36,6 +36,8 @@ pub use node::{Action, Node, NodeState, RevivalPolicy};
 pub enum Notice {
     /// A process for `node` started: `node_status(node, pid)`.
     Started { node: String, pid: Pid },
+    /// `node` failed for good and is not revived: `node_status(node, 0)`.
+    Failed { node: String },
 }
 
 /// A process we started and have not yet seen exit.
@@ -276,6 +278,11 @@ impl Supervisor {
                 entry.pid,
                 human(at.duration_since(now))
             ),
+            Action::Fail(failure) => log::error!(
+                "node '{}' (pid {}) {what}; it has failed and is not revived until restarted: {failure}",
+                entry.node,
+                entry.pid
+            ),
             _ => {}
         }
         if self.stopping {
@@ -362,6 +369,9 @@ impl Supervisor {
                     .unwrap_or_default();
                 self.stop(proc, timeout, false, now);
             }
+            Action::Fail(_) => self.notices.push(Notice::Failed {
+                node: name.to_string(),
+            }),
             Action::Nothing => {}
         }
     }
@@ -379,11 +389,15 @@ impl Supervisor {
             Ok((proc, pid)) => node.started(proc, pid, now),
             Err(e) => {
                 let action = node.start_failed(now);
-                if let Action::ReviveAt(at) = action {
-                    log::error!(
+                match action {
+                    Action::ReviveAt(at) => log::error!(
                         "cannot revive {e}; trying again in {}",
                         human(at.duration_since(now))
-                    );
+                    ),
+                    Action::Fail(failure) => log::error!(
+                        "cannot revive {e}; the node has failed and is not revived until restarted: {failure}"
+                    ),
+                    _ => {}
                 }
                 self.apply(name, action, now);
             }

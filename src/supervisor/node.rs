@@ -4,6 +4,8 @@
 //! supervisor must do (`Action`); the supervisor does it (spawn, signal, schedule).
 //! That keeps every transition testable without processes.
 
+use std::collections::VecDeque;
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
@@ -26,7 +28,37 @@ pub enum NodeState {
     Reviving { at: Instant },
     /// `restart` asked its process to stop; a new one starts as soon as it has exited.
     Restarting { proc: ProcId, pid: Pid },
+    /// It is not revived any more, until `restart`.
+    Failed(Failure),
 }
+
+/// Why a node is no longer revived.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Failure {
+    /// It exited with `PERMANENT_FAILURE_EXIT`.
+    PermanentExit,
+    /// It was revived `max_restarts` times within `restart_window`.
+    TooManyRestarts { restarts: u32, window: Duration },
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::PermanentExit => write!(
+                f,
+                "it exited with code {PERMANENT_FAILURE_EXIT}, which means: do not revive"
+            ),
+            Failure::TooManyRestarts { restarts, window } => write!(
+                f,
+                "it was revived {restarts} times within {}",
+                crate::supervisor::human(*window)
+            ),
+        }
+    }
+}
+
+/// The exit code with which a node says it must not be revived (s6's convention).
+pub const PERMANENT_FAILURE_EXIT: i32 = 125;
 
 impl NodeState {
     pub fn name(&self) -> &'static str {
@@ -34,20 +66,21 @@ impl NodeState {
             NodeState::Running { .. } => "running",
             NodeState::Reviving { .. } => "reviving",
             NodeState::Restarting { .. } => "restarting",
+            NodeState::Failed(_) => "failed",
         }
     }
 
     pub fn pid(&self) -> Option<Pid> {
         match *self {
             NodeState::Running { pid, .. } | NodeState::Restarting { pid, .. } => Some(pid),
-            NodeState::Reviving { .. } => None,
+            NodeState::Reviving { .. } | NodeState::Failed(_) => None,
         }
     }
 
     pub fn proc(&self) -> Option<ProcId> {
         match *self {
             NodeState::Running { proc, .. } | NodeState::Restarting { proc, .. } => Some(proc),
-            NodeState::Reviving { .. } => None,
+            NodeState::Reviving { .. } | NodeState::Failed(_) => None,
         }
     }
 }
@@ -61,6 +94,8 @@ pub enum Action {
     ReviveAt(Instant),
     /// Ask this process to stop (SIGTERM now, SIGKILL after the stop timeout).
     Stop(ProcId, Pid),
+    /// The node has failed for good: tell the script (`node_status(node, 0)`).
+    Fail(Failure),
     Nothing,
 }
 
@@ -73,6 +108,9 @@ pub struct RevivalPolicy {
     pub max_delay: Duration,
     /// A process that ran at least this long ends a run of failures.
     pub reset_after: Duration,
+    /// Revivals allowed within `restart_window` before the node is marked failed.
+    pub max_restarts: Option<u32>,
+    pub restart_window: Duration,
 }
 
 impl Default for RevivalPolicy {
@@ -81,6 +119,8 @@ impl Default for RevivalPolicy {
             first_delay: Duration::from_secs(1),
             max_delay: Duration::from_secs(60),
             reset_after: Duration::from_secs(30),
+            max_restarts: None,
+            restart_window: Duration::from_secs(60),
         }
     }
 }
@@ -94,6 +134,10 @@ impl RevivalPolicy {
         }
         if let Some(Ok(d)) = config.revival_max_delay.map(seconds) {
             policy.max_delay = d;
+        }
+        policy.max_restarts = config.max_restarts.and_then(|n| u32::try_from(n).ok());
+        if let Some(Ok(d)) = config.restart_window.map(seconds) {
+            policy.restart_window = d;
         }
         policy
     }
@@ -125,6 +169,8 @@ pub struct Node {
     pub output: OutputTail,
     /// Its stdout and stderr files, when the supervisor writes and rotates them.
     pub files: [Option<RotatingFile>; 2],
+    /// When it was revived lately, for `max_restarts`.
+    revivals: VecDeque<Instant>,
 }
 
 /// The default time between SIGTERM and SIGKILL.
@@ -151,6 +197,7 @@ impl Node {
             last_exit: None,
             output: OutputTail::default(),
             files: [None, None],
+            revivals: VecDeque::new(),
         }
     }
 
@@ -159,18 +206,13 @@ impl Node {
         match self.state {
             NodeState::Running { proc: p, since, .. } if p == proc => {
                 self.last_exit = exit;
+                if exit == Some(ExitInfo::Code(PERMANENT_FAILURE_EXIT)) {
+                    return self.fail(Failure::PermanentExit);
+                }
                 if now.duration_since(since) >= self.policy.reset_after {
                     self.failures = 0;
                 }
-                self.failures = self.failures.saturating_add(1);
-                let delay = self.policy.delay(self.failures);
-                if delay.is_zero() {
-                    Action::Start
-                } else {
-                    let at = now + delay;
-                    self.state = NodeState::Reviving { at };
-                    Action::ReviveAt(at)
-                }
+                self.failed_once(now)
             }
             NodeState::Restarting { proc: p, .. } if p == proc => {
                 self.last_exit = exit;
@@ -179,6 +221,41 @@ impl Node {
             // An exit of a process this node no longer owns.
             _ => Action::Nothing,
         }
+    }
+
+    /// One more failure: schedule the revival, or give up when there were too many.
+    fn failed_once(&mut self, now: Instant) -> Action {
+        self.failures = self.failures.saturating_add(1);
+        if let Some(max) = self.policy.max_restarts {
+            let window = self.policy.restart_window;
+            while self
+                .revivals
+                .front()
+                .is_some_and(|&t| now.duration_since(t) > window)
+            {
+                self.revivals.pop_front();
+            }
+            if self.revivals.len() >= max as usize {
+                return self.fail(Failure::TooManyRestarts {
+                    restarts: max,
+                    window,
+                });
+            }
+            self.revivals.push_back(now);
+        }
+        let delay = self.policy.delay(self.failures);
+        if delay.is_zero() {
+            Action::Start
+        } else {
+            let at = now + delay;
+            self.state = NodeState::Reviving { at };
+            Action::ReviveAt(at)
+        }
+    }
+
+    fn fail(&mut self, failure: Failure) -> Action {
+        self.state = NodeState::Failed(failure);
+        Action::Fail(failure)
     }
 
     /// A scheduled revival is due (or a stale one fired).
@@ -192,12 +269,13 @@ impl Node {
     /// `Supervisor::restart` for this node.
     pub fn restart(&mut self) -> Action {
         self.failures = 0;
+        self.revivals.clear();
         match self.state {
             NodeState::Running { proc, pid, .. } => {
                 self.state = NodeState::Restarting { proc, pid };
                 Action::Stop(proc, pid)
             }
-            NodeState::Reviving { .. } => Action::Start,
+            NodeState::Reviving { .. } | NodeState::Failed(_) => Action::Start,
             NodeState::Restarting { .. } => Action::Nothing,
         }
     }
@@ -212,17 +290,22 @@ impl Node {
         };
     }
 
-    /// Starting a new process failed: wait as if it had failed at once.
+    /// Starting a new process failed: wait as if it had failed at once, but never retry
+    /// a failing spawn in a tight loop, even with a revival delay of 0.
     pub fn start_failed(&mut self, now: Instant) -> Action {
-        self.failures = self.failures.saturating_add(1);
-        // Never retry a failing spawn in a tight loop, even with a revival delay of 0.
-        let delay = self
-            .policy
-            .delay(self.failures)
-            .max(Duration::from_millis(100));
-        let at = now + delay;
-        self.state = NodeState::Reviving { at };
-        Action::ReviveAt(at)
+        match self.failed_once(now) {
+            Action::Start => {
+                let at = now + Duration::from_millis(100);
+                self.state = NodeState::Reviving { at };
+                Action::ReviveAt(at)
+            }
+            Action::ReviveAt(at) => {
+                let at = at.max(now + Duration::from_millis(100));
+                self.state = NodeState::Reviving { at };
+                Action::ReviveAt(at)
+            }
+            other => other,
+        }
     }
 }
 
@@ -333,6 +416,72 @@ mod tests {
         n.exited(P1, None, t0);
         assert_eq!(n.restart(), Action::Start);
         assert_eq!(n.failures, 0);
+    }
+
+    #[test]
+    fn the_permanent_failure_code_stops_revivals_until_restart() {
+        let t0 = Instant::now();
+        let mut n = node(t0);
+        let action = n.exited(P1, Some(ExitInfo::Code(PERMANENT_FAILURE_EXIT)), t0);
+        assert_eq!(action, Action::Fail(Failure::PermanentExit));
+        assert_eq!(n.state.name(), "failed");
+        assert_eq!(n.state.pid(), None);
+        assert_eq!(
+            n.revival_due(t0 + Duration::from_secs(3600)),
+            Action::Nothing
+        );
+        assert_eq!(
+            n.exited(P1, None, t0),
+            Action::Nothing,
+            "a failed node has no process"
+        );
+        assert_eq!(n.restart(), Action::Start);
+        n.started(P2, pid(101), t0);
+        assert_eq!(n.state.name(), "running");
+    }
+
+    #[test]
+    fn max_restarts_within_the_window_marks_the_node_failed() {
+        let t0 = Instant::now();
+        let mut cfg = NodeConfig::named("w1");
+        cfg.revival_delay = Some(0.0);
+        cfg.max_restarts = Some(3);
+        cfg.restart_window = Some(10.0);
+        let mut n = Node::new(cfg, P1, pid(100), t0);
+        let mut now = t0;
+        let mut proc = P1;
+        for _ in 0..3 {
+            now += Duration::from_secs(1);
+            assert_eq!(n.exited(proc, Some(ExitInfo::Code(1)), now), Action::Start);
+            proc = ProcId(proc.0 + 1);
+            n.started(proc, pid(200), now);
+        }
+        now += Duration::from_secs(1);
+        let action = n.exited(proc, Some(ExitInfo::Code(1)), now);
+        assert_eq!(
+            action,
+            Action::Fail(Failure::TooManyRestarts {
+                restarts: 3,
+                window: Duration::from_secs(10)
+            })
+        );
+        // outside the window the count starts over
+        let mut n = Node::new(
+            {
+                let mut c = NodeConfig::named("w2");
+                c.revival_delay = Some(0.0);
+                c.max_restarts = Some(1);
+                c.restart_window = Some(10.0);
+                c
+            },
+            P1,
+            pid(100),
+            t0,
+        );
+        assert_eq!(n.exited(P1, None, t0), Action::Start);
+        n.started(P2, pid(101), t0);
+        let later = t0 + Duration::from_secs(11);
+        assert_eq!(n.exited(P2, None, later), Action::Start);
     }
 
     #[test]
