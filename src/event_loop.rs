@@ -33,7 +33,7 @@ pub enum Event {
     },
     /// A process exited; all its output was sent before this.
     Exited { proc: ProcId },
-    /// SIGTERM or SIGINT reached this process.
+    /// SIGTERM or SIGINT reached this process (or SIGCHLD, for a subreaper).
     Signal(Signal),
     /// Work from another thread (a REPL line, a control request), run on the loop.
     Task(Box<dyn FnOnce(&mut EventLoop) + Send>),
@@ -174,6 +174,12 @@ impl EventLoop {
     }
 
     fn signal(&mut self, signal: Signal) {
+        if signal == Signal::SIGCHLD {
+            if let Some(supervisor) = self.host.shared().borrow_mut().supervisor.as_mut() {
+                supervisor.child_exited();
+            }
+            return;
+        }
         self.interrupt.store(false, Ordering::SeqCst);
         if signal == Signal::SIGINT && self.sigint == Sigint::Interrupt {
             return;
@@ -324,6 +330,7 @@ impl EventLoop {
         let shared = self.host.shared().clone();
         if let Some(supervisor) = shared.borrow_mut().supervisor.as_mut() {
             supervisor.fire_due(now);
+            supervisor.sweep(now);
         }
         while self.phase == Phase::Serving {
             let Some(callback) = shared.borrow_mut().timers.pop_due(now) else {

@@ -27,6 +27,7 @@ fn main() {
     init_logging(level);
     let settings = Settings {
         log_level: level,
+        subreaper: true,
         ..Settings::default()
     };
     let outcome = match (cli.command, payload) {

@@ -31,6 +31,11 @@ pub struct Settings {
     pub sigint: Sigint,
     /// How script nodes are started; `None` re-executes the current program.
     pub launcher: Option<Launcher>,
+    /// In the supervisor role, become a child subreaper: descendants that nodes leave
+    /// behind are adopted, stopped with their node and reaped. This reaps every child
+    /// of the process, so an embedding program that has children of its own leaves it
+    /// off (the default); the command line turns it on.
+    pub subreaper: bool,
 }
 
 impl Default for Settings {
@@ -40,6 +45,7 @@ impl Default for Settings {
             log_level: log::LevelFilter::Info,
             sigint: Sigint::Shutdown,
             launcher: None,
+            subreaper: false,
         }
     }
 }
@@ -76,8 +82,17 @@ impl Runtime {
             signal_hook::flag::register(signal as i32, interrupt.clone())
                 .map_err(|e| setup("cannot handle signals", e))?;
         }
+        let adopting = role == Role::Supervisor && settings.subreaper;
+        if adopting {
+            nix::sys::prctl::set_child_subreaper(true)
+                .map_err(|e| setup("cannot become a child subreaper", e.into()))?;
+        }
+        let mut signals = vec![Signal::SIGTERM, Signal::SIGINT];
+        if adopting {
+            signals.push(Signal::SIGCHLD);
+        }
         let (events, event_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
-        let reactor = Reactor::start(events.clone(), &[Signal::SIGTERM, Signal::SIGINT])
+        let reactor = Reactor::start(events.clone(), &signals)
             .map_err(|e| setup("cannot start the I/O thread", e))?;
 
         let mut context = Context::new(role);
@@ -89,7 +104,11 @@ impl Runtime {
                     .map_err(|e| setup("cannot find this program", e))?,
             };
             launcher.child_nofile = raise_nofile_limit();
-            context.supervisor = Some(Supervisor::new(launcher, reactor.watcher()));
+            let mut supervisor = Supervisor::new(launcher, reactor.watcher());
+            if adopting {
+                supervisor.adopt_leftovers();
+            }
+            context.supervisor = Some(supervisor);
         }
         let host = Host::new(context.shared(), settings.limits, interrupt.clone());
         Ok(Runtime {

@@ -20,6 +20,7 @@ pub mod plan;
 pub mod reactor;
 pub mod rotate;
 pub mod spawn;
+pub mod tree;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};

@@ -37,8 +37,9 @@ pub struct Spawned {
 }
 
 /// Starts `plan`. `supervisor` is this process's pid, which the child checks after
-/// arming its death signal, in case the supervisor died during the fork.
-pub fn spawn(plan: &SpawnPlan, supervisor: Pid) -> Result<Spawned, String> {
+/// arming its death signal, in case the supervisor died during the fork; `owner` is the
+/// instance tag its descendants inherit (`tree::OWNER_ENV`).
+pub fn spawn(plan: &SpawnPlan, supervisor: Pid, owner: &str) -> Result<Spawned, String> {
     let name = &plan.name;
     let (stdout_stdio, stdout) =
         stream(&plan.stdout, "stdout_file").map_err(|e| format!("node '{name}': {e}"))?;
@@ -51,6 +52,7 @@ pub fn spawn(plan: &SpawnPlan, supervisor: Pid) -> Result<Spawned, String> {
         command.env_remove(key);
     }
     command.envs(plan.env.iter().map(|(k, v)| (k, v)));
+    command.env(super::tree::OWNER_ENV, owner);
     if let Some(dir) = &plan.directory {
         command.current_dir(dir);
     }

@@ -17,8 +17,8 @@ pub mod output;
 use output::TAIL_LINES;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
-use std::time::Instant;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
@@ -45,9 +45,20 @@ pub enum Notice {
 struct Proc {
     pid: Pid,
     node: String,
+    stop_timeout: Duration,
     /// Set once we asked it to stop.
     stop: Option<Stop>,
 }
+
+/// A process instance that has ended, remembered to deal with what it left behind.
+#[derive(Clone, Copy, Debug)]
+struct Retired {
+    /// When its leftovers get SIGKILL (at once if it was being stopped).
+    kill_at: Instant,
+}
+
+/// How many ended instances are remembered for attributing leftovers.
+const RETIRED_KEPT: usize = 4096;
 
 #[derive(Debug)]
 struct Stop {
@@ -59,6 +70,8 @@ struct Stop {
 enum Deadline {
     Revive(String),
     Kill(ProcId),
+    /// Leftovers whose time is up get SIGKILL.
+    Strays,
 }
 
 pub struct Supervisor {
@@ -72,6 +85,17 @@ pub struct Supervisor {
     next_proc: u64,
     /// Set by `stop_all`: nothing is revived or restarted any more.
     stopping: bool,
+    /// Leader pids of live instances.
+    leaders: HashMap<Pid, ProcId>,
+    /// Whether this process is a child subreaper, so that adopted leftovers of nodes
+    /// are tracked, stopped and reaped (see `process::tree`).
+    adopting: bool,
+    /// Adopted leftovers being stopped: pid → when SIGKILL is due.
+    strays: HashMap<Pid, Instant>,
+    retired: HashMap<ProcId, Retired>,
+    retired_order: VecDeque<ProcId>,
+    /// A scan for adopted leftovers is due.
+    sweep_due: bool,
 }
 
 impl Supervisor {
@@ -86,7 +110,18 @@ impl Supervisor {
             self_pid: nix::unistd::getpid(),
             next_proc: 1,
             stopping: false,
+            leaders: HashMap::new(),
+            adopting: false,
+            strays: HashMap::new(),
+            retired: HashMap::new(),
+            retired_order: VecDeque::new(),
+            sweep_due: false,
         }
+    }
+
+    /// This process is a child subreaper: track, stop and reap what nodes leave behind.
+    pub fn adopt_leftovers(&mut self) {
+        self.adopting = true;
     }
 
     /// `Supervisor::create`: starts a node, or says why not.
@@ -110,7 +145,7 @@ impl Supervisor {
                 );
             }
         }
-        let (proc, pid) = self.spawn_plan(&plan)?;
+        let (proc, pid) = self.spawn_plan(&plan, node::stop_timeout(&config))?;
         let name = config.name.clone();
         let mut node = Node::new(config, proc, pid, now);
         node.files = files;
@@ -237,6 +272,7 @@ impl Supervisor {
         let Some(entry) = self.procs.remove(&proc) else {
             return;
         };
+        self.leaders.remove(&entry.pid);
         // Whatever is left of the node's process group goes with its leader: at once
         // when it was being stopped, politely when it died on its own. The leader is
         // still a zombie, so the group id cannot name anything else.
@@ -249,6 +285,12 @@ impl Supervisor {
         let exit = reap(entry.pid);
         let what = exit.map_or("ended".to_string(), |e| e.to_string());
         let now = Instant::now();
+        let kill_at = if entry.stop.is_some() {
+            now
+        } else {
+            now + entry.stop_timeout
+        };
+        self.retire(proc, Retired { kill_at });
         if entry.stop.as_ref().is_some_and(|s| s.detached) {
             log::info!("node '{}' (pid {}) stopped: {what}", entry.node, entry.pid);
             return;
@@ -316,6 +358,16 @@ impl Supervisor {
                         self.apply(&name, action, now);
                     }
                 }
+                Deadline::Strays => {
+                    for (pid, kill_at) in &self.strays {
+                        if *kill_at <= now {
+                            log::warn!(
+                                "process {pid} left behind by a node did not stop in time; sending SIGKILL"
+                            );
+                            let _ = nix::sys::signal::kill(*pid, Signal::SIGKILL);
+                        }
+                    }
+                }
                 Deadline::Kill(proc) => {
                     if let Some(entry) = self.procs.get(&proc) {
                         log::warn!(
@@ -334,7 +386,82 @@ impl Supervisor {
     /// when `is_idle`.
     pub fn stop_all(&mut self) {
         self.stopping = true;
+        self.sweep_due = true;
         self.destroy("");
+    }
+
+    /// SIGCHLD: reap adopted processes that exited.
+    pub fn child_exited(&mut self) {
+        self.reap_adopted();
+        if !self.strays.is_empty() || self.stopping {
+            // A stray's children are adopted when it dies: look for them too.
+            self.sweep_due = true;
+        }
+    }
+
+    fn reap_adopted(&mut self) {
+        if !self.adopting {
+            return;
+        }
+        let leaders = &self.leaders;
+        for pid in crate::process::tree::reap_adopted(|pid| leaders.contains_key(&pid)) {
+            log::debug!("reaped adopted process {pid}");
+            self.strays.remove(&pid);
+        }
+    }
+
+    fn retire(&mut self, proc: ProcId, retired: Retired) {
+        if !self.adopting {
+            return;
+        }
+        self.retired.insert(proc, retired);
+        self.retired_order.push_back(proc);
+        while self.retired_order.len() > RETIRED_KEPT {
+            if let Some(old) = self.retired_order.pop_front() {
+                self.retired.remove(&old);
+            }
+        }
+        self.reap_adopted();
+        self.sweep_due = true;
+    }
+
+    /// Looks for adopted processes left behind by ended instances (or by anyone, while
+    /// shutting down) and stops them: SIGTERM now and SIGKILL when their instance's
+    /// stop timeout has passed (at once if the instance was being stopped). Scans /proc,
+    /// so it runs at most once per loop turn, when something may have been adopted.
+    pub fn sweep(&mut self, now: Instant) {
+        if !self.adopting || !self.sweep_due {
+            return;
+        }
+        self.sweep_due = false;
+        let me = self.self_pid;
+        for pid in crate::process::tree::children(me) {
+            if self.leaders.contains_key(&pid) || self.strays.contains_key(&pid) {
+                continue;
+            }
+            let owner = crate::process::tree::owner_of(pid, me);
+            let kill_at = match owner {
+                // Its node instance is alive: it is that node's business.
+                Some(proc) if self.procs.contains_key(&proc) => continue,
+                Some(proc) => self
+                    .retired
+                    .get(&proc)
+                    .map_or(now + node::DEFAULT_STOP_TIMEOUT, |r| r.kill_at),
+                None if self.stopping => now + node::DEFAULT_STOP_TIMEOUT,
+                // Not traceable to a node: left alone until shutdown.
+                None => continue,
+            };
+            if kill_at <= now {
+                log::info!("killing process {pid}, left behind by a stopped node");
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            } else {
+                log::info!("stopping process {pid}, left behind by a node that ended");
+                let _ = nix::sys::signal::kill(pid, Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(pid, Signal::SIGCONT);
+                self.deadlines.push(Reverse((kill_at, Deadline::Strays)));
+            }
+            self.strays.insert(pid, kill_at);
+        }
     }
 
     /// Impatient shutdown: SIGKILL every process now.
@@ -346,9 +473,10 @@ impl Supervisor {
         }
     }
 
-    /// No process of ours is left.
+    /// No process of ours is left: no node process, and (as a subreaper) no adopted
+    /// leftover.
     pub fn is_idle(&self) -> bool {
-        self.procs.is_empty()
+        self.procs.is_empty() && (!self.adopting || (self.strays.is_empty() && !self.sweep_due))
     }
 
     pub fn take_notices(&mut self) -> Vec<Notice> {
@@ -406,14 +534,20 @@ impl Supervisor {
 
     fn spawn(&mut self, config: &NodeConfig) -> Result<(ProcId, Pid), String> {
         let plan = plan(config, &self.launcher)?;
-        self.spawn_plan(&plan)
+        self.spawn_plan(&plan, node::stop_timeout(config))
     }
 
-    fn spawn_plan(&mut self, plan: &SpawnPlan) -> Result<(ProcId, Pid), String> {
-        let spawned = spawn(plan, self.self_pid)?;
+    fn spawn_plan(
+        &mut self,
+        plan: &SpawnPlan,
+        stop_timeout: Duration,
+    ) -> Result<(ProcId, Pid), String> {
         let proc = ProcId(self.next_proc);
+        let owner = crate::process::tree::owner_tag(self.self_pid, proc);
+        let spawned = spawn(plan, self.self_pid, &owner)?;
         self.next_proc += 1;
         let pid = spawned.pid;
+        self.leaders.insert(pid, proc);
         self.watcher.watch(Watch {
             proc,
             name: plan.name.clone(),
@@ -426,6 +560,7 @@ impl Supervisor {
             Proc {
                 pid,
                 node: plan.name.to_string(),
+                stop_timeout,
                 stop: None,
             },
         );
@@ -439,7 +574,7 @@ impl Supervisor {
 
     /// SIGTERM (and SIGCONT, for a stopped process) to the process group now, SIGKILL
     /// when `timeout` has passed.
-    fn stop(&mut self, proc: ProcId, timeout: std::time::Duration, detached: bool, now: Instant) {
+    fn stop(&mut self, proc: ProcId, timeout: Duration, detached: bool, now: Instant) {
         let Some(entry) = self.procs.get_mut(&proc) else {
             return;
         };

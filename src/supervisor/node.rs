@@ -176,13 +176,18 @@ pub struct Node {
 /// The default time between SIGTERM and SIGKILL.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The time between SIGTERM and SIGKILL for a node of `config`.
+pub fn stop_timeout(config: &NodeConfig) -> Duration {
+    config
+        .stop_timeout
+        .and_then(|s| seconds(s).ok())
+        .unwrap_or(DEFAULT_STOP_TIMEOUT)
+}
+
 impl Node {
     /// A node whose first process was just started.
     pub fn new(config: NodeConfig, proc: ProcId, pid: Pid, now: Instant) -> Node {
-        let stop_timeout = config
-            .stop_timeout
-            .and_then(|s| seconds(s).ok())
-            .unwrap_or(DEFAULT_STOP_TIMEOUT);
+        let stop_timeout = stop_timeout(&config);
         Node {
             policy: RevivalPolicy::of(&config),
             config,
