@@ -104,6 +104,12 @@ mod tests {
             .unwrap();
         let pid = Pid::from_raw(child.id() as i32);
         assert!(children(me).contains(&pid));
+        // spawn returns once exec has begun; the new environment is published a moment
+        // later.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while owner_of(pid, me).is_none() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
         assert_eq!(owner_of(pid, me), Some(ProcId(42)));
         assert_eq!(
             owner_of(pid, Pid::from_raw(1)),
