@@ -19,6 +19,10 @@ pub struct Cli {
     /// Log less (-q: warnings, -qq: errors, -qqq: nothing).
     #[arg(short, long, action = ArgAction::Count, global = true, conflicts_with = "verbose")]
     pub quiet: u8,
+    /// The longest a script call (a file's top level, a hook, a scheduled closure) may
+    /// run before it is stopped, in seconds.
+    #[arg(long, global = true, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
+    pub call_time_limit: std::time::Duration,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -57,4 +61,14 @@ impl Cli {
             _ => Off,
         }
     }
+}
+
+fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if value <= 0.0 {
+        return Err(format!("must be more than 0 seconds, not {text}"));
+    }
+    crate::config::seconds(value)
 }

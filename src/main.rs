@@ -25,11 +25,12 @@ fn main() {
         _ => None,
     };
     init_logging(level);
-    let settings = Settings {
+    let mut settings = Settings {
         log_level: level,
         subreaper: true,
         ..Settings::default()
     };
+    settings.limits.call_time = cli.call_time_limit;
     let outcome = match (cli.command, payload) {
         (Command::Node { .. }, Some(payload)) => rhai_supervisor::node::run(payload, &settings),
         (Command::Run { scripts }, _) => serve(Role::Supervisor, &scripts, &settings),

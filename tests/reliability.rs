@@ -177,3 +177,160 @@ fn destroy_stops_a_descendant_in_another_session() {
     sup.signal(SIGTERM);
     assert_eq!(sup.expect_exit(), Some(0));
 }
+
+#[test]
+fn every_exit_status_and_common_signal_is_reported_and_revived() {
+    let sandbox = Sandbox::new("statuses");
+    let codes = [0, 1, 2, 3, 100, 124, 126, 127, 128, 255];
+    let signals = [
+        "HUP", "INT", "QUIT", "ILL", "ABRT", "FPE", "KILL", "SEGV", "PIPE", "ALRM", "TERM", "USR1",
+        "USR2", "BUS",
+    ];
+    let mut creates = String::new();
+    for code in codes {
+        creates.push_str(&format!(
+            "Supervisor::create(#{{name: \"code{code}\", revival_delay: 0.01, command: [\"sh\", \"-c\", \"exit {code}\"]}});\n"
+        ));
+    }
+    for sig in signals {
+        creates.push_str(&format!(
+            "Supervisor::create(#{{name: \"sig{sig}\", revival_delay: 0.01, command: [\"sh\", \"-c\", \"ulimit -c 0; kill -s {sig} $$; sleep 5\"]}});\n"
+        ));
+    }
+    sandbox.write(
+        "s.rhai",
+        &format!(
+            r#"
+            let reported = 0;
+            fn node_status(node, pid) {{
+                let s = Supervisor::status(node).nodes[node];
+                if s.restarts == 1 {{
+                    print(`${{node}}: ${{s.exit_code}} ${{s.exit_signal}} ${{s.state}}`);
+                    Supervisor::destroy(node);
+                    reported += 1;
+                    if reported == {total} {{ terminate(); }}
+                }}
+            }}
+            {creates}
+            "#,
+            total = codes.len() + signals.len()
+        ),
+    );
+    let out = sandbox.run(&["run", "s.rhai"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    for code in codes {
+        assert!(
+            out.stdout
+                .contains(&format!("code{code}: {code}  running\n")),
+            "code {code}:\n{}",
+            out.stdout
+        );
+    }
+    for sig in signals {
+        assert!(
+            out.stdout
+                .contains(&format!("sig{sig}:  SIG{sig} running\n")),
+            "signal {sig}:\n{}",
+            out.stdout
+        );
+    }
+}
+
+#[test]
+fn a_stopped_node_is_still_stoppable() {
+    let sandbox = Sandbox::new("sigstop");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        fn node_status(node, pid) { print(`started ${node} pid=${pid}`); }
+        Supervisor::create(#{name: "frozen", stop_timeout: 300, command: ["sh", "-c", "kill -s STOP $$; sleep 300"]});
+        "#,
+    );
+    let mut sup = sandbox.start(&["run", "s.rhai"]);
+    let out = sup.expect_stdout("started frozen pid=");
+    let pid = numbers_after(&out, "started frozen pid=")[0];
+    assert!(wait_until(PATIENCE, || proc_status(pid, "State")
+        .is_some_and(|s| s.starts_with('T'))));
+    // The stop timeout is 300 s: only SIGCONT after SIGTERM can make this quick.
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+    assert!(!alive(pid));
+    assert!(!sup.stderr().contains("SIGKILL"), "{}", sup.stderr());
+}
+
+#[test]
+fn a_node_that_closes_its_output_is_still_supervised() {
+    let sandbox = Sandbox::new("closed");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        fn node_status(node, pid) {
+            print(`started ${node} pid=${pid} restarts=${Supervisor::status(node).nodes[node].restarts}`);
+        }
+        Supervisor::create(#{name: "mute", revival_delay: 0, command: ["sh", "-c", "echo bye; exec >&- 2>&-; sleep 300"]});
+        "#,
+    );
+    let mut sup = sandbox.start(&["run", "s.rhai"]);
+    let out = sup.expect_stdout("[mute] bye");
+    let pid = numbers_after(&out, "started mute pid=")[0];
+    kill(pid, SIGKILL);
+    sup.expect_stdout("restarts=1");
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+}
+
+#[test]
+fn endless_or_runaway_hooks_are_stopped_and_nodes_keep_being_revived() {
+    let sandbox = Sandbox::new("runawayhooks");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        let starts = 0;
+        fn node_status(node, pid) {
+            starts += 1;
+            print(`start ${starts}`);
+            if starts == 1 { while true { } }
+            if starts == 2 { deep(0); }
+            if starts == 3 { let s = "grow"; while true { s += s; } }
+            if starts == 4 { let a = [1]; while true { a += a; } }
+            if starts == 6 { terminate(); }
+        }
+        fn deep(n) { deep(n + 1) }
+        Supervisor::create(#{name: "crashy", revival_delay: 0, command: ["false"]});
+        "#,
+    );
+    let out = sandbox.run(&["--call-time-limit", "0.3", "run", "s.rhai"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    assert!(out.stdout.contains("start 6"), "{}", out.stdout);
+    for message in [
+        "in hook 'node_status': stopped after 300ms: a script call may not run longer",
+        "Stack overflow",
+        "Length of string too large",
+        "Size of array/BLOB too large",
+    ] {
+        assert!(out.stderr.contains(message), "{message}:\n{}", out.stderr);
+    }
+}
+
+#[test]
+fn terminate_works_from_every_hook() {
+    let sandbox = Sandbox::new("terminates");
+    let cases = [
+        ("zeek_init", "fn zeek_init() { terminate(); }"),
+        ("stdout_hook", "fn stdout_hook(node, line) { terminate(); }"),
+        ("stderr_hook", "fn stderr_hook(node, line) { terminate(); }"),
+        ("node_status", "fn node_status(node, pid) { terminate(); }"),
+        ("timer", "schedule(10, || terminate());"),
+        ("top level", "terminate();"),
+    ];
+    for (name, hook) in cases {
+        let script = format!(
+            "{hook}\nfn zeek_done() {{ print(`done ${{Supervisor::status().nodes.len()}}`); }}\n\
+             Supervisor::create(#{{name: \"n\", command: [\"sh\", \"-c\", \"echo out; echo err >&2; sleep 300\"]}});\n"
+        );
+        sandbox.write("t.rhai", &script);
+        let out = sandbox.run(&["run", "t.rhai"]);
+        assert_eq!(out.code(), Some(0), "{name}: {}", out.stderr);
+        assert!(out.stdout.ends_with("done 0\n"), "{name}: {}", out.stdout);
+    }
+}

@@ -27,6 +27,8 @@ pub struct RotatingFile {
     backups: u32,
     /// A write error is logged once, until writing works again.
     failing: bool,
+    /// Only regular files are rotated: renaming `/dev/null` or a FIFO would be wrong.
+    regular: bool,
 }
 
 impl RotatingFile {
@@ -34,8 +36,11 @@ impl RotatingFile {
     /// first (kept as `path.1` when backups are kept).
     pub fn open(path: &Path, max_bytes: u64, backups: u32) -> Result<RotatingFile, String> {
         let shown = path.display();
-        let existing = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        if existing > 0 && backups > 0 {
+        let (regular, existing) = match std::fs::metadata(path) {
+            Ok(meta) => (meta.is_file(), meta.len()),
+            Err(_) => (true, 0),
+        };
+        if regular && existing > 0 && backups > 0 {
             shift_backups(path, backups).map_err(|e| format!("cannot rotate '{shown}': {e}"))?;
         }
         let file =
@@ -47,6 +52,7 @@ impl RotatingFile {
             max_bytes: max_bytes.max(1),
             backups,
             failing: false,
+            regular,
         })
     }
 
@@ -102,6 +108,10 @@ impl RotatingFile {
     }
 
     fn rotate(&mut self) {
+        if !self.regular {
+            self.size = 0;
+            return;
+        }
         let result = if self.backups > 0 {
             shift_backups(&self.path, self.backups)
         } else {
@@ -208,6 +218,18 @@ mod tests {
         file.write(b"12345678\nabc\n");
         assert_eq!(read(&path), "abc\n");
         assert!(!d.join("out.log.1").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn special_files_are_written_but_never_renamed() {
+        let d = dir("special");
+        let link = d.join("null.log");
+        std::os::unix::fs::symlink("/dev/null", &link).unwrap();
+        let mut file = RotatingFile::open(&link, 4, 3).unwrap();
+        file.write(b"123\n456\n789\n");
+        assert!(std::path::Path::new("/dev/null").exists());
+        assert!(!d.join("null.log.1").exists());
         std::fs::remove_dir_all(&d).unwrap();
     }
 
