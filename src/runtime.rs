@@ -159,7 +159,10 @@ fn raise_nofile_limit() -> Option<(u64, u64)> {
     let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).ok()?;
     if soft < hard {
         if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
-            log::debug!("cannot raise the open file limit: {}", e.desc());
+            log::debug!(
+                "cannot raise the open file limit: {}",
+                crate::process::errno_text(e)
+            );
             return None;
         }
     }

@@ -334,3 +334,210 @@ fn terminate_works_from_every_hook() {
         assert!(out.stdout.ends_with("done 0\n"), "{name}: {}", out.stdout);
     }
 }
+
+#[test]
+fn fork_failure_is_a_clear_error_and_passes() {
+    use nix::sys::resource::{Resource, setrlimit};
+    use std::os::unix::process::CommandExt;
+    if !is_root() {
+        eprintln!("skipped: needs root to run the supervisor as another user");
+        return;
+    }
+    let sandbox = Sandbox::new("nproc");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        let made = 0;
+        let refused = "";
+        for i in 0..12 {
+            let r = Supervisor::create(#{name: `n${i}`, command: ["sleep", "300"]});
+            if r == "" { made += 1; } else { refused = r; }
+        }
+        print(`made ${made}; refused: ${refused}`);
+        Supervisor::destroy();
+        let tries = 0;
+        fn again() {
+            tries += 1;
+            if Supervisor::create(#{name: "again", command: ["sleep", "300"]}) == "" {
+                print(`created again after ${tries} tries`);
+            } else if tries < 400 {
+                schedule(25, again);
+            } else {
+                print("never created again");
+            }
+        }
+        schedule(0, again);
+        "#,
+    );
+    let mut sup = sandbox.start_with(&["run", "s.rhai"], |command| {
+        command.uid(65534).gid(65534);
+        // Counted per user: the supervisor's own two threads and a few nodes fit.
+        before_exec(command, || {
+            setrlimit(Resource::RLIMIT_NPROC, 6, 6).map_err(Into::into)
+        });
+    });
+    let out = sup.expect_stdout("refused: ");
+    assert!(
+        out.contains("refused: node 'n")
+            && out.contains("cannot start 'sleep': resource temporarily unavailable"),
+        "{out}"
+    );
+    let made = numbers_after(&out, "made ")[0];
+    assert!((1..12).contains(&made), "{out}");
+    sup.expect_stdout("created again after");
+    assert!(zombie_children(sup.pid()).is_empty());
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+}
+
+#[test]
+fn descriptor_exhaustion_is_a_clear_error_and_leaks_nothing() {
+    use nix::sys::resource::{Resource, setrlimit};
+    let sandbox = Sandbox::new("nofile");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        fn fill(round) {
+            let made = 0;
+            let refused = "";
+            for i in 0..20 {
+                let r = Supervisor::create(#{name: `n${i}`, command: ["sleep", "300"]});
+                if r == "" { made += 1; } else { refused = r; }
+            }
+            print(`round ${round}: made ${made}; refused: ${refused}`);
+            made
+        }
+        let first = fill(1);
+        Supervisor::destroy();
+        let tries = 0;
+        fn settle() {
+            // Once every destroyed process is gone, as many nodes fit as before.
+            tries += 1;
+            let made = fill(2);
+            Supervisor::destroy();
+            if made == first {
+                print("round 2 made the same: true");
+                schedule(50, || print("settled"));
+            } else if tries < 100 {
+                schedule(100, settle);
+            } else {
+                print("round 2 made the same: false");
+            }
+        }
+        schedule(100, settle);
+        "#,
+    );
+    let mut sup = sandbox.start_with(&["run", "s.rhai"], |command| {
+        before_exec(command, || {
+            setrlimit(Resource::RLIMIT_NOFILE, 40, 40).map_err(Into::into)
+        });
+    });
+    let out = sup.expect_stdout("round 1: ");
+    assert!(
+        out.contains("too many open files"),
+        "{out}\n{}",
+        sup.stderr()
+    );
+    let out = sup.expect_stdout("round 2 made the same: ");
+    assert!(
+        out.contains("round 2 made the same: true"),
+        "{out}\n{}",
+        sup.stderr()
+    );
+    sup.expect_stdout("settled");
+    // Every node is gone again: the descriptors are back to a handful.
+    assert!(
+        wait_until(PATIENCE, || open_fds(sup.pid()) <= 16),
+        "{} fds open",
+        open_fds(sup.pid())
+    );
+    assert!(zombie_children(sup.pid()).is_empty());
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+}
+
+#[test]
+fn read_only_paths_full_devices_and_unrunnable_programs() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new("osno");
+    sandbox.write("not-executable.sh", "#!/bin/sh\necho hi\n");
+    std::fs::set_permissions(
+        sandbox.path("not-executable.sh"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    sandbox.write(
+        "s.rhai",
+        r#"
+        if Supervisor::is_supervised() {
+            // a script node whose stdout is /dev/full keeps running
+            for i in 0..3 { print(`line ${i}`); }
+            eprint("still alive after writing to a full device");
+        } else {
+            print(Supervisor::create(#{name: "ro", directory: "/proc/rhai-supervisor-test/dir"}));
+            print(Supervisor::create(#{name: "noexec", command: ["./not-executable.sh"]}));
+            print(`[${Supervisor::create(#{name: "full", stdout_file: "/dev/full"})}]`);
+            print(`[${Supervisor::create(#{name: "fullrot", stdout_file: "/dev/full", output_max_bytes: 10,
+                command: ["sh", "-c", "echo one; echo two; echo three; sleep 300"]})}]`);
+        }
+        "#,
+    );
+    let mut sup = sandbox.start(&["run", "s.rhai"]);
+    let out = sup.expect_stdout("[]\n[]\n");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "node 'ro': cannot create working directory '/proc/rhai-supervisor-test/dir': "
+        ),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[1],
+        "node 'noexec': cannot start './not-executable.sh': permission denied"
+    );
+    sup.expect_stderr("[full] still alive after writing to a full device");
+    let err = sup.expect_stderr(
+        "cannot write to '/dev/full': no space left on device; output is being lost",
+    );
+    assert_eq!(
+        err.matches("cannot write to '/dev/full'").count(),
+        1,
+        "logged once: {err}"
+    );
+    assert!(std::path::Path::new("/dev/full").exists());
+    assert!(!std::path::Path::new("/dev/full.1").exists());
+    assert!(!err.contains("panicked"), "{err}");
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+}
+
+#[test]
+fn a_program_that_vanishes_is_retried_until_it_is_back() {
+    let sandbox = Sandbox::new("vanish");
+    std::fs::copy("/bin/sleep", sandbox.path("mysleep")).unwrap();
+    let program = sandbox.path("mysleep");
+    sandbox.write(
+        "s.rhai",
+        &format!(
+            r#"
+            fn node_status(node, pid) {{ print(`started ${{node}} pid=${{pid}}`); }}
+            Supervisor::create(#{{name: "v", revival_delay: 0.05, command: [{program:?}, "300"]}});
+            "#
+        ),
+    );
+    let mut sup = sandbox.start(&["run", "s.rhai"]);
+    let out = sup.expect_stdout("started v pid=");
+    let pid = numbers_after(&out, "started v pid=")[0];
+    std::fs::rename(sandbox.path("mysleep"), sandbox.path("elsewhere")).unwrap();
+    kill(pid, SIGKILL);
+    let err = sup.expect_stderr("cannot revive node 'v': cannot start");
+    assert!(
+        err.contains("no such file or directory; trying again in"),
+        "{err}"
+    );
+    std::fs::rename(sandbox.path("elsewhere"), sandbox.path("mysleep")).unwrap();
+    sup.expect_stdout_count("started v pid=", 2);
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+}

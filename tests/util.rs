@@ -356,3 +356,45 @@ pub fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
 pub fn exists(path: &Path) -> bool {
     path.exists()
 }
+
+/// How many descriptors a process has open.
+pub fn open_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Children of `pid` that are zombies (exited, not reaped).
+pub fn zombie_children(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                return false;
+            };
+            let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+            let state = fields.next();
+            let parent = fields.next().and_then(|f| f.parse::<i32>().ok());
+            state == Some("Z") && parent == Some(pid)
+        })
+        .collect()
+}
+
+/// Runs `f` in the child before exec (for limits and user changes in tests).
+pub fn before_exec(
+    command: &mut std::process::Command,
+    f: impl FnMut() -> std::io::Result<()> + Send + Sync + 'static,
+) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closures given in the tests only make system calls (setrlimit).
+    unsafe {
+        command.pre_exec(f);
+    }
+}
+
+/// Whether the tests run as root.
+pub fn is_root() -> bool {
+    proc_status(std::process::id() as i32, "Uid")
+        .is_some_and(|uid| uid.split_whitespace().next() == Some("0"))
+}

@@ -54,7 +54,10 @@ impl Stream {
 pub fn signal_group(pid: Pid, signal: Signal) {
     match killpg(pid, signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
-        Err(e) => log::warn!("cannot send {signal} to process group {pid}: {}", e.desc()),
+        Err(e) => log::warn!(
+            "cannot send {signal} to process group {pid}: {}",
+            crate::process::errno_text(e)
+        ),
     }
 }
 
@@ -73,7 +76,10 @@ pub fn reap(pid: Pid) -> Option<ExitInfo> {
             Ok(_) => continue,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
-                log::warn!("cannot collect exit status of pid {pid}: {}", e.desc());
+                log::warn!(
+                    "cannot collect exit status of pid {pid}: {}",
+                    crate::process::errno_text(e)
+                );
                 return None;
             }
         }
@@ -85,7 +91,21 @@ pub fn reap(pid: Pid) -> Option<ExitInfo> {
 /// An OS error as a short lowercase phrase: "permission denied".
 pub fn os_error(error: &std::io::Error) -> String {
     match error.raw_os_error() {
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_lowercase(),
+        Some(code) => errno_text(nix::errno::Errno::from_raw(code)),
         None => error.to_string(),
+    }
+}
+
+/// The C library's wording of an errno, lowercased: "resource temporarily unavailable".
+pub fn errno_text(errno: nix::errno::Errno) -> String {
+    let text = std::io::Error::from_raw_os_error(errno as i32).to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
     }
 }

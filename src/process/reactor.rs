@@ -197,7 +197,10 @@ impl Io {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
-                    log::error!("the I/O thread cannot wait for events: {}", e.desc());
+                    log::error!(
+                        "the I/O thread cannot wait for events: {}",
+                        crate::process::errno_text(e)
+                    );
                     return;
                 }
             };
@@ -255,7 +258,7 @@ impl Io {
                 log::error!(
                     "cannot watch node '{}' (epoll: {}); its exit or output will be missed",
                     watch.name,
-                    e.desc()
+                    crate::process::errno_text(e)
                 );
             }
         };
@@ -323,7 +326,11 @@ impl Io {
                 Err(Errno::EAGAIN) => done = true,
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
-                    log::warn!("cannot read output of node '{}': {}", slot.name, e.desc());
+                    log::warn!(
+                        "cannot read output of node '{}': {}",
+                        slot.name,
+                        crate::process::errno_text(e)
+                    );
                     eof = true;
                 }
             }

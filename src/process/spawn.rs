@@ -65,8 +65,12 @@ pub fn spawn(plan: &SpawnPlan, supervisor: Pid, owner: &str) -> Result<Spawned, 
     let cpus = match plan.cpu {
         Some(core) => {
             let mut set = CpuSet::new();
-            set.set(core)
-                .map_err(|e| format!("node '{name}': cpu_affinity {core}: {}", e.desc()))?;
+            set.set(core).map_err(|e| {
+                format!(
+                    "node '{name}': cpu_affinity {core}: {}",
+                    crate::process::errno_text(e)
+                )
+            })?;
             Some(set)
         }
         None => None,
@@ -123,9 +127,9 @@ fn stream(output: &Output, field: &str) -> Result<(Stdio, Option<OwnedFd>), Stri
     match output {
         Output::Capture | Output::Rotated(_) => {
             let (read, write) = pipe2(OFlag::O_CLOEXEC)
-                .map_err(|e| format!("cannot create a pipe: {}", e.desc()))?;
+                .map_err(|e| format!("cannot create a pipe: {}", crate::process::errno_text(e)))?;
             fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                .map_err(|e| format!("cannot set up a pipe: {}", e.desc()))?;
+                .map_err(|e| format!("cannot set up a pipe: {}", crate::process::errno_text(e)))?;
             Ok((Stdio::from(write), Some(read)))
         }
         Output::File(path) => {
@@ -155,7 +159,7 @@ fn pidfd_open(pid: Pid) -> Result<OwnedFd, String> {
     // memory is passed.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
     if fd < 0 {
-        return Err(nix::errno::Errno::last().desc().to_lowercase());
+        return Err(super::errno_text(nix::errno::Errno::last()));
     }
     // SAFETY: the descriptor was just returned to us by the kernel and is owned by no one
     // else.

@@ -71,7 +71,10 @@ pub fn reap_adopted(is_leader: impl Fn(Pid) -> bool) -> Vec<Pid> {
             Ok(_) => break,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(e) => {
-                log::warn!("cannot look for exited children: {}", e.desc());
+                log::warn!(
+                    "cannot look for exited children: {}",
+                    crate::process::errno_text(e)
+                );
                 break;
             }
         };
@@ -81,7 +84,10 @@ pub fn reap_adopted(is_leader: impl Fn(Pid) -> bool) -> Vec<Pid> {
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
             Ok(_) => reaped.push(pid),
             Err(e) => {
-                log::warn!("cannot reap adopted process {pid}: {}", e.desc());
+                log::warn!(
+                    "cannot reap adopted process {pid}: {}",
+                    crate::process::errno_text(e)
+                );
                 break;
             }
         }
