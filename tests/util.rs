@@ -398,3 +398,22 @@ pub fn is_root() -> bool {
     proc_status(std::process::id() as i32, "Uid")
         .is_some_and(|uid| uid.split_whitespace().next() == Some("0"))
 }
+
+/// Live (not zombie) children of `pid`.
+pub fn children_of(pid: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                return false;
+            };
+            let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
+            let state = fields.next();
+            let parent = fields.next().and_then(|f| f.parse::<i32>().ok());
+            state != Some("Z") && parent == Some(pid)
+        })
+        .collect()
+}
