@@ -31,11 +31,11 @@ fn main() {
         ..Settings::default()
     };
     settings.limits.call_time = cli.call_time_limit;
-    let outcome = match (cli.command, payload) {
-        (Command::Node { .. }, Some(payload)) => rhai_supervisor::node::run(payload, &settings),
-        (Command::Run { scripts }, _) => serve(Role::Supervisor, &scripts, &settings),
-        (Command::Exec { scripts }, _) => serve(Role::Plain, &scripts, &settings),
-        (Command::Node { .. }, None) => unreachable!("the payload was read above"),
+    let outcome = match (payload, cli.command) {
+        (Some(payload), _) => rhai_supervisor::node::run(payload, &settings),
+        (None, Command::Run { scripts }) => serve(Role::Supervisor, &scripts, &settings),
+        (None, Command::Exec { scripts }) => serve(Role::Plain, &scripts, &settings),
+        (None, Command::Node { .. }) => Err(Error::Setup("no node payload".into())),
     };
     match outcome {
         Ok(code) => std::process::exit(code),

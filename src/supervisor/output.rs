@@ -45,10 +45,13 @@ impl OutputTail {
                 (None, Some(_)) => false,
                 (None, None) => break,
             };
-            let (stream, (_, text)) = if take_out {
-                (Stream::Stdout, a.next().expect("peeked"))
+            let next = if take_out {
+                a.next().map(|line| (Stream::Stdout, line))
             } else {
-                (Stream::Stderr, b.next().expect("peeked"))
+                b.next().map(|line| (Stream::Stderr, line))
+            };
+            let Some((stream, (_, text))) = next else {
+                break;
             };
             merged.push(OutputLine {
                 stream: stream.name().to_string(),
