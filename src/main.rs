@@ -46,7 +46,10 @@ fn main() {
 fn serve(role: Role, scripts: &[std::path::PathBuf], settings: &Settings) -> Result<i32, Error> {
     let mut runtime = Runtime::new(role, scripts, None, settings)?;
     runtime.start(scripts)?;
-    Ok(runtime.run())
+    let code = runtime.run();
+    // The process ends now; nothing in the runtime needs tearing down.
+    std::mem::forget(runtime);
+    Ok(code)
 }
 
 fn fail(message: &str) -> ! {

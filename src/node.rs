@@ -28,7 +28,11 @@ pub fn take_payload() -> Result<NodePayload, String> {
 pub fn run(payload: NodePayload, settings: &Settings) -> Result<i32, Error> {
     let mut runtime = Runtime::new(Role::Node, &[], Some(payload.config), settings)?;
     runtime.start(&payload.scripts)?;
-    Ok(runtime.run())
+    let code = runtime.run();
+    // The process ends now: tearing the engine down would cost more than the node's
+    // whole start did.
+    std::mem::forget(runtime);
+    Ok(code)
 }
 
 /// For programs that embed the library and create script nodes: call this first in
