@@ -1,5 +1,8 @@
 //! `rhai-supervisor`: parse the command line, call the library, map the outcome to an
-//! exit status (0 clean, 1 a script or setup failed, 2 usage).
+//! exit status (0 clean, 1 a script or setup failed, 2 usage; `ctl` adds 3, no
+//! supervisor answered).
+
+use std::path::PathBuf;
 
 use clap::Parser;
 use rhai_supervisor::cli::{Cli, Command};
@@ -31,8 +34,11 @@ fn main() {
     };
     let outcome = match (cli.command, payload) {
         (Command::Node { .. }, Some(payload)) => rhai_supervisor::node::run(payload, &settings),
-        (Command::Run { scripts }, _) => serve(Role::Supervisor, &scripts, &settings),
-        (Command::Exec { scripts }, _) => serve(Role::Plain, &scripts, &settings),
+        (Command::Run { scripts, socket }, _) => {
+            serve(Role::Supervisor, &scripts, socket.path(), &settings)
+        }
+        (Command::Exec { scripts }, _) => serve(Role::Plain, &scripts, None, &settings),
+        (Command::Ctl(args), _) => Ok(rhai_supervisor::control::ctl::run(&args)),
         (Command::Node { .. }, None) => unreachable!("the payload was read above"),
     };
     match outcome {
@@ -41,8 +47,16 @@ fn main() {
     }
 }
 
-fn serve(role: Role, scripts: &[std::path::PathBuf], settings: &Settings) -> Result<i32, Error> {
+fn serve(
+    role: Role,
+    scripts: &[PathBuf],
+    socket: Option<PathBuf>,
+    settings: &Settings,
+) -> Result<i32, Error> {
     let mut runtime = Runtime::new(role, scripts, None, settings)?;
+    if let Some(path) = socket {
+        runtime.listen(&path)?;
+    }
     runtime.start(scripts)?;
     Ok(runtime.run())
 }
