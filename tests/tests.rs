@@ -6,6 +6,8 @@
 //! - `supervision`: revival, destroy, restart, shutdown, the supervisor's death
 //! - `nodes`: what a supervised node sees (scripts, cluster, env, directory, files,
 //!   affinity) and its output
+//! - `control`: the control socket and `ctl`: every command, the socket file (mode,
+//!   stale, taken, removed), bad and hostile clients, many clients, exit statuses
 //!
 //! `util` holds the helpers: a sandbox directory per test, the binary started in it,
 //! and waiting on conditions with deadlines.
@@ -14,5 +16,6 @@ mod util;
 
 mod api;
 mod cli;
+mod control;
 mod nodes;
 mod supervision;

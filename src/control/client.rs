@@ -170,21 +170,30 @@ impl Client {
         let Some(connection) = self.connection.as_mut() else {
             return Err(Attempt::Unanswered("not connected".into()));
         };
-        if let Err(e) = connection.get_mut().write_all(line) {
-            return Err(match e.kind() {
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => {
-                    Attempt::Unanswered(os_error(&e))
-                }
-                _ => Attempt::Broken(os_error(&e)),
-            });
+        let written = connection.get_mut().write_all(line);
+        if let Err(e) = &written {
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) {
+                return Err(Attempt::Broken(os_error(e)));
+            }
+            // Closed on us; a refusal (not allowed, too many clients) may be waiting.
         }
         let mut answer = Vec::new();
         let read = connection
             .by_ref()
             .take(MAX_RESPONSE)
             .read_until(b'\n', &mut answer);
+        match (read, written) {
+            (Ok(_), _) if answer.ends_with(b"\n") => Ok(answer),
+            (_, Err(e)) => Err(Attempt::Unanswered(os_error(&e))),
+            (read, Ok(())) => Self::read_failure(read, &answer),
+        }
+    }
+
+    fn read_failure(read: io::Result<usize>, answer: &[u8]) -> Result<Vec<u8>, Attempt> {
         match read {
-            Ok(_) if answer.ends_with(b"\n") => Ok(answer),
             Ok(_) if answer.is_empty() => Err(Attempt::Unanswered(
                 "the supervisor closed the connection without answering".into(),
             )),

@@ -383,7 +383,11 @@ impl Conn {
 
     /// The next complete line, without its newline.
     fn take_line(&mut self) -> Option<Vec<u8>> {
-        let at = self.scanned + memchr::memchr(b'\n', &self.input[self.scanned..])?;
+        let Some(found) = memchr::memchr(b'\n', &self.input[self.scanned..]) else {
+            self.scanned = self.input.len();
+            return None;
+        };
+        let at = self.scanned + found;
         let mut line: Vec<u8> = self.input.drain(..=at).collect();
         line.pop();
         self.scanned = 0;
@@ -400,9 +404,9 @@ impl Conn {
         if self.output_pending() {
             events |= PollFlags::POLLOUT;
         }
-        // Read only while there is no complete line waiting and room for one: what a
-        // client sends ahead stays in its socket buffer, and a line over the limit is
-        // seen as such without reading all of it.
+        // Read only while all input was searched for a line (none is waiting) and there
+        // is room for one: what a client sends ahead stays in its socket buffer, and a
+        // line over the limit is seen as such without reading all of it.
         let line_waiting = self.scanned < self.input.len();
         if !self.read_closed && !self.closing && !line_waiting && self.input.len() <= MAX_LINE {
             events |= PollFlags::POLLIN;
