@@ -84,7 +84,8 @@ fn socket_or_default(path: Option<&PathBuf>) -> PathBuf {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Exit status: 0 done; 1 the supervisor refused (unknown node, \
-    invalid config, script error); 2 usage; 3 no supervisor answered."
+    a create it refused, a script error in eval); 2 usage (including create JSON that is \
+    not a NodeConfig); 3 no supervisor answered."
 )]
 pub struct CtlArgs {
     /// The supervisor's control socket
@@ -122,6 +123,7 @@ pub enum CtlCommand {
     },
     /// Stop a node (or every node) and forget it.
     Destroy {
+        /// The node.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         name: Option<String>,
         /// Every node.
@@ -130,6 +132,7 @@ pub enum CtlCommand {
     },
     /// Stop a node (or every node) and start it again.
     Restart {
+        /// The node.
         #[arg(required_unless_present = "all", conflicts_with = "all")]
         name: Option<String>,
         /// Every node.
@@ -140,6 +143,7 @@ pub enum CtlCommand {
     Stop,
     /// Print the last lines a node wrote (stdout lines to stdout, stderr lines to stderr).
     Tail {
+        /// The node.
         name: String,
         /// At most this many lines.
         #[arg(short = 'n', long, value_name = "N")]

@@ -154,3 +154,32 @@ impl Write for Writer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_collects_script_lines_in_order_and_nests() {
+        let ((), text) = capture(|| {
+            script_line(Stream::Stdout, "one");
+            script_line(Stream::Stderr, "two");
+            let ((), inner) = capture(|| script_line(Stream::Stdout, "inner"));
+            assert_eq!(inner, "inner\n");
+            script_line(Stream::Stdout, "three");
+        });
+        assert_eq!(text, "one\ntwo\nthree\n");
+    }
+
+    #[test]
+    fn capture_is_bounded() {
+        let line = "x".repeat(1000);
+        let ((), text) = capture(|| {
+            for _ in 0..2 * CAPTURE_LIMIT / line.len() {
+                script_line(Stream::Stdout, &line);
+            }
+        });
+        assert!(text.len() <= CAPTURE_LIMIT + 100, "{}", text.len());
+        assert!(text.ends_with("[output truncated: more than 1048576 bytes]\n"));
+    }
+}
