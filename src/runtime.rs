@@ -108,6 +108,10 @@ impl Runtime {
     /// Serves control clients on the Unix socket at `path` (see `control`), from now on
     /// until this runtime is dropped. Requests wait for the loop: they are served once
     /// `start` or `run` runs it. Fails when another supervisor serves `path`.
+    ///
+    /// The process's umask is changed for the moment the socket is bound (so the file
+    /// is never reachable by others): call this before the program's other threads
+    /// create files.
     pub fn listen(&mut self, path: &std::path::Path) -> Result<(), Error> {
         self.listen_with(path, control::Limits::default())
     }

@@ -154,11 +154,11 @@ fn every_command_over_ctl() {
     assert_eq!(w1["node"]["name"], "w1");
 
     // tail: stdout lines to stdout, stderr lines to stderr.
-    assert!(wait_until(PATIENCE, || ctl(&sandbox, &["tail", "w1"])
-        .stderr
-        == "err-line\n"));
-    let tail = ctl(&sandbox, &["tail", "w1"]);
-    assert_eq!(tail.stdout, "out-line\n");
+    // The two pipes are read independently: wait for both lines.
+    assert!(wait_until(PATIENCE, || {
+        let tail = ctl(&sandbox, &["tail", "w1"]);
+        (tail.stdout.as_str(), tail.stderr.as_str()) == ("out-line\n", "err-line\n")
+    }));
     let last: Value =
         serde_json::from_str(&ctl_ok(&sandbox, &["--json", "tail", "w1", "-n", "1"])).unwrap();
     assert_eq!(last["result"].as_array().map(Vec::len), Some(1), "{last}");
@@ -565,6 +565,7 @@ fn a_silent_client_is_dropped_and_does_not_hold_up_others() {
     let mut sup = supervisor(&sandbox, &["-v"]);
     let path = sandbox.path(SOCKET);
     let started = Instant::now();
+    let mut client = Client::connect(&path).unwrap();
     let mut silent = Raw::connect(&path);
     let mut half = Raw::connect(&path);
     half.send(br#"{"id": 1, "cmd": "sta"#);
@@ -585,6 +586,8 @@ fn a_silent_client_is_dropped_and_does_not_hold_up_others() {
     sup.expect_stderr("did not finish its request line in time");
     // A client that was answered is not held to that timeout.
     assert_eq!(other.ask(json!({"id": 9, "cmd": "status"}))["ok"], true);
+    // The Rust client's unused connection was closed too; it connects again by itself.
+    assert_eq!(client.eval("1 + 1").unwrap().value, Ok("2".into()));
     sup.signal(SIGTERM);
     assert_eq!(sup.expect_exit(), Some(0));
 }

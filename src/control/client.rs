@@ -3,10 +3,10 @@
 //!
 //! A `Client` keeps one connection and sends one request at a time, waiting for its
 //! answer. The supervisor closes connections that stay idle (10 s before the first
-//! request, 10 min after an answer); when a request finds its connection closed before
-//! any answer came, the client connects again and sends it once more. That is safe: the
-//! supervisor answers every request it has read, so a connection that ends without an
-//! answer had not delivered the request.
+//! request, 10 min after an answer), so a client may sit idle as long as it likes: when
+//! a request finds its connection closed before any answer came, the client connects
+//! again and sends it once more. That is safe: the supervisor answers every request it
+//! has read, so a connection that ends without an answer had not delivered it.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -44,8 +44,6 @@ pub enum ClientError {
 pub struct Client {
     path: PathBuf,
     connection: Option<BufReader<UnixStream>>,
-    /// The current connection has carried an answer (so it may have gone idle since).
-    used: bool,
     timeout: Option<Duration>,
     next_id: u64,
 }
@@ -64,7 +62,6 @@ impl Client {
         let mut client = Client {
             path: path.as_ref().to_path_buf(),
             connection: None,
-            used: false,
             timeout: Some(DEFAULT_TIMEOUT),
             next_id: 1,
         };
@@ -97,8 +94,8 @@ impl Client {
         let mut line = serde_json::to_vec(&request.to_json()).map_err(|e| self.invalid(e))?;
         line.push(b'\n');
         let answer = match self.exchange(&line) {
-            Err(Attempt::Unanswered(_)) if self.used => {
-                // The connection had gone idle and the supervisor closed it.
+            Err(Attempt::Unanswered(_)) => {
+                // The supervisor closed the connection (idle, or restarted): a new one.
                 self.reconnect()?;
                 self.exchange(&line)
             }
@@ -120,7 +117,6 @@ impl Client {
                 }
             }
         })?;
-        self.used = true;
         let response: Response = serde_json::from_slice(&answer).map_err(|e| self.invalid(e))?;
         if response.id.is_null() && !response.ok && !request.id.is_null() {
             // Refused as a whole (too many clients, not allowed): the reason is the answer.
@@ -155,7 +151,6 @@ impl Client {
 
     fn reconnect(&mut self) -> Result<(), ClientError> {
         self.connection = None;
-        self.used = false;
         let stream = UnixStream::connect(&self.path).map_err(|e| ClientError::Connect {
             path: self.display(),
             reason: os_error(&e),
