@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::control::{DEFAULT_SOCKET, SOCKET_ENV};
+use crate::control::{SOCKET_ENV, socket_path};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,14 +69,7 @@ impl SocketArgs {
         if self.no_socket {
             return None;
         }
-        Some(socket_or_default(self.socket.as_ref()))
-    }
-}
-
-fn socket_or_default(path: Option<&PathBuf>) -> PathBuf {
-    match path {
-        Some(path) if !path.as_os_str().is_empty() => path.clone(),
-        _ => PathBuf::from(DEFAULT_SOCKET),
+        Some(socket_path(self.socket.as_deref()))
     }
 }
 
@@ -101,7 +94,7 @@ pub struct CtlArgs {
 
 impl CtlArgs {
     pub fn socket_path(&self) -> PathBuf {
-        socket_or_default(self.socket.as_ref())
+        socket_path(self.socket.as_deref())
     }
 }
 

@@ -18,7 +18,9 @@
 //! ```no_run
 //! use rhai_supervisor::control::Client;
 //!
-//! let mut client = Client::connect("rhai-supervisor.sock")?;
+//! // `--attach PATH`, else $RHAI_SUPERVISOR_SOCKET, else ./rhai-supervisor.sock
+//! let attach: Option<std::path::PathBuf> = None;
+//! let mut client = Client::connect(rhai_supervisor::control::socket_path(attach.as_deref()))?;
 //! let evaluation = client.eval("40 + 2")?;
 //! print!("{}", evaluation.output); // what the code printed
 //! match evaluation.value {
@@ -36,6 +38,8 @@ pub mod ctl;
 mod handle;
 pub mod server;
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -51,6 +55,18 @@ pub const DEFAULT_SOCKET: &str = "rhai-supervisor.sock";
 pub const SOCKET_ENV: &str = "RHAI_SUPERVISOR_SOCKET";
 /// The longest request line the supervisor reads (without its newline).
 pub const MAX_LINE: usize = 1024 * 1024;
+
+/// The socket to use: `given` if there is one, else `$RHAI_SUPERVISOR_SOCKET`, else
+/// `rhai-supervisor.sock` in the current directory. An empty path counts as none.
+pub fn socket_path(given: Option<&Path>) -> PathBuf {
+    let given = given.filter(|p| !p.as_os_str().is_empty());
+    let from_env = || std::env::var_os(SOCKET_ENV).filter(|p| !p.is_empty());
+    match (given, from_env()) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(path)) => PathBuf::from(path),
+        (None, None) => PathBuf::from(DEFAULT_SOCKET),
+    }
+}
 
 /// The commands, as they are spelled in `cmd`.
 pub const COMMANDS: &[&str] = &[

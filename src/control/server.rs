@@ -326,9 +326,12 @@ struct Conn {
     id: u64,
     stream: UnixStream,
     peer: Peer,
-    /// Bytes read and not yet taken as lines.
+    /// Bytes read; those from `start` on are not yet taken as lines. Taking a line moves
+    /// `start`, and the taken bytes are dropped before more are read, so many small
+    /// requests sent ahead cost no copying per line.
     input: Vec<u8>,
-    /// How much of the front of `input` is known to hold no newline.
+    start: usize,
+    /// Where the search for the next newline goes on: `input[start..scanned]` has none.
     scanned: usize,
     /// The answer being written, and how much of it is written.
     output: Vec<u8>,
@@ -381,6 +384,11 @@ impl Conn {
         }
     }
 
+    /// The bytes not yet taken as lines.
+    fn pending(&self) -> usize {
+        self.input.len() - self.start
+    }
+
     /// The next complete line, without its newline.
     fn take_line(&mut self) -> Option<Vec<u8>> {
         let Some(found) = memchr::memchr(b'\n', &self.input[self.scanned..]) else {
@@ -388,15 +396,32 @@ impl Conn {
             return None;
         };
         let at = self.scanned + found;
-        let mut line: Vec<u8> = self.input.drain(..=at).collect();
-        line.pop();
-        self.scanned = 0;
-        self.line_since = if self.input.is_empty() {
+        let line = self.input[self.start..at].to_vec();
+        self.start = at + 1;
+        self.scanned = self.start;
+        self.line_since = if self.pending() == 0 {
             None
         } else {
             Some(Instant::now())
         };
         Some(line)
+    }
+
+    /// The rest, when no newline will come to end it.
+    fn take_rest(&mut self) -> Vec<u8> {
+        let rest = self.input[self.start..].to_vec();
+        self.input.clear();
+        (self.start, self.scanned) = (0, 0);
+        rest
+    }
+
+    /// Drops the bytes already taken, before more are read.
+    fn compact(&mut self) {
+        if self.start > 0 {
+            self.input.drain(..self.start);
+            self.scanned -= self.start;
+            self.start = 0;
+        }
     }
 
     fn events(&self) -> PollFlags {
@@ -408,7 +433,7 @@ impl Conn {
         // is room for one: what a client sends ahead stays in its socket buffer, and a
         // line over the limit is seen as such without reading all of it.
         let line_waiting = self.scanned < self.input.len();
-        if !self.read_closed && !self.closing && !line_waiting && self.input.len() <= MAX_LINE {
+        if !self.read_closed && !self.closing && !line_waiting && self.pending() <= MAX_LINE {
             events |= PollFlags::POLLIN;
         }
         events
@@ -609,6 +634,7 @@ impl Serve {
             stream,
             peer,
             input: Vec::new(),
+            start: 0,
             scanned: 0,
             output: Vec::new(),
             written: 0,
@@ -656,7 +682,7 @@ impl Serve {
             }
             let line = match conn.take_line() {
                 Some(line) => line,
-                None if conn.input.len() > MAX_LINE => {
+                None if conn.pending() > MAX_LINE => {
                     log::debug!(
                         "dropping control client (pid {}): its request line is too long",
                         conn.peer.pid
@@ -666,13 +692,12 @@ impl Serve {
                     return;
                 }
                 None if conn.read_closed || conn.gone => {
-                    if conn.input.is_empty() {
+                    if conn.pending() == 0 {
                         conn.closing = true;
                         return;
                     }
                     // The last line may lack its newline.
-                    conn.scanned = 0;
-                    std::mem::take(&mut conn.input)
+                    conn.take_rest()
                 }
                 None => return,
             };
@@ -810,13 +835,14 @@ fn write_pending(conn: &mut Conn) {
     conn.waiting_since = Instant::now();
 }
 
-/// Reads what the client sent, without blocking, until `input` holds more than `limit`.
+/// Reads what the client sent, without blocking, until more than `limit` bytes wait.
 fn read_available(conn: &mut Conn, buffer: &mut [u8], limit: usize) {
-    while conn.input.len() <= limit && !conn.read_closed {
+    conn.compact();
+    while conn.pending() <= limit && !conn.read_closed {
         match (&conn.stream).read(buffer) {
             Ok(0) => conn.read_closed = true,
             Ok(n) => {
-                if conn.input.is_empty() && conn.line_since.is_none() {
+                if conn.pending() == 0 && conn.line_since.is_none() {
                     conn.line_since = Some(Instant::now());
                 }
                 conn.input.extend_from_slice(&buffer[..n]);
