@@ -1,9 +1,11 @@
-//! The command line (clap): `run`, `exec`, and the hidden `__node` a supervisor uses to
-//! start a script node.
+//! The command line (clap): `run`, `exec`, `ctl`, and the hidden `__node` a supervisor
+//! uses to start a script node.
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Parser, Subcommand};
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::control::{SOCKET_ENV, socket_path};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,17 +37,119 @@ pub enum Command {
         /// Scripts to load, in order, as one program (script nodes load them too).
         #[arg(required = true, value_name = "SCRIPT")]
         scripts: Vec<PathBuf>,
+        #[command(flatten)]
+        socket: SocketArgs,
     },
     /// Run scripts with no supervisor role; exit when they are done (no timers left).
     Exec {
         #[arg(required = true, value_name = "SCRIPT")]
         scripts: Vec<PathBuf>,
     },
+    /// Control a running supervisor over its Unix socket.
+    Ctl(CtlArgs),
     /// Run as a supervised script node (started by a supervisor, not by hand).
     #[command(name = "__node", hide = true)]
     Node {
         /// The node's name (for `ps`; the configuration comes from the environment).
         name: String,
+    },
+}
+
+/// Where a supervisor listens for control clients (`run`, `repl`).
+#[derive(Clone, Debug, Args)]
+pub struct SocketArgs {
+    /// Listen for control clients (`ctl`) on this Unix socket
+    /// [default: rhai-supervisor.sock in the current directory]
+    #[arg(long, value_name = "PATH", env = SOCKET_ENV)]
+    pub socket: Option<PathBuf>,
+    /// Do not listen on a control socket.
+    #[arg(long)]
+    pub no_socket: bool,
+}
+
+impl SocketArgs {
+    /// The socket to listen on; `None` with `--no-socket`.
+    pub fn path(&self) -> Option<PathBuf> {
+        if self.no_socket {
+            return None;
+        }
+        Some(socket_path(self.socket.as_deref()))
+    }
+}
+
+/// `rhai-supervisor ctl`.
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Exit status: 0 done; 1 the supervisor refused (unknown node, \
+    a create it refused, a script error in eval); 2 usage (including create JSON that is \
+    not a NodeConfig); 3 no supervisor answered."
+)]
+pub struct CtlArgs {
+    /// The supervisor's control socket
+    /// [default: rhai-supervisor.sock in the current directory]
+    #[arg(long, value_name = "PATH", env = SOCKET_ENV, global = true)]
+    pub socket: Option<PathBuf>,
+    /// Print the supervisor's answer as JSON (one line), for programs.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+impl CtlArgs {
+    pub fn socket_path(&self) -> PathBuf {
+        socket_path(self.socket.as_deref())
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Show every node, or one: state, pid, restarts, uptime, last exit.
+    Status {
+        /// Only this node.
+        name: Option<String>,
+    },
+    /// Create a node from a NodeConfig in JSON (the fields of the script API).
+    #[command(
+        after_help = "Example: ctl create '{\"name\": \"w1\", \"command\": [\"sleep\", \"60\"]}'"
+    )]
+    Create {
+        /// The configuration as JSON, or @FILE to read it from a file (@- for stdin).
+        #[arg(value_name = "JSON|@FILE")]
+        config: String,
+    },
+    /// Stop a node (or every node) and forget it.
+    Destroy {
+        /// The node.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every node.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Stop a node (or every node) and start it again.
+    Restart {
+        /// The node.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        name: Option<String>,
+        /// Every node.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Stop the supervisor: every node is stopped, then it runs zeek_done() and exits.
+    Stop,
+    /// Print the last lines a node wrote (stdout lines to stdout, stderr lines to stderr).
+    Tail {
+        /// The node.
+        name: String,
+        /// At most this many lines.
+        #[arg(short = 'n', long, value_name = "N")]
+        lines: Option<usize>,
+    },
+    /// Run Rhai code in the supervisor (like a REPL line); print its output and value.
+    Eval {
+        /// The code, or - to read it from stdin.
+        code: String,
     },
 }
 

@@ -5,7 +5,12 @@
 //! `Sink` that prints above its prompt instead, so that output arriving while the user
 //! types does not garble the line being edited. Writes never fail: a closed stdout is
 //! not a reason for a supervisor to stop.
+//!
+//! What a script prints (`print`, `debug`, `eprint`) can instead be captured for the
+//! duration of one call on the loop thread (`capture`): a control client's `eval` gets
+//! the text back rather than the supervisor's terminal.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::RwLock;
 
@@ -39,6 +44,72 @@ pub fn line(stream: Stream, text: &str) {
     bytes.extend_from_slice(text.as_bytes());
     bytes.push(b'\n');
     write(stream, &bytes);
+}
+
+/// The most text one `capture` keeps; the rest is replaced by a note.
+pub const CAPTURE_LIMIT: usize = 1024 * 1024;
+
+thread_local! {
+    static CAPTURE: RefCell<Option<Captured>> = const { RefCell::new(None) };
+}
+
+#[derive(Default)]
+struct Captured {
+    text: String,
+    truncated: bool,
+}
+
+/// Writes one line that a script printed: to `stream`, or into the capture running on
+/// this thread.
+pub fn script_line(stream: Stream, text: &str) {
+    let captured = CAPTURE.with(|capture| match capture.borrow_mut().as_mut() {
+        Some(captured) => {
+            if captured.text.len() + text.len() < CAPTURE_LIMIT {
+                captured.text.push_str(text);
+                captured.text.push('\n');
+            } else {
+                captured.truncated = true;
+            }
+            true
+        }
+        None => false,
+    });
+    if !captured {
+        line(stream, text);
+    }
+}
+
+/// Runs `f`, collecting the lines that scripts print on this thread meanwhile (both
+/// streams, in order) instead of writing them. Returns `f`'s value and the text.
+pub fn capture<T>(f: impl FnOnce() -> T) -> (T, String) {
+    /// Puts back the outer capture even if `f` unwinds.
+    struct Restore(Option<Option<Captured>>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            if let Some(outer) = self.0.take() {
+                CAPTURE.with(|capture| *capture.borrow_mut() = outer);
+            }
+        }
+    }
+    let outer = CAPTURE.with(|capture| capture.replace(Some(Captured::default())));
+    let mut restore = Restore(Some(outer));
+    let value = f();
+    let captured = CAPTURE.with(|capture| capture.replace(restore.0.take().flatten()));
+    let text = match captured {
+        Some(Captured {
+            mut text,
+            truncated,
+        }) => {
+            if truncated {
+                text.push_str(&format!(
+                    "[output truncated: more than {CAPTURE_LIMIT} bytes]\n"
+                ));
+            }
+            text
+        }
+        None => String::new(),
+    };
+    (value, text)
 }
 
 /// Sends all output to `sink` from now on; `None` goes back to stdout and stderr.
@@ -81,5 +152,34 @@ impl Write for Writer {
             self.pending.clear();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capture_collects_script_lines_in_order_and_nests() {
+        let ((), text) = capture(|| {
+            script_line(Stream::Stdout, "one");
+            script_line(Stream::Stderr, "two");
+            let ((), inner) = capture(|| script_line(Stream::Stdout, "inner"));
+            assert_eq!(inner, "inner\n");
+            script_line(Stream::Stdout, "three");
+        });
+        assert_eq!(text, "one\ntwo\nthree\n");
+    }
+
+    #[test]
+    fn capture_is_bounded() {
+        let line = "x".repeat(1000);
+        let ((), text) = capture(|| {
+            for _ in 0..2 * CAPTURE_LIMIT / line.len() {
+                script_line(Stream::Stdout, &line);
+            }
+        });
+        assert!(text.len() <= CAPTURE_LIMIT + 100, "{}", text.len());
+        assert!(text.ends_with("[output truncated: more than 1048576 bytes]\n"));
     }
 }

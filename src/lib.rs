@@ -14,9 +14,13 @@
 //!   the next deadline as timeout (`event_loop`), so an idle supervisor uses no CPU;
 //! - the **I/O thread** (`process::reactor`) waits with epoll on every node's pidfd and
 //!   output pipes and on the signal self-pipe, and sends `Event`s to the loop: output
-//!   lines, exits (after the exiting node's output), SIGTERM/SIGINT.
+//!   lines, exits (after the exiting node's output), SIGTERM/SIGINT;
+//! - the **control thread** (`control::server`, in `run` unless `--no-socket`) serves
+//!   every client of the control socket with `poll`: it reads request lines, decodes
+//!   them, sends each to the loop as an `Event::Task`, and writes the answer that the
+//!   task sends back on its reply channel. The loop never touches a client socket.
 //!
-//! No thread per node; the channel is bounded, so a node that writes faster than the
+//! No thread per node or per client; the channel is bounded, so a node that writes faster than the
 //! loop handles lines is slowed by its full pipe instead of growing our memory.
 //!
 //! How an event travels, e.g. a node dies: its pidfd becomes readable → the I/O thread
@@ -27,6 +31,12 @@
 //! spawns (`process::spawn`) a new process, hands its pidfd and pipes to the I/O thread,
 //! and leaves a `Notice` → the loop calls the script's `node_status(node, pid)`.
 //!
+//! A control request travels the same way: `ctl create` writes a line → the control
+//! thread decodes it (`control::decode`) and queues an `Event::Task` → the loop runs it
+//! (`control::handle`: `Supervisor::create`, as a script would) and sends the response
+//! to the control thread, which writes it to the client → after the task the loop calls
+//! `node_status` for the new node, as after any script call.
+//!
 //! Script-facing pieces live in `script` (engine, limits, hooks, the `Supervisor` and
 //! `Cluster` modules, the record types); what a child runs is in `node`; assembling a
 //! process of any role is `runtime`.
@@ -34,6 +44,7 @@
 pub mod cli;
 pub mod config;
 pub mod console;
+pub mod control;
 pub mod event_loop;
 pub mod node;
 pub mod process;

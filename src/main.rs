@@ -1,5 +1,8 @@
 //! `rhai-supervisor`: parse the command line, call the library, map the outcome to an
-//! exit status (0 clean, 1 a script or setup failed, 2 usage).
+//! exit status (0 clean, 1 a script or setup failed, 2 usage; `ctl` adds 3, no
+//! supervisor answered).
+
+use std::path::PathBuf;
 
 use clap::Parser;
 use rhai_supervisor::cli::{Cli, Command};
@@ -33,8 +36,11 @@ fn main() {
     settings.limits.call_time = cli.call_time_limit;
     let outcome = match (payload, cli.command) {
         (Some(payload), _) => rhai_supervisor::node::run(payload, &settings),
-        (None, Command::Run { scripts }) => serve(Role::Supervisor, &scripts, &settings),
-        (None, Command::Exec { scripts }) => serve(Role::Plain, &scripts, &settings),
+        (None, Command::Run { scripts, socket }) => {
+            serve(Role::Supervisor, &scripts, socket.path(), &settings)
+        }
+        (None, Command::Exec { scripts }) => serve(Role::Plain, &scripts, None, &settings),
+        (None, Command::Ctl(args)) => Ok(rhai_supervisor::control::ctl::run(&args)),
         (None, Command::Node { .. }) => Err(Error::Setup("no node payload".into())),
     };
     match outcome {
@@ -43,12 +49,19 @@ fn main() {
     }
 }
 
-fn serve(role: Role, scripts: &[std::path::PathBuf], settings: &Settings) -> Result<i32, Error> {
+fn serve(
+    role: Role,
+    scripts: &[PathBuf],
+    socket: Option<PathBuf>,
+    settings: &Settings,
+) -> Result<i32, Error> {
     let mut runtime = Runtime::new(role, scripts, None, settings)?;
+    if let Some(path) = socket {
+        runtime.listen(&path)?;
+    }
     runtime.start(scripts)?;
     let code = runtime.run();
-    // The process ends now; nothing in the runtime needs tearing down.
-    std::mem::forget(runtime);
+    runtime.finish();
     Ok(code)
 }
 

@@ -31,7 +31,7 @@ pub fn run(payload: NodePayload, settings: &Settings) -> Result<i32, Error> {
     let code = runtime.run();
     // The process ends now: tearing the engine down would cost more than the node's
     // whole start did.
-    std::mem::forget(runtime);
+    runtime.finish();
     Ok(code)
 }
 

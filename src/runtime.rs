@@ -12,6 +12,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::Signal;
 
 use crate::config::NodeConfig;
+use crate::control;
 use crate::event_loop::{Event, EventLoop, Sigint};
 use crate::process::plan::Launcher;
 use crate::process::reactor::Reactor;
@@ -57,12 +58,17 @@ pub enum Error {
     Script(#[from] ScriptError),
     #[error("cannot start: {0}")]
     Setup(String),
+    #[error("{0}")]
+    Listen(#[from] control::ListenError),
 }
 
 /// One assembled process, ready to load scripts and serve.
 pub struct Runtime {
     event_loop: EventLoop,
     events: Sender<Event>,
+    // After the loop, whose end makes a request that waits for room in its queue give
+    // up at once; dropping it answers what is in flight and removes the socket file.
+    control: Option<control::Server>,
     // Dropped last: it routes signals and owns the I/O thread.
     _reactor: Reactor,
 }
@@ -114,8 +120,44 @@ impl Runtime {
         Ok(Runtime {
             event_loop: EventLoop::new(host, event_rx, interrupt, settings.sigint),
             events,
+            control: None,
             _reactor: reactor,
         })
+    }
+
+    /// Serves control clients on the Unix socket at `path` (see `control`), from now on
+    /// until this runtime is dropped. Requests wait for the loop: they are served once
+    /// `start` or `run` runs it. Fails when another supervisor serves `path`.
+    ///
+    /// The process's umask is changed for the moment the socket is bound (so the file
+    /// is never reachable by others): call this before the program's other threads
+    /// create files.
+    pub fn listen(&mut self, path: &std::path::Path) -> Result<(), Error> {
+        self.listen_with(path, control::Limits::default())
+    }
+
+    /// `listen` with other limits on what clients may do.
+    pub fn listen_with(
+        &mut self,
+        path: &std::path::Path,
+        limits: control::Limits,
+    ) -> Result<(), Error> {
+        let server = control::Server::start(path, self.events.clone(), limits)?;
+        self.control = Some(server);
+        Ok(())
+    }
+
+    /// Ends a process that is about to exit: the control socket is closed and its file
+    /// removed, and the rest (the engine, the node table) is left for the exit to
+    /// reclaim, which is much cheaper than tearing it down piece by piece.
+    pub fn finish(mut self) {
+        drop(self.control.take());
+        std::mem::forget(self);
+    }
+
+    /// The control socket's absolute path, when listening.
+    pub fn control_socket(&self) -> Option<&std::path::Path> {
+        self.control.as_ref().map(control::Server::path)
     }
 
     /// Loads the scripts and runs `zeek_init()`; on failure every node is stopped again.

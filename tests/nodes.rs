@@ -208,7 +208,10 @@ fn output_is_prefixed_or_given_to_hooks() {
         "#,
     );
     let mut sup = sandbox.start(&["run", "h.rhai"]);
-    let out = sup.expect_stdout("hook saw 3 lines from loud");
+    sup.expect_stdout("hook saw 3 lines from loud");
+    // The hook prints before its line is printed: wait for the line too.
+    let out = sup.expect_stdout("[loud] last\n");
+    assert!(out.contains("hook saw 3 lines from loud"), "{out}");
     assert!(out.contains("[loud] one\n"), "{out}");
     assert!(out.contains("[loud] last\n"), "{out}");
     assert!(!out.contains("secret"), "{out}");

@@ -369,7 +369,7 @@ fn fork_failure_is_a_clear_error_and_passes() {
         schedule(0, again);
         "#,
     );
-    let mut sup = sandbox.start_with(&["run", "s.rhai"], |command| {
+    let mut sup = sandbox.start_with(&["run", "--no-socket", "s.rhai"], |command| {
         command.uid(65534).gid(65534);
         // Counted per user: the supervisor's own two threads and a few nodes fit.
         before_exec(command, || {

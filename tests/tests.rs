@@ -8,6 +8,8 @@
 //!   affinity) and its output
 //! - `output`: node output under load: order, completeness, bounds, rotation
 //! - `reliability`: faults in scripts, nodes and the OS; crash loops; leaks
+//! - `control`: the control socket and `ctl`: every command, the socket file (mode,
+//!   stale, taken, removed), bad and hostile clients, many clients, exit statuses
 //!
 //! `util` holds the helpers: a sandbox directory per test, the binary started in it,
 //! and waiting on conditions with deadlines.
@@ -16,6 +18,7 @@ mod util;
 
 mod api;
 mod cli;
+mod control;
 mod nodes;
 mod output;
 mod reliability;

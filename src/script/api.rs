@@ -237,7 +237,7 @@ fn builtins(engine: &mut Engine, shared: &Shared) {
         } else {
             records::render(&text, false)
         };
-        crate::console::line(Stream::Stderr, &text);
+        crate::console::script_line(Stream::Stderr, &text);
     });
     let s = shared.clone();
     engine.register_fn(

@@ -336,14 +336,14 @@ impl Host {
             .set_max_string_size(limits.string_size)
             .set_max_array_size(limits.array_size)
             .set_max_map_size(limits.map_size);
-        engine.on_print(|text| crate::console::line(Stream::Stdout, text));
+        engine.on_print(|text| crate::console::script_line(Stream::Stdout, text));
         engine.on_debug(|text, source, pos| {
             let at = match (source, pos.line()) {
                 (Some(s), Some(l)) => format!("{s}:{l}: "),
                 (None, Some(l)) => format!("line {l}: "),
                 _ => String::new(),
             };
-            crate::console::line(Stream::Stderr, &format!("{at}{text}"));
+            crate::console::script_line(Stream::Stderr, &format!("{at}{text}"));
         });
         let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
         let progress_deadline = deadline.clone();

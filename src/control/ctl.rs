@@ -1,0 +1,267 @@
+//! `rhai-supervisor ctl`: one request to a running supervisor, its answer printed for a
+//! person (an aligned table for `status`) or as the JSON response (`--json`), and an
+//! exit status a shell script can test.
+
+use std::io::{Read, Write};
+
+use serde_json::Value;
+
+use super::{Client, Command, Response, Target, decode_config};
+use crate::cli::{CtlArgs, CtlCommand};
+use crate::config::{ExitInfo, NodeStatus, OutputLine, Status};
+
+/// The supervisor did what was asked.
+pub const EXIT_OK: i32 = 0;
+/// The supervisor said no: unknown node, invalid config, script error.
+pub const EXIT_REFUSED: i32 = 1;
+/// The command line or its JSON is wrong.
+pub const EXIT_USAGE: i32 = 2;
+/// No supervisor answered.
+pub const EXIT_UNREACHABLE: i32 = 3;
+
+/// Runs `ctl`; returns the exit status.
+pub fn run(args: &CtlArgs) -> i32 {
+    let command = match command(&args.command) {
+        Ok(command) => command,
+        Err(error) => {
+            complain(&error);
+            return EXIT_USAGE;
+        }
+    };
+    let path = args.socket_path();
+    let response = match Client::connect(&path).and_then(|mut c| c.call(command.clone())) {
+        Ok(response) => response,
+        Err(error) => {
+            complain(&format!(
+                "{error} (is a supervisor running? its socket is chosen with --socket PATH or {})",
+                super::SOCKET_ENV
+            ));
+            return EXIT_UNREACHABLE;
+        }
+    };
+    if args.json {
+        write_out(&response.to_line());
+    } else if response.ok {
+        print_result(&command, &response);
+    } else {
+        if let Some(output) = &response.output {
+            write_out(output.as_bytes());
+        }
+        complain(
+            response
+                .error
+                .as_deref()
+                .unwrap_or("the supervisor refused"),
+        );
+    }
+    if response.ok { EXIT_OK } else { EXIT_REFUSED }
+}
+
+/// The request a command line asks for.
+fn command(command: &CtlCommand) -> Result<Command, String> {
+    let target = |name: &Option<String>, all: bool| match (name, all) {
+        (Some(name), false) => Ok(Target::Node(name.clone())),
+        (None, true) => Ok(Target::All),
+        _ => Err("give a node name or --all".to_string()),
+    };
+    Ok(match command {
+        CtlCommand::Status { name } => Command::Status(name.clone()),
+        CtlCommand::Create { config } => {
+            let text = match config.strip_prefix('@') {
+                Some("-") => read_stdin()?,
+                Some(file) => std::fs::read_to_string(file).map_err(|e| {
+                    format!(
+                        "cannot read node configuration '{file}': {}",
+                        crate::process::os_error(&e)
+                    )
+                })?,
+                None => config.clone(),
+            };
+            let value: Value = serde_json::from_str(&text)
+                .map_err(|e| format!("the node configuration is not valid JSON: {e}"))?;
+            if !value.is_object() {
+                return Err("the node configuration must be a JSON object".into());
+            }
+            Command::Create(Box::new(decode_config(value)?))
+        }
+        CtlCommand::Destroy { name, all } => Command::Destroy(target(name, *all)?),
+        CtlCommand::Restart { name, all } => Command::Restart(target(name, *all)?),
+        CtlCommand::Stop => Command::Stop,
+        CtlCommand::Tail { name, lines } => Command::Tail {
+            node: name.clone(),
+            lines: *lines,
+        },
+        CtlCommand::Eval { code } if code == "-" => Command::Eval(read_stdin()?),
+        CtlCommand::Eval { code } => Command::Eval(code.clone()),
+    })
+}
+
+fn read_stdin() -> Result<String, String> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read stdin: {}", crate::process::os_error(&e)))?;
+    Ok(text)
+}
+
+/// Prints a successful answer for a person.
+fn print_result(command: &Command, response: &Response) {
+    let result = response.result.clone().unwrap_or(Value::Null);
+    match command {
+        Command::Status(_) => match serde_json::from_value::<Status>(result) {
+            Ok(status) => write_out(status_table(&status).as_bytes()),
+            Err(e) => complain(&format!("cannot read the status: {e}")),
+        },
+        Command::Create(config) => {
+            let pid = serde_json::from_value::<NodeStatus>(result)
+                .ok()
+                .and_then(|s| s.pid);
+            let line = match pid {
+                Some(pid) => format!("created node '{}' (pid {pid})\n", config.name),
+                None => format!("created node '{}'\n", config.name),
+            };
+            write_out(line.as_bytes());
+        }
+        Command::Destroy(_) | Command::Restart(_) => {
+            let verb = if matches!(command, Command::Destroy(_)) {
+                "destroyed"
+            } else {
+                "restarted"
+            };
+            let names: Vec<String> = serde_json::from_value(result).unwrap_or_default();
+            let line = match names.as_slice() {
+                [] => "there are no nodes\n".to_string(),
+                [one] => format!("{verb} node '{one}'\n"),
+                many => format!("{verb} {} nodes: {}\n", many.len(), many.join(", ")),
+            };
+            write_out(line.as_bytes());
+        }
+        Command::Stop => write_out(b"the supervisor is stopping\n"),
+        Command::Tail { .. } => {
+            let lines: Vec<OutputLine> = serde_json::from_value(result).unwrap_or_default();
+            for line in lines {
+                let text = format!("{}\n", line.line);
+                if line.stream == "stderr" {
+                    write_err(text.as_bytes());
+                } else {
+                    write_out(text.as_bytes());
+                }
+            }
+        }
+        Command::Eval(_) => {
+            if let Some(output) = &response.output {
+                write_out(output.as_bytes());
+            }
+            match result {
+                Value::String(text) if text == "()" => {}
+                Value::String(text) => write_out(format!("{text}\n").as_bytes()),
+                other => write_out(format!("{other}\n").as_bytes()),
+            }
+        }
+    }
+}
+
+/// `NAME STATE PID RESTARTS UPTIME LAST EXIT`, one row per node, columns aligned.
+pub fn status_table(status: &Status) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "STATE".into(),
+        "PID".into(),
+        "RESTARTS".into(),
+        "UPTIME".into(),
+        "LAST EXIT".into(),
+    ]];
+    for (name, node) in &status.nodes {
+        rows.push([
+            name.clone(),
+            node.state.clone(),
+            node.pid.map_or("-".into(), |p| p.to_string()),
+            node.restarts.to_string(),
+            node.uptime.map_or("-".into(), uptime),
+            node.exit.map_or("-".into(), |e| match e {
+                ExitInfo::Code(code) => format!("code {code}"),
+                ExitInfo::Signal(signal) => ExitInfo::signal_name(signal),
+            }),
+        ]);
+    }
+    let mut widths = [0; 6];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut table = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (column, cell) in row.iter().enumerate() {
+            if column + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}  ", width = widths[column]));
+            }
+        }
+        table.push_str(line.trim_end());
+        table.push('\n');
+    }
+    table
+}
+
+/// `42s`, `5m03s`, `2h05m`, `3d04h`.
+pub fn uptime(seconds: f64) -> String {
+    let s = seconds.max(0.0) as u64;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+fn complain(message: &str) {
+    write_err(format!("rhai-supervisor: error: {message}\n").as_bytes());
+}
+
+/// Writes to stdout; a closed pipe (`ctl status | head -1`) is not an error.
+fn write_out(bytes: &[u8]) {
+    let _ = std::io::stdout().lock().write_all(bytes);
+}
+
+fn write_err(bytes: &[u8]) {
+    let _ = std::io::stderr().lock().write_all(bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::NodeConfig;
+
+    #[test]
+    fn uptimes_read_naturally() {
+        assert_eq!(uptime(0.4), "0s");
+        assert_eq!(uptime(59.9), "59s");
+        assert_eq!(uptime(183.0), "3m03s");
+        assert_eq!(uptime(7500.0), "2h05m");
+        assert_eq!(uptime(273_600.0), "3d04h");
+    }
+
+    #[test]
+    fn the_status_table_is_aligned() {
+        let mut status = Status::default();
+        let mut w1 = NodeStatus::new(NodeConfig::named("w1"));
+        w1.state = "running".into();
+        w1.pid = Some(4242);
+        w1.uptime = Some(65.0);
+        let mut long = NodeStatus::new(NodeConfig::named("logger-with-a-long-name"));
+        long.state = "reviving".into();
+        long.restarts = 12;
+        long.exit = Some(ExitInfo::Signal(9));
+        status.nodes.insert("w1".into(), w1);
+        status.nodes.insert("logger-with-a-long-name".into(), long);
+        let expected = "\
+NAME                     STATE     PID   RESTARTS  UPTIME  LAST EXIT
+logger-with-a-long-name  reviving  -     12        -       SIGKILL
+w1                       running   4242  0         1m05s   -
+";
+        assert_eq!(status_table(&status), expected);
+    }
+}

@@ -1,0 +1,143 @@
+//! What the loop thread does with a control request: the same calls a script makes
+//! (`Supervisor::create`, `status`, ...), run between other events like a script call,
+//! so `node_status` fires for a node created this way once the request is done.
+
+use serde_json::Value;
+
+use super::{Command, Request, Response, Target};
+use crate::event_loop::EventLoop;
+use crate::script::api::NOT_SUPERVISOR;
+use crate::supervisor::Supervisor;
+
+/// Who sent a request (from `SO_PEERCRED`), for the log.
+#[derive(Clone, Copy, Debug)]
+pub struct Peer {
+    pub pid: i32,
+    pub uid: u32,
+}
+
+/// Runs one request on the loop thread and returns its answer.
+pub fn execute(event_loop: &mut EventLoop, peer: Peer, request: Request) -> Response {
+    let Request { id, command } = request;
+    log::debug!(
+        "control request from pid {}: {} (id {id})",
+        peer.pid,
+        command.name()
+    );
+    match command {
+        Command::Eval(code) => {
+            let (result, output) = crate::console::capture(|| event_loop.host().eval(&code));
+            let response = match result {
+                Ok(value) => Response::ok(id, Value::String(event_loop.host().show(&value))),
+                Err(error) => Response::error(id, error.to_string()),
+            };
+            response.with_output(output)
+        }
+        Command::Stop => {
+            log::info!(
+                "control client (pid {}) asked the supervisor to stop",
+                peer.pid
+            );
+            event_loop.terminate();
+            Response::ok(id, Value::Null)
+        }
+        command => {
+            let shared = event_loop.shared();
+            let mut context = shared.borrow_mut();
+            match context.supervisor.as_mut() {
+                Some(supervisor) => match on_nodes(supervisor, peer, command) {
+                    Ok(result) => Response::ok(id, result),
+                    Err(error) => Response::error(id, error),
+                },
+                None => Response::error(id, NOT_SUPERVISOR),
+            }
+        }
+    }
+}
+
+/// The commands that work on the node table.
+fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result<Value, String> {
+    let missing = |name: &str| format!("node with name '{name}' does not exist");
+    match command {
+        Command::Create(config) => {
+            let name = config.name.clone();
+            log::info!("control client (pid {}) creates node '{name}'", peer.pid);
+            supervisor.create(*config)?;
+            let mut status = supervisor.status(&name);
+            match status.nodes.remove(&name) {
+                Some(node) => to_json(&node),
+                None => Err(missing(&name)),
+            }
+        }
+        Command::Status(None) => to_json(&supervisor.status("")),
+        Command::Status(Some(name)) => {
+            let status = supervisor.status(&name);
+            if status.nodes.is_empty() {
+                return Err(missing(&name));
+            }
+            to_json(&status)
+        }
+        Command::Tail { node, lines } => {
+            let mut tail = supervisor.tail(&node).ok_or_else(|| missing(&node))?;
+            if let Some(keep) = lines {
+                tail.drain(..tail.len().saturating_sub(keep));
+            }
+            to_json(&tail)
+        }
+        Command::Destroy(target) => {
+            let names =
+                targets(supervisor, &target).ok_or_else(|| missing(target_name(&target)))?;
+            log::info!(
+                "control client (pid {}) destroys {}",
+                peer.pid,
+                describe(&target)
+            );
+            supervisor.destroy(target_name(&target));
+            Ok(names.into())
+        }
+        Command::Restart(target) => {
+            let names =
+                targets(supervisor, &target).ok_or_else(|| missing(target_name(&target)))?;
+            log::info!(
+                "control client (pid {}) restarts {}",
+                peer.pid,
+                describe(&target)
+            );
+            if !supervisor.restart(target_name(&target)) {
+                return Err("the supervisor is shutting down".into());
+            }
+            Ok(names.into())
+        }
+        Command::Eval(_) | Command::Stop => Err("not a node command".into()),
+    }
+}
+
+/// The names a target stands for now; `None` for an unknown node.
+fn targets(supervisor: &Supervisor, target: &Target) -> Option<Vec<String>> {
+    match target {
+        Target::All => Some(supervisor.node_names().map(str::to_string).collect()),
+        Target::Node(name) => supervisor
+            .node_names()
+            .any(|n| n == name)
+            .then(|| vec![name.clone()]),
+    }
+}
+
+/// The name the script API takes: `""` for every node.
+fn target_name(target: &Target) -> &str {
+    match target {
+        Target::All => "",
+        Target::Node(name) => name,
+    }
+}
+
+fn describe(target: &Target) -> String {
+    match target {
+        Target::All => "every node".into(),
+        Target::Node(name) => format!("node '{name}'"),
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<Value, String> {
+    serde_json::to_value(value).map_err(|e| format!("cannot encode the answer: {e}"))
+}

@@ -1,0 +1,630 @@
+//! Control of a running supervisor over a Unix domain socket: Zeek's
+//! `SupervisorControl` events (`create_request`, `status_request`, ...) and what
+//! supervisord users know as `supervisorctl`.
+//!
+//! This module owns the protocol: the requests (`Request`, `Command`), how a request
+//! line is decoded (`decode`, a pure function, also driven by the fuzz target in
+//! `fuzz/`), and the responses (`Response`). One JSON object per line each way; every
+//! response echoes the `id` of its request. The README's "Controlling a running
+//! supervisor" section is the reference for other programs.
+//!
+//! - `server` is the control thread of a supervisor (`Runtime::listen`): one thread
+//!   that accepts and reads every client with `poll`, hands each complete request to the
+//!   loop thread as an `Event::Task`, and writes the answer back. The loop never waits
+//!   for a client.
+//! - `client` is the other end, for `ctl` and for programs in Rust. The REPL's
+//!   `--attach` uses it:
+//!
+//! ```no_run
+//! use rhai_supervisor::control::Client;
+//!
+//! // `--attach PATH`, else $RHAI_SUPERVISOR_SOCKET, else ./rhai-supervisor.sock
+//! let attach: Option<std::path::PathBuf> = None;
+//! let mut client = Client::connect(rhai_supervisor::control::socket_path(attach.as_deref()))?;
+//! let evaluation = client.eval("40 + 2")?;
+//! print!("{}", evaluation.output); // what the code printed
+//! match evaluation.value {
+//!     Ok(value) => println!("{value}"),      // `42`, rendered as the REPL shows values
+//!     Err(error) => eprintln!("{error}"),    // a script error, with its position
+//! }
+//! # Ok::<(), rhai_supervisor::control::ClientError>(())
+//! ```
+//!
+//! - `ctl` is the `rhai-supervisor ctl` command: human-readable or JSON output and its
+//!   exit statuses.
+
+pub mod client;
+pub mod ctl;
+mod handle;
+pub mod server;
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::config::NodeConfig;
+
+pub use client::{Client, ClientError, Evaluation};
+pub use server::{Limits, ListenError, Server};
+
+/// The socket a supervisor listens on, and `ctl` talks to, when none is given: in the
+/// current directory.
+pub const DEFAULT_SOCKET: &str = "rhai-supervisor.sock";
+/// The environment variable that chooses the socket for `run`, `repl` and `ctl`.
+pub const SOCKET_ENV: &str = "RHAI_SUPERVISOR_SOCKET";
+/// The longest request line the supervisor reads (without its newline).
+pub const MAX_LINE: usize = 1024 * 1024;
+
+/// The socket to use: `given` if there is one, else `$RHAI_SUPERVISOR_SOCKET`, else
+/// `rhai-supervisor.sock` in the current directory. An empty path counts as none.
+pub fn socket_path(given: Option<&Path>) -> PathBuf {
+    let given = given.filter(|p| !p.as_os_str().is_empty());
+    let from_env = || std::env::var_os(SOCKET_ENV).filter(|p| !p.is_empty());
+    match (given, from_env()) {
+        (Some(path), _) => path.to_path_buf(),
+        (None, Some(path)) => PathBuf::from(path),
+        (None, None) => PathBuf::from(DEFAULT_SOCKET),
+    }
+}
+
+/// The commands, as they are spelled in `cmd`.
+pub const COMMANDS: &[&str] = &[
+    "create", "status", "restart", "destroy", "stop", "tail", "eval",
+];
+
+/// One request: what to do, and the `id` its response will carry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Request {
+    /// Any JSON value chosen by the client; `null` when the request had none.
+    pub id: Value,
+    pub command: Command,
+}
+
+/// What a client can ask of the supervisor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// `Supervisor::create(config)` (boxed: a config is large next to the others).
+    Create(Box<NodeConfig>),
+    /// `Supervisor::status(name)`; `None` for every node.
+    Status(Option<String>),
+    /// `Supervisor::restart`.
+    Restart(Target),
+    /// `Supervisor::destroy`.
+    Destroy(Target),
+    /// `terminate()`: stop every node, run `zeek_done()`, exit.
+    Stop,
+    /// The last lines of a node's output; at most `lines` of them when given.
+    Tail { node: String, lines: Option<usize> },
+    /// Run Rhai code in the supervisor's engine, as a REPL line.
+    Eval(String),
+}
+
+/// The nodes a `restart` or `destroy` is for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Node(String),
+    All,
+}
+
+impl Command {
+    /// The name used in `cmd`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Create(_) => "create",
+            Command::Status(_) => "status",
+            Command::Restart(_) => "restart",
+            Command::Destroy(_) => "destroy",
+            Command::Stop => "stop",
+            Command::Tail { .. } => "tail",
+            Command::Eval(_) => "eval",
+        }
+    }
+}
+
+/// A request line that cannot be served, with the `id` to answer it under (`null` when
+/// the line had none, or was not a JSON object).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejected {
+    pub id: Value,
+    pub error: String,
+}
+
+/// Decodes one request line (without its newline). Never panics, whatever the bytes.
+pub fn decode(line: &[u8]) -> Result<Request, Rejected> {
+    let reject = |id: &Value, error: String| Rejected {
+        id: id.clone(),
+        error,
+    };
+    if line.len() > MAX_LINE {
+        return Err(reject(&Value::Null, too_long()));
+    }
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| reject(&Value::Null, format!("the request is not valid JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(reject(
+            &Value::Null,
+            format!("a request must be a JSON object, not {}", kind(&value)),
+        ));
+    };
+    let id = object.remove("id").unwrap_or(Value::Null);
+    let command = decode_command(object).map_err(|e| reject(&id, e))?;
+    Ok(Request { id, command })
+}
+
+/// The error for a line over `MAX_LINE`.
+pub fn too_long() -> String {
+    format!("the request is longer than {} bytes (MAX_LINE)", MAX_LINE)
+}
+
+fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
+    let cmd = match object.remove("cmd") {
+        Some(Value::String(cmd)) => cmd,
+        Some(other) => return Err(format!("'cmd' must be a string, not {}", kind(&other))),
+        None => {
+            return Err(format!(
+                "the request has no 'cmd' (one of: {})",
+                COMMANDS.join(", ")
+            ));
+        }
+    };
+    let mut fields = Fields {
+        cmd: &cmd,
+        object,
+        allowed: &[],
+    };
+    let command = match cmd.as_str() {
+        "create" => {
+            fields.allowed = &["config"];
+            let config = match fields.take("config") {
+                Some(config @ Value::Object(_)) => decode_config(config)?,
+                Some(other) => {
+                    return Err(format!(
+                        "'config' must be an object (a NodeConfig), not {}",
+                        kind(&other)
+                    ));
+                }
+                None => return Err("create needs 'config' (a NodeConfig object)".into()),
+            };
+            Command::Create(Box::new(config))
+        }
+        "status" => {
+            fields.allowed = &["node"];
+            Command::Status(fields.string("node")?.filter(|n| !n.is_empty()))
+        }
+        "restart" | "destroy" => {
+            fields.allowed = &["node", "all"];
+            let node = fields.string("node")?;
+            let all = fields.boolean("all")?.unwrap_or(false);
+            let target = match (node, all) {
+                (Some(_), true) => {
+                    return Err(format!("{cmd} takes 'node' or 'all', not both"));
+                }
+                (Some(node), false) if node.is_empty() => {
+                    return Err(format!(
+                        "'node' must not be empty (to {cmd} every node, send \"all\": true)"
+                    ));
+                }
+                (Some(node), false) => Target::Node(node),
+                (None, true) => Target::All,
+                (None, false) => {
+                    return Err(format!("{cmd} needs 'node' (a node name) or \"all\": true"));
+                }
+            };
+            if cmd == "restart" {
+                Command::Restart(target)
+            } else {
+                Command::Destroy(target)
+            }
+        }
+        "stop" => Command::Stop,
+        "tail" => {
+            fields.allowed = &["node", "lines"];
+            let node = fields
+                .string("node")?
+                .ok_or("tail needs 'node' (a node name)")?;
+            let lines = match fields.take("lines") {
+                None => None,
+                Some(Value::Number(n)) if n.as_u64().is_some() => Some(
+                    n.as_u64()
+                        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
+                ),
+                Some(other) => {
+                    return Err(format!(
+                        "'lines' must be a whole number >= 0, not {}",
+                        describe(&other)
+                    ));
+                }
+            };
+            Command::Tail { node, lines }
+        }
+        "eval" => {
+            fields.allowed = &["code"];
+            let code = fields
+                .string("code")?
+                .ok_or("eval needs 'code' (Rhai source text)")?;
+            Command::Eval(code)
+        }
+        _ => {
+            return Err(format!(
+                "unknown command '{cmd}' (one of: {})",
+                COMMANDS.join(", ")
+            ));
+        }
+    };
+    fields.finish()?;
+    Ok(command)
+}
+
+/// A `NodeConfig` from JSON, with the same fields as the script API.
+pub fn decode_config(config: Value) -> Result<NodeConfig, String> {
+    serde_json::from_value(config).map_err(|e| format!("invalid node configuration: {e}"))
+}
+
+/// The fields of one request object, taken one by one; whatever is left is an error.
+struct Fields<'a> {
+    cmd: &'a str,
+    object: Map<String, Value>,
+    allowed: &'static [&'static str],
+}
+
+impl Fields<'_> {
+    /// A field's value; an explicit `null` counts as absent.
+    fn take(&mut self, key: &str) -> Option<Value> {
+        self.object.remove(key).filter(|v| !v.is_null())
+    }
+
+    fn string(&mut self, key: &str) -> Result<Option<String>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(format!("'{key}' must be a string, not {}", kind(&other))),
+        }
+    }
+
+    fn boolean(&mut self, key: &str) -> Result<Option<bool>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(other) => Err(format!(
+                "'{key}' must be true or false, not {}",
+                kind(&other)
+            )),
+        }
+    }
+
+    fn finish(self) -> Result<(), String> {
+        let Some(key) = self.object.keys().next() else {
+            return Ok(());
+        };
+        let expected = if self.allowed.is_empty() {
+            "it takes no fields besides 'id' and 'cmd'".to_string()
+        } else {
+            format!("fields: id, cmd, {}", self.allowed.join(", "))
+        };
+        Err(format!(
+            "unknown field '{key}' for command '{}' ({expected})",
+            self.cmd
+        ))
+    }
+}
+
+/// `a string`, `a number`: the kind of a JSON value, for error messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A number shows itself, anything else its kind.
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Number(n) => n.to_string(),
+        other => kind(other).to_string(),
+    }
+}
+
+impl Request {
+    pub fn new(id: impl Into<Value>, command: Command) -> Request {
+        Request {
+            id: id.into(),
+            command,
+        }
+    }
+
+    /// The request as one JSON object, the form `decode` reads.
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        object.insert("id".into(), self.id.clone());
+        object.insert("cmd".into(), self.command.name().into());
+        match &self.command {
+            Command::Create(config) => {
+                // A NodeConfig always serializes (string keys, no custom serializers that fail).
+                let config = serde_json::to_value(config).unwrap_or(Value::Null);
+                object.insert("config".into(), config);
+            }
+            Command::Status(node) => {
+                if let Some(node) = node {
+                    object.insert("node".into(), node.clone().into());
+                }
+            }
+            Command::Restart(target) | Command::Destroy(target) => match target {
+                Target::Node(node) => {
+                    object.insert("node".into(), node.clone().into());
+                }
+                Target::All => {
+                    object.insert("all".into(), true.into());
+                }
+            },
+            Command::Stop => {}
+            Command::Tail { node, lines } => {
+                object.insert("node".into(), node.clone().into());
+                if let Some(lines) = lines {
+                    object.insert("lines".into(), (*lines as u64).into());
+                }
+            }
+            Command::Eval(code) => {
+                object.insert("code".into(), code.clone().into());
+            }
+        }
+        Value::Object(object)
+    }
+}
+
+/// The answer to one request.
+///
+/// `ok: true` comes with `result` (`null` for `stop`); `ok: false` with `error`. An
+/// `eval` answer also has `output`: what the code printed, in either case.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub id: Value,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+}
+
+impl Response {
+    pub fn ok(id: Value, result: Value) -> Response {
+        Response {
+            id,
+            ok: true,
+            result: Some(result),
+            error: None,
+            output: None,
+        }
+    }
+
+    pub fn error(id: Value, error: impl Into<String>) -> Response {
+        Response {
+            id,
+            ok: false,
+            result: None,
+            error: Some(error.into()),
+            output: None,
+        }
+    }
+
+    pub fn with_output(mut self, output: String) -> Response {
+        self.output = Some(output);
+        self
+    }
+
+    /// The response as one line of JSON, newline included.
+    pub fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|e| {
+            // Only a value with non-string map keys fails to serialize; say so in-band.
+            let fallback =
+                Response::error(self.id.clone(), format!("cannot encode the response: {e}"));
+            serde_json::to_vec(&fallback).unwrap_or_default()
+        });
+        line.push(b'\n');
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(line: &str) -> Request {
+        decode(line.as_bytes()).unwrap_or_else(|r| panic!("{line}: {}", r.error))
+    }
+
+    fn err(line: &str) -> Rejected {
+        match decode(line.as_bytes()) {
+            Ok(r) => panic!("{line} decoded as {r:?}"),
+            Err(r) => r,
+        }
+    }
+
+    #[test]
+    fn every_command_decodes() {
+        assert_eq!(
+            ok(r#"{"id":1,"cmd":"status"}"#),
+            Request::new(1, Command::Status(None))
+        );
+        assert_eq!(
+            ok(r#"{"id":"a","cmd":"status","node":"w1"}"#).command,
+            Command::Status(Some("w1".into()))
+        );
+        assert_eq!(
+            ok(r#"{"cmd":"status","node":""}"#).command,
+            Command::Status(None)
+        );
+        assert_eq!(ok(r#"{"cmd":"status"}"#).id, Value::Null);
+        assert_eq!(
+            ok(r#"{"cmd":"destroy","all":true}"#).command,
+            Command::Destroy(Target::All)
+        );
+        assert_eq!(
+            ok(r#"{"cmd":"restart","node":"w1"}"#).command,
+            Command::Restart(Target::Node("w1".into()))
+        );
+        assert_eq!(
+            ok(r#"{"cmd":"stop","id":[1,2]}"#).id,
+            serde_json::json!([1, 2])
+        );
+        assert_eq!(
+            ok(r#"{"cmd":"tail","node":"w1","lines":5}"#).command,
+            Command::Tail {
+                node: "w1".into(),
+                lines: Some(5)
+            }
+        );
+        assert_eq!(
+            ok(r#"{"cmd":"eval","code":"1 + 1"}"#).command,
+            Command::Eval("1 + 1".into())
+        );
+        let Command::Create(config) =
+            ok(r#"{"cmd":"create","config":{"name":"w1","command":["sleep","9"]}}"#).command
+        else {
+            panic!("not a create");
+        };
+        assert_eq!(config.name, "w1");
+        assert_eq!(config.command, Some(vec!["sleep".into(), "9".into()]));
+    }
+
+    #[test]
+    fn bad_requests_are_described_and_keep_their_id() {
+        assert!(err("{").error.starts_with("the request is not valid JSON"));
+        assert_eq!(
+            err("[1]").error,
+            "a request must be a JSON object, not an array"
+        );
+        assert_eq!(err(r#"{"id":7}"#).id, Value::from(7));
+        assert!(
+            err(r#"{"id":7}"#)
+                .error
+                .starts_with("the request has no 'cmd'")
+        );
+        let unknown = err(r#"{"id":"x","cmd":"frob"}"#);
+        assert_eq!(unknown.id, Value::from("x"));
+        assert!(
+            unknown.error.starts_with("unknown command 'frob'"),
+            "{}",
+            unknown.error
+        );
+        assert_eq!(
+            err(r#"{"cmd":5}"#).error,
+            "'cmd' must be a string, not a number"
+        );
+        assert_eq!(
+            err(r#"{"cmd":"status","node":3}"#).error,
+            "'node' must be a string, not a number"
+        );
+        assert_eq!(
+            err(r#"{"cmd":"status","nod":"w1"}"#).error,
+            "unknown field 'nod' for command 'status' (fields: id, cmd, node)"
+        );
+        assert!(
+            err(r#"{"cmd":"stop","now":true}"#)
+                .error
+                .contains("takes no fields")
+        );
+        assert!(err(r#"{"cmd":"destroy"}"#).error.contains("needs 'node'"));
+        assert!(
+            err(r#"{"cmd":"destroy","node":""}"#)
+                .error
+                .contains("must not be empty")
+        );
+        assert!(
+            err(r#"{"cmd":"restart","node":"a","all":true}"#)
+                .error
+                .contains("not both")
+        );
+        assert!(
+            err(r#"{"cmd":"destroy","all":"yes"}"#)
+                .error
+                .contains("true or false")
+        );
+        assert!(
+            err(r#"{"cmd":"tail","node":"a","lines":-1}"#)
+                .error
+                .contains("-1")
+        );
+        assert!(err(r#"{"cmd":"tail"}"#).error.contains("needs 'node'"));
+        assert!(
+            err(r#"{"cmd":"eval","code":1}"#)
+                .error
+                .contains("must be a string")
+        );
+        let typo = err(r#"{"cmd":"create","config":{"name":"a","dirctory":"x"}}"#).error;
+        assert!(
+            typo.contains("invalid node configuration") && typo.contains("dirctory"),
+            "{typo}"
+        );
+        let wrong = err(r#"{"cmd":"create","config":{"name":"a","cpu_affinity":"0"}}"#).error;
+        assert!(wrong.contains("invalid node configuration"), "{wrong}");
+        assert!(
+            err(r#"{"cmd":"create","config":"w1"}"#)
+                .error
+                .contains("must be an object")
+        );
+        assert!(err("\u{0}\u{ff}").error.contains("not valid JSON"));
+    }
+
+    #[test]
+    fn an_oversized_line_is_refused_before_parsing() {
+        let mut line = br#"{"cmd":"eval","code":""#.to_vec();
+        line.resize(MAX_LINE + 1, b'x');
+        assert_eq!(decode(&line).unwrap_err().error, too_long());
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let line = "[".repeat(100_000);
+        assert!(decode(line.as_bytes()).is_err());
+        let mut line = r#"{"cmd":"status","node":"#.to_string();
+        line.push_str(&"{\"a\":".repeat(50_000));
+        assert!(decode(line.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let mut config = NodeConfig::named("w1");
+        config.directory = Some("w1".into());
+        config.revival_delay = Some(0.5);
+        let requests = [
+            Request::new(1, Command::Create(Box::new(config))),
+            Request::new("two", Command::Status(None)),
+            Request::new(3, Command::Status(Some("w1".into()))),
+            Request::new(4, Command::Restart(Target::All)),
+            Request::new(5, Command::Destroy(Target::Node("w1".into()))),
+            Request::new(Value::Null, Command::Stop),
+            Request::new(
+                7,
+                Command::Tail {
+                    node: "w1".into(),
+                    lines: Some(10),
+                },
+            ),
+            Request::new(8, Command::Eval("print(1);\n2".into())),
+        ];
+        for request in requests {
+            let line = serde_json::to_vec(&request.to_json()).unwrap();
+            assert_eq!(decode(&line).unwrap(), request);
+        }
+    }
+
+    #[test]
+    fn responses_are_one_line_with_the_documented_fields() {
+        let line = Response::ok(Value::from(1), Value::Null).to_line();
+        assert_eq!(line, b"{\"id\":1,\"ok\":true,\"result\":null}\n");
+        let line = Response::error(Value::from("a"), "no\nway")
+            .with_output("x\n".into())
+            .to_line();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "{\"id\":\"a\",\"ok\":false,\"error\":\"no\\nway\",\"output\":\"x\\n\"}\n"
+        );
+    }
+}
