@@ -1,5 +1,5 @@
-//! The command line (clap): `run`, `exec`, and the hidden `__node` a supervisor uses to
-//! start a script node.
+//! The command line (clap): `run`, `exec`, `repl`, and the hidden `__node` a supervisor
+//! uses to start a script node.
 
 use std::path::PathBuf;
 
@@ -35,6 +35,15 @@ pub enum Command {
     /// Run scripts with no supervisor role; exit when they are done (no timers left).
     Exec {
         #[arg(required = true, value_name = "SCRIPT")]
+        scripts: Vec<PathBuf>,
+    },
+    /// An interactive supervisor: Rhai statements typed at a prompt run in the
+    /// supervisor, and the nodes they create are real. Ctrl-D or :quit stops every node,
+    /// runs zeek_done() and leaves. When stdin is not a terminal, statements are read
+    /// from it line by line, without a prompt, until its end.
+    Repl {
+        /// Scripts to load first, in order, as `run` does (script nodes load them too).
+        #[arg(value_name = "SCRIPT")]
         scripts: Vec<PathBuf>,
     },
     /// Run as a supervised script node (started by a supervisor, not by hand).

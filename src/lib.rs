@@ -16,6 +16,12 @@
 //!   output pipes and on the signal self-pipe, and sends `Event`s to the loop: output
 //!   lines, exits (after the exiting node's output), SIGTERM/SIGINT.
 //!
+//! - in `repl`, the **REPL thread** (`repl`) runs the line editor; each complete input
+//!   goes to the loop as an `Event::Task`, is evaluated there, and its rendered value
+//!   comes back on a channel. An output thread prints node output, script prints and
+//!   logs above the prompt (the `console` sink), so the loop never waits for the
+//!   terminal.
+//!
 //! No thread per node; the channel is bounded, so a node that writes faster than the
 //! loop handles lines is slowed by its full pipe instead of growing our memory.
 //!
@@ -37,6 +43,7 @@ pub mod console;
 pub mod event_loop;
 pub mod node;
 pub mod process;
+pub mod repl;
 pub mod runtime;
 pub mod script;
 pub mod supervisor;

@@ -33,6 +33,7 @@ fn main() {
         (Command::Node { .. }, Some(payload)) => rhai_supervisor::node::run(payload, &settings),
         (Command::Run { scripts }, _) => serve(Role::Supervisor, &scripts, &settings),
         (Command::Exec { scripts }, _) => serve(Role::Plain, &scripts, &settings),
+        (Command::Repl { scripts }, _) => rhai_supervisor::repl::run(&scripts, &settings),
         (Command::Node { .. }, None) => unreachable!("the payload was read above"),
     };
     match outcome {
