@@ -22,7 +22,7 @@ pub fn pretty(text: &str, width: usize) -> String {
     };
     let mut out = String::with_capacity(text.len() * 2);
     let mut column = 0;
-    lay_out(&pieces, 0, &mut column, width, &mut out);
+    lay_out(&pieces, 0, &mut column, width, 0, &mut out);
     out
 }
 
@@ -141,19 +141,40 @@ fn flat(pieces: &[Piece], out: &mut String) {
     }
 }
 
-fn lay_out(pieces: &[Piece], indent: usize, column: &mut usize, width: usize, out: &mut String) {
-    for piece in pieces {
+/// Lays out `pieces` from `column`; `trailing` columns (closing brackets, a comma)
+/// follow them on the last line.
+fn lay_out(
+    pieces: &[Piece],
+    indent: usize,
+    column: &mut usize,
+    width: usize,
+    trailing: usize,
+    out: &mut String,
+) {
+    for (i, piece) in pieces.iter().enumerate() {
         match piece {
             Piece::Text(t) => {
                 out.push_str(t);
                 *column += t.chars().count();
             }
-            Piece::Group(g) => lay_out_group(g, indent, column, width, out),
+            Piece::Group(g) => {
+                let mut rest = String::new();
+                flat(&pieces[i + 1..], &mut rest);
+                let after = rest.chars().count() + trailing;
+                lay_out_group(g, indent, column, width, after, out);
+            }
         }
     }
 }
 
-fn lay_out_group(g: &Group, indent: usize, column: &mut usize, width: usize, out: &mut String) {
+fn lay_out_group(
+    g: &Group,
+    indent: usize,
+    column: &mut usize,
+    width: usize,
+    trailing: usize,
+    out: &mut String,
+) {
     let mut one_line = String::new();
     for (i, item) in g.items.iter().enumerate() {
         if i > 0 {
@@ -162,7 +183,7 @@ fn lay_out_group(g: &Group, indent: usize, column: &mut usize, width: usize, out
         flat(item, &mut one_line);
     }
     let flat_width = one_line.chars().count() + 2;
-    if g.items.is_empty() || *column + flat_width <= width {
+    if g.items.is_empty() || *column + flat_width + trailing <= width {
         out.push(g.open);
         out.push_str(&one_line);
         out.push(g.close);
@@ -179,7 +200,7 @@ fn lay_out_group(g: &Group, indent: usize, column: &mut usize, width: usize, out
         if hugs {
             out.push(g.open);
             *column += 1;
-            lay_out(item, indent, column, width, out);
+            lay_out(item, indent, column, width, trailing + 1, out);
             out.push(g.close);
             *column += 1;
             return;
@@ -191,8 +212,9 @@ fn lay_out_group(g: &Group, indent: usize, column: &mut usize, width: usize, out
         out.push('\n');
         out.extend(std::iter::repeat_n(' ', inner));
         *column = inner;
-        lay_out(item, inner, column, width, out);
-        if i + 1 < g.items.len() {
+        let last = i + 1 == g.items.len();
+        lay_out(item, inner, column, width, usize::from(!last), out);
+        if !last {
             out.push(',');
         }
     }
@@ -346,7 +368,10 @@ mod tests {
         let expected = r#"Supervisor::Status(#{
     nodes: #{
         w1: Supervisor::NodeStatus(#{
-            node: Supervisor::NodeConfig(#{name: "w1", command: ["sleep", "60"]}),
+            node: Supervisor::NodeConfig(#{
+                name: "w1",
+                command: ["sleep", "60"]
+            }),
             pid: 42,
             state: "running",
             restarts: 0,
@@ -355,6 +380,29 @@ mod tests {
     }
 })"#;
         assert_eq!(pretty(status, 80), expected);
+        assert!(
+            pretty(status, 100).contains(
+                r#"node: Supervisor::NodeConfig(#{name: "w1", command: ["sleep", "60"]}),"#
+            )
+        );
+    }
+
+    #[test]
+    fn closing_brackets_count_against_the_width() {
+        let text = r#"[#{a: S(#{name: "w1", command: ["sh", "-c", "x"]}), b: 1}]"#;
+        for width in 20..text.len() {
+            let out = pretty(text, width);
+            for line in out.lines() {
+                // Strings are never split, so only lines without one must fit.
+                if !line.contains('"') {
+                    assert!(line.chars().count() <= width, "{width}: {out}");
+                }
+            }
+        }
+        assert_eq!(
+            pretty(text, 50),
+            "[#{\n    a: S(#{\n        name: \"w1\",\n        command: [\"sh\", \"-c\", \"x\"]\n    }),\n    b: 1\n}]"
+        );
     }
 
     #[test]

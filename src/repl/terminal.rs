@@ -413,7 +413,7 @@ impl Console for Terminal {
     fn width(&mut self) -> usize {
         // rustyline keeps the size up to date (it handles SIGWINCH).
         let columns = self.editor.dimensions().map_or(80, |(columns, _)| columns);
-        usize::from(columns).max(20)
+        usize::from(columns).saturating_sub(1).max(20)
     }
 
     fn close(&mut self) {
