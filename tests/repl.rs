@@ -291,6 +291,15 @@ fn unfinished_statements_continue_on_the_next_line() {
     repl.enter("lines`;");
     let shown = repl.enter("s.len()");
     assert!(shown.contains("\n9\n"), "{shown}");
+    // Ctrl-D at the continuation prompt runs the statement as it stands, which
+    // shows what is missing; the session goes on.
+    repl.line("let open = [1, 2");
+    repl.expect(CONTINUATION);
+    repl.send("\x04");
+    repl.expect("error: line ");
+    repl.expect("  1 | let open = [1, 2\n");
+    repl.expect(PROMPT);
+    repl.wait_for_editor();
     // Ctrl-C at the continuation prompt forgets the unfinished statement.
     repl.line("fn never(");
     repl.expect(CONTINUATION);

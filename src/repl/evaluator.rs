@@ -196,12 +196,13 @@ impl Evaluator for Local {
 }
 
 /// The reply to an input, on the loop thread: notes whether it asked the supervisor
-/// to stop. The error with which `exit(code)` ends a script is not a failure.
+/// to stop. After `exit(code)` there is nothing to show: the code is the process's
+/// exit status, not a value.
 fn reply(event_loop: &mut EventLoop, result: Result<Option<String>, ScriptError>) -> Reply {
     let exit = event_loop.shared().borrow().exit;
-    let result = match (result, exit) {
-        (Err(_), Some(ExitRequest::Exit(_))) => Ok(None),
-        (result, _) => result,
+    let result = match exit {
+        Some(ExitRequest::Exit(_)) => Ok(None),
+        _ => result,
     };
     Reply {
         result,

@@ -123,7 +123,7 @@ fn front_end(interactive: bool, evaluator: Box<dyn Evaluator + Send>, gate: Arc<
 
 /// What a console read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Read {
+pub(crate) enum Read {
     Line(String),
     /// Ctrl-C: forget the input so far.
     Interrupted,
@@ -134,7 +134,7 @@ pub enum Read {
 }
 
 /// Where a session reads its input and shows what it has to say.
-pub trait Console {
+pub(crate) trait Console {
     /// A person at a terminal (who can go on after Ctrl-D at `...>`).
     fn interactive(&self) -> bool;
     /// The next line; `continuation` when it continues an unfinished statement.
@@ -154,7 +154,7 @@ pub trait Console {
 /// Between the loop thread and the front end: whether the front end waits for input
 /// (and would not notice the end of the loop), and whether the loop has finished.
 #[derive(Default)]
-pub struct Gate {
+pub(crate) struct Gate {
     state: Mutex<GateState>,
 }
 
@@ -171,14 +171,14 @@ impl Gate {
     }
 
     /// Before the front end waits for input: false once the loop has finished.
-    pub fn begin_read(&self) -> bool {
+    pub(crate) fn begin_read(&self) -> bool {
         let mut state = self.lock();
         state.reading = !state.finished;
         state.reading
     }
 
     /// After the wait: false once the loop has finished.
-    pub fn end_read(&self) -> bool {
+    pub(crate) fn end_read(&self) -> bool {
         let mut state = self.lock();
         state.reading = false;
         !state.finished
@@ -266,7 +266,7 @@ enum Next {
 }
 
 /// One REPL session on a console.
-pub struct Session<'a> {
+pub(crate) struct Session<'a> {
     console: &'a mut dyn Console,
     evaluator: Rc<RefCell<Box<dyn Evaluator + Send>>>,
     completeness: Completeness,
@@ -274,7 +274,7 @@ pub struct Session<'a> {
 
 impl Session<'_> {
     /// Reads and runs inputs until the session ends, then ends the supervisor.
-    pub fn run(mut self) {
+    pub(crate) fn run(mut self) {
         let mut pending = String::new();
         let leave = loop {
             let next = match self.console.read(!pending.is_empty()) {
@@ -406,5 +406,207 @@ impl Session<'_> {
             _ => None,
         };
         self.console.error(&error.render(), excerpt.as_deref());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::config::Status;
+
+    /// Plays back lines and keeps what the session shows.
+    struct Script {
+        reads: VecDeque<Read>,
+        interactive: bool,
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Console for Script {
+        fn interactive(&self) -> bool {
+            self.interactive
+        }
+        fn read(&mut self, continuation: bool) -> Read {
+            let read = self.reads.pop_front().unwrap_or(Read::End);
+            if continuation {
+                self.log.lock().unwrap().push("...>".into());
+            }
+            read
+        }
+        fn remember(&mut self, entry: &str) {
+            self.log.lock().unwrap().push(format!("history {entry:?}"));
+        }
+        fn show(&mut self, text: &str) {
+            self.log.lock().unwrap().push(format!("show {text}"));
+        }
+        fn error(&mut self, headline: &str, excerpt: Option<&str>) {
+            let excerpt = excerpt.map(|e| format!("\n{e}")).unwrap_or_default();
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("error {headline}{excerpt}"));
+        }
+        fn width(&mut self) -> usize {
+            80
+        }
+        fn close(&mut self) {
+            self.log.lock().unwrap().push("close".into());
+        }
+    }
+
+    /// Answers from a table and keeps what it was asked.
+    struct Fake {
+        log: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Evaluator for Fake {
+        fn eval(&mut self, code: &str) -> Result<Reply, Unanswered> {
+            self.log.lock().unwrap().push(format!("eval {code:?}"));
+            let result = match code {
+                "stop()" => return Err(Unanswered::Stopped),
+                "terminate()" => Ok(Some("true".into())),
+                "oops" => Err(ScriptError {
+                    file: None,
+                    line: Some(1),
+                    column: Some(2),
+                    message: "broken".into(),
+                }),
+                c if c.starts_with("let") || c.starts_with("fn") => Ok(None),
+                _ => Ok(Some("42".into())),
+            };
+            Ok(Reply {
+                result,
+                stopping: code == "terminate()",
+            })
+        }
+        fn load(&mut self, path: &Path) -> Result<Reply, Unanswered> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("load {}", path.display()));
+            Ok(Reply {
+                result: Ok(None),
+                stopping: false,
+            })
+        }
+        fn status(&mut self) -> Result<Status, Unanswered> {
+            Ok(Status::default())
+        }
+        fn names(&mut self, _: &[String]) -> Result<Names, Unanswered> {
+            Ok(Names::default())
+        }
+        fn quit(&mut self) -> Result<(), Unanswered> {
+            self.log.lock().unwrap().push("quit".into());
+            Ok(())
+        }
+    }
+
+    fn session(interactive: bool, reads: Vec<Read>) -> Vec<String> {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut console = Script {
+            reads: reads.into(),
+            interactive,
+            log: log.clone(),
+        };
+        let evaluator: Box<dyn Evaluator + Send> = Box::new(Fake { log: log.clone() });
+        Session {
+            console: &mut console,
+            evaluator: Rc::new(RefCell::new(evaluator)),
+            completeness: Completeness::default(),
+        }
+        .run();
+        let log = log.lock().unwrap().clone();
+        log
+    }
+
+    fn line(text: &str) -> Read {
+        Read::Line(text.into())
+    }
+
+    #[test]
+    fn an_unfinished_statement_is_sent_once_it_is_complete() {
+        let log = session(
+            true,
+            vec![line("fn f(x) {"), line("  x"), line("}"), line("f(1)")],
+        );
+        assert_eq!(
+            log,
+            [
+                "...>",
+                "...>",
+                "history \"fn f(x) {\\n  x\\n}\"",
+                "eval \"fn f(x) {\\n  x\\n}\"",
+                "history \"f(1)\"",
+                "eval \"f(1)\"",
+                "show 42",
+                "quit",
+                "close",
+            ]
+        );
+    }
+
+    #[test]
+    fn commands_errors_and_ctrl_c() {
+        let log = session(
+            true,
+            vec![
+                line(""),
+                line(":load x.rhai"),
+                line(":status"),
+                line("fn g() {"),
+                Read::Interrupted,
+                line("oops"),
+                line(":bogus"),
+                line(":quit"),
+                line("never read"),
+            ],
+        );
+        assert_eq!(
+            log,
+            [
+                "history \":load x.rhai\"",
+                "load x.rhai",
+                "show loaded x.rhai",
+                "history \":status\"",
+                "show no nodes",
+                "...>",
+                "history \"oops\"",
+                "eval \"oops\"",
+                "error line 1, column 2: broken\n  1 | oops\n    |  ^",
+                "history \":bogus\"",
+                "error unknown command ':bogus' (:help lists them)",
+                "history \":quit\"",
+                "quit",
+                "close",
+            ]
+        );
+    }
+
+    #[test]
+    fn the_end_of_piped_input_runs_what_is_pending_and_quits() {
+        let log = session(false, vec![line("let a = ["), Read::End, line("1")]);
+        assert_eq!(
+            log,
+            [
+                "...>",
+                "history \"let a = [\"",
+                "eval \"let a = [\"",
+                "quit",
+                "close"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stopping_supervisor_ends_the_session() {
+        let log = session(true, vec![line("terminate()"), line("1")]);
+        assert_eq!(&log[2..], ["show true", "quit", "close"]);
+        // Already gone: nothing to stop.
+        let log = session(true, vec![line("stop()"), line("1")]);
+        assert_eq!(&log[2..], ["close"]);
+        let log = session(true, vec![Read::Gone]);
+        assert_eq!(log, ["close"]);
     }
 }
