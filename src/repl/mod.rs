@@ -517,8 +517,7 @@ mod tests {
             completeness: Completeness::default(),
         }
         .run();
-        let log = log.lock().unwrap().clone();
-        log
+        log.lock().unwrap().clone()
     }
 
     fn line(text: &str) -> Read {
