@@ -31,12 +31,18 @@ use std::sync::{Arc, Mutex, PoisonError};
 pub use evaluator::{Evaluator, Local, Names, Reply, Unanswered};
 use input::{Command, Completeness};
 
-use crate::event_loop::Sigint;
+use crossbeam_channel::Sender;
+
+use crate::event_loop::{Event, EventLoop, Sigint};
 use crate::runtime::{Error, Runtime, Settings};
 use crate::script::{Role, ScriptError};
 
 /// How wide values are laid out when the output is not a terminal.
 const PLAIN_WIDTH: usize = 100;
+/// How long the last output may take to reach the screen when the REPL leaves while
+/// the editor waits for a key.
+const FRONT_END_STACK: usize = 8 * 1024 * 1024;
+const LAST_OUTPUT_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Runs the REPL: loads `scripts` (and runs `zeek_init()`), then serves the loop on
 /// this thread and the front end on another until the session ends. Returns the exit
@@ -61,9 +67,15 @@ pub fn run(scripts: &[PathBuf], settings: &Settings) -> Result<i32, Error> {
         None
     };
     let front_gate = gate.clone();
+    let events = runtime.sender();
     let front_end = std::thread::Builder::new()
         .name("repl".into())
-        .spawn(move || front_end(interactive, evaluator, front_gate));
+        // Room for the parser's recursion on deeply nested input (see `input`).
+        .stack_size(FRONT_END_STACK)
+        .spawn(move || {
+            let _stop_if_lost = StopIfLost(events);
+            front_end(interactive, evaluator, front_gate)
+        });
     let front_end = match front_end {
         Ok(thread) => thread,
         Err(e) => {
@@ -76,18 +88,39 @@ pub fn run(scripts: &[PathBuf], settings: &Settings) -> Result<i32, Error> {
     let code = runtime.run();
     drop(finished);
     if gate.finish() {
+        // The front end waits for a key (or a line) and cannot be woken: print what
+        // is left, put the terminal back, and let the process end without it.
         if let Some(output) = gate.output() {
-            output.flush(std::time::Duration::from_millis(500));
+            output.flush(LAST_OUTPUT_PATIENCE);
         }
         crate::console::set_sink(None);
-        if let Some(saved) = saved_terminal {
-            saved.restore();
+        if interactive {
+            if let Some(saved) = saved_terminal {
+                saved.restore();
+            }
+            println!("\nthe supervisor has stopped; leaving the REPL");
         }
-        println!("\nthe supervisor has stopped; leaving the REPL");
     } else {
         let _ = front_end.join();
     }
     Ok(code)
+}
+
+/// Stops the supervisor if the front end's thread ends in a panic: with nobody left
+/// to type `:quit`, it would otherwise serve on unreachable.
+struct StopIfLost(Sender<Event>);
+
+impl Drop for StopIfLost {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = self
+                .0
+                .send(Event::Task(Box::new(|event_loop: &mut EventLoop| {
+                    log::error!("the REPL failed; stopping every node");
+                    event_loop.terminate();
+                })));
+        }
+    }
 }
 
 /// The front end's thread: a terminal or plain console, and the session on it.

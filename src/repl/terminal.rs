@@ -49,7 +49,8 @@ const FLUSH_PATIENCE: Duration = Duration::from_millis(250);
 const HISTORY_SIZE: usize = 1000;
 
 enum Out {
-    Text(Stream, String),
+    /// Whole lines, for the terminal (stdout and stderr are the same screen here).
+    Text(String),
     /// Answered once everything queued before it was printed.
     Flush(Sender<()>),
     /// The last message: the thread ends.
@@ -67,8 +68,8 @@ impl Output {
     /// Queues text (whole lines) for the terminal; falls back to writing it at once
     /// when the queue is full, since the caller is not the loop thread.
     fn print(&self, stream: Stream, text: String) {
-        if let Err(unsent) = self.queue.try_send(Out::Text(stream, text)) {
-            if let Out::Text(stream, text) = unsent.into_inner() {
+        if let Err(unsent) = self.queue.try_send(Out::Text(text)) {
+            if let Out::Text(text) = unsent.into_inner() {
                 write_direct(stream, text.as_bytes());
             }
         }
@@ -97,7 +98,7 @@ impl Sink for QueueSink {
             return;
         }
         let text = String::from_utf8_lossy(bytes).into_owned();
-        if self.output.queue.try_send(Out::Text(stream, text)).is_err() {
+        if self.output.queue.try_send(Out::Text(text)).is_err() {
             let lines = bytes.iter().filter(|&&b| b == b'\n').count().max(1);
             self.output.dropped.fetch_add(lines, Ordering::Relaxed);
         }
@@ -148,7 +149,7 @@ fn print_queued<P: ExternalPrinter>(
     };
     for out in queued {
         match out {
-            Out::Text(_, text) => print(text),
+            Out::Text(text) => print(text),
             Out::Flush(done) => {
                 let _ = done.send(());
             }
@@ -290,8 +291,8 @@ impl Terminal {
             .and_then(|c| c.max_history_size(HISTORY_SIZE))
             .map_err(|e| format!("cannot set up the line editor: {e}"))?
             .build();
-        let colour = config.color_mode() != rustyline::ColorMode::Disabled
-            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+        let colour = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
         let mut editor: Editor<ReplHelper, DefaultHistory> = Editor::with_config(config)
             .map_err(|e| format!("cannot set up the line editor: {e}"))?;
         editor.set_helper(Some(ReplHelper {
