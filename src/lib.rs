@@ -14,8 +14,7 @@
 //!   the next deadline as timeout (`event_loop`), so an idle supervisor uses no CPU;
 //! - the **I/O thread** (`process::reactor`) waits with epoll on every node's pidfd and
 //!   output pipes and on the signal self-pipe, and sends `Event`s to the loop: output
-//!   lines, exits (after the exiting node's output), SIGTERM/SIGINT.
-//!
+//!   lines, exits (after the exiting node's output), SIGTERM/SIGINT;
 //! - in `repl`, the **REPL thread** (`repl`) runs the line editor; each complete input
 //!   goes to the loop as an `Event::Task`, is evaluated there, and its rendered value
 //!   comes back on a channel. An output thread prints node output, script prints and
