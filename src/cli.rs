@@ -1,4 +1,4 @@
-//! The command line (clap): `run`, `exec`, `ctl`, and the hidden `__node` a supervisor
+//! The command line (clap): `run`, `exec`, `repl`, `ctl`, and the hidden `__node` a supervisor
 //! uses to start a script node.
 
 use std::path::PathBuf;
@@ -44,6 +44,21 @@ pub enum Command {
     Exec {
         #[arg(required = true, value_name = "SCRIPT")]
         scripts: Vec<PathBuf>,
+    },
+    /// An interactive supervisor: Rhai statements typed at a prompt run in the
+    /// supervisor, and the nodes they create are real. Ctrl-D or :quit stops every node,
+    /// runs zeek_done() and leaves. When stdin is not a terminal, statements are read
+    /// from it line by line, without a prompt, until its end.
+    Repl {
+        /// Scripts to load first, in order, as `run` does (script nodes load them too).
+        #[arg(value_name = "SCRIPT")]
+        scripts: Vec<PathBuf>,
+        /// Evaluate in a running supervisor over its control socket instead (at PATH, or
+        /// where `ctl` would look) rather than start one.
+        #[arg(long, value_name = "PATH", num_args = 0..=1, conflicts_with = "scripts")]
+        attach: Option<Option<PathBuf>>,
+        #[command(flatten)]
+        socket: SocketArgs,
     },
     /// Control a running supervisor over its Unix socket.
     Ctl(CtlArgs),

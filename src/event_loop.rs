@@ -44,7 +44,8 @@ pub enum Event {
 pub enum Sigint {
     /// Shut down, as SIGTERM.
     Shutdown,
-    /// Only stop the running statement (an interactive session).
+    /// Only stop the running statement (an interactive session); during shutdown,
+    /// kill the nodes that are still stopping, as a second SIGTERM would.
     Interrupt,
 }
 
@@ -154,6 +155,12 @@ impl EventLoop {
         self.begin_shutdown(0, true);
     }
 
+    /// Shutdown has begun, or a script asked for it (`terminate()`, `exit(code)`) and
+    /// the loop will begin it when the running call returns.
+    pub fn is_stopping(&self) -> bool {
+        self.phase != Phase::Serving || self.host.shared().borrow().exit.is_some()
+    }
+
     fn handle(&mut self, event: Event) {
         match event {
             Event::Output {
@@ -181,7 +188,12 @@ impl EventLoop {
             return;
         }
         self.interrupt.store(false, Ordering::SeqCst);
-        if signal == Signal::SIGINT && self.sigint == Sigint::Interrupt {
+        // In an interactive session Ctrl-C only stops the running statement; once the
+        // nodes are being stopped it is the impatient user's way to kill them now.
+        if signal == Signal::SIGINT
+            && self.sigint == Sigint::Interrupt
+            && self.phase == Phase::Serving
+        {
             return;
         }
         match self.phase {

@@ -19,6 +19,11 @@
 //!   every client of the control socket with `poll`: it reads request lines, decodes
 //!   them, sends each to the loop as an `Event::Task`, and writes the answer that the
 //!   task sends back on its reply channel. The loop never touches a client socket.
+//! - in `repl`, the **REPL thread** (`repl`) runs the line editor; each complete input
+//!   goes to the loop as an `Event::Task`, is evaluated there, and its rendered value
+//!   comes back on a channel. An output thread prints node output, script prints and
+//!   logs above the prompt (the `console` sink), so the loop never waits for the
+//!   terminal.
 //!
 //! No thread per node or per client; the channel is bounded, so a node that writes faster than the
 //! loop handles lines is slowed by its full pipe instead of growing our memory.
@@ -48,6 +53,7 @@ pub mod control;
 pub mod event_loop;
 pub mod node;
 pub mod process;
+pub mod repl;
 pub mod runtime;
 pub mod script;
 pub mod supervisor;

@@ -40,6 +40,18 @@ fn main() {
             serve(Role::Supervisor, &scripts, socket.path(), &settings)
         }
         (None, Command::Exec { scripts }) => serve(Role::Plain, &scripts, None, &settings),
+        (
+            None,
+            Command::Repl {
+                attach: Some(path), ..
+            },
+        ) => rhai_supervisor::repl::attach(&rhai_supervisor::control::socket_path(path.as_deref())),
+        (
+            None,
+            Command::Repl {
+                scripts, socket, ..
+            },
+        ) => rhai_supervisor::repl::run(&scripts, socket.path(), &settings),
         (None, Command::Ctl(args)) => Ok(rhai_supervisor::control::ctl::run(&args)),
         (None, Command::Node { .. }) => Err(Error::Setup("no node payload".into())),
     };

@@ -7,7 +7,7 @@ fn help_and_version_exit_zero() {
     let sandbox = Sandbox::new("help");
     let help = sandbox.run(&["--help"]);
     assert_eq!(help.code(), Some(0));
-    for command in ["run", "exec"] {
+    for command in ["run", "exec", "repl"] {
         assert!(help.stdout.contains(command), "{}", help.stdout);
     }
     let version = sandbox.run(&["--version"]);

@@ -10,6 +10,9 @@
 //! - `reliability`: faults in scripts, nodes and the OS; crash loops; leaks
 //! - `control`: the control socket and `ctl`: every command, the socket file (mode,
 //!   stale, taken, removed), bad and hostile clients, many clients, exit statuses
+//! - `repl`: the interactive REPL through a pseudo-terminal (prompt, multi-line input,
+//!   errors, Ctrl-C, completion, history, nodes, output above the prompt), and the
+//!   same REPL reading a pipe
 //!
 //! `util` holds the helpers: a sandbox directory per test, the binary started in it,
 //! and waiting on conditions with deadlines.
@@ -22,4 +25,5 @@ mod control;
 mod nodes;
 mod output;
 mod reliability;
+mod repl;
 mod supervision;

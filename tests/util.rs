@@ -135,7 +135,7 @@ pub struct Collected {
 }
 
 impl Collected {
-    fn from(mut stream: impl Read + Send + 'static) -> Collected {
+    pub fn from(mut stream: impl Read + Send + 'static) -> Collected {
         let collected = Collected::default();
         let sink = collected.clone();
         std::thread::spawn(move || {

@@ -429,7 +429,7 @@ impl Host {
         }
         self.refresh_hooks();
         for (name, ast) in compiled {
-            self.run_top_level(&ast)
+            self.run_top_level(&ast, Some(self.limits.call_time))
                 .map_err(|e| ScriptError::eval(Some(&name), &e))
                 .map(drop)?;
             if self.shared.borrow().exit.is_some() {
@@ -442,13 +442,23 @@ impl Host {
     /// Runs one piece of code (a REPL line, a control `eval`) in the program: its
     /// functions are kept, its variables join the globals.
     pub fn eval(&mut self, code: &str) -> Result<Dynamic, ScriptError> {
+        self.eval_limited(code, Some(self.limits.call_time))
+    }
+
+    /// As `eval`, with `call_time` as its time limit instead of the usual one; `None`
+    /// runs it without one (an interactive session, where Ctrl-C stops a statement).
+    pub fn eval_limited(
+        &mut self,
+        code: &str,
+        call_time: Option<Duration>,
+    ) -> Result<Dynamic, ScriptError> {
         let ast = self
             .engine
             .compile_with_scope(&self.scope, code)
             .map_err(|e| ScriptError::parse(None, &e))?;
         self.program += ast.clone_functions_only();
         self.refresh_hooks();
-        self.run_top_level(&ast)
+        self.run_top_level(&ast, call_time)
             .map_err(|e| ScriptError::eval(None, &e))
     }
 
@@ -456,10 +466,14 @@ impl Host {
     /// program), publishing the global variables after each, so a function called from
     /// the next statement already sees a global defined by the previous one. Returns
     /// the value of the last statement.
-    fn run_top_level(&mut self, ast: &AST) -> Result<Dynamic, Box<EvalAltResult>> {
+    fn run_top_level(
+        &mut self,
+        ast: &AST,
+        call_time: Option<Duration>,
+    ) -> Result<Dynamic, Box<EvalAltResult>> {
         let functions = self.program.shared_lib().clone();
         let source = ast.source().unwrap_or_default().to_string();
-        self.limited(|host| {
+        self.limited_for(call_time, |host| {
             let mut last = Dynamic::UNIT;
             for statement in ast.statements() {
                 let one =
@@ -543,6 +557,11 @@ impl Host {
         records::render(value, true)
     }
 
+    /// The value of a global variable (or constant), for completion.
+    pub fn global(&self, name: &str) -> Option<Dynamic> {
+        self.scope.get(name).map(Dynamic::flatten_clone)
+    }
+
     /// Names of global variables and script functions, for completion.
     pub fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = self.scope.iter().map(|(n, _, _)| n.to_string()).collect();
@@ -555,10 +574,19 @@ impl Host {
         &mut self,
         f: impl FnOnce(&mut Host) -> Result<T, Box<EvalAltResult>>,
     ) -> Result<T, Box<EvalAltResult>> {
+        self.limited_for(Some(self.limits.call_time), f)
+    }
+
+    /// Runs `f` with at most `call_time` (`None`: no limit) unless an outer call
+    /// already set a deadline.
+    fn limited_for<T>(
+        &mut self,
+        call_time: Option<Duration>,
+        f: impl FnOnce(&mut Host) -> Result<T, Box<EvalAltResult>>,
+    ) -> Result<T, Box<EvalAltResult>> {
         let outer = self.deadline.get();
         if outer.is_none() {
-            self.deadline
-                .set(Some(Instant::now() + self.limits.call_time));
+            self.deadline.set(call_time.map(|t| Instant::now() + t));
         }
         let result = f(self);
         self.deadline.set(outer);

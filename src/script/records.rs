@@ -179,6 +179,67 @@ pub fn render(v: &Dynamic, debug_form: bool) -> String {
     v.to_string()
 }
 
+/// The names a script can read after a dot on `v`: a record's fields, a map's keys,
+/// a role's `name`. `None` for other values.
+pub fn field_names(v: &Dynamic) -> Option<Vec<String>> {
+    fn of<R: Record>() -> Vec<String> {
+        R::FIELDS
+            .iter()
+            .chain(R::COMPUTED)
+            .map(|f| f.to_string())
+            .collect()
+    }
+    if v.is::<NodeConfig>() {
+        Some(of::<NodeConfig>())
+    } else if v.is::<ClusterEndpoint>() {
+        Some(of::<ClusterEndpoint>())
+    } else if v.is::<NodeStatus>() {
+        Some(of::<NodeStatus>())
+    } else if v.is::<Status>() {
+        Some(of::<Status>())
+    } else if v.is::<ClusterRole>() {
+        Some(vec!["name".into()])
+    } else {
+        v.read_lock::<Map>()
+            .map(|m| m.keys().map(|k| k.to_string()).collect())
+    }
+}
+
+/// Every field name of every record type, for a dot after a value of unknown type.
+pub fn all_field_names() -> Vec<&'static str> {
+    let mut names: Vec<&'static str> = [
+        NodeConfig::FIELDS,
+        NodeConfig::COMPUTED,
+        ClusterEndpoint::FIELDS,
+        NodeStatus::FIELDS,
+        NodeStatus::COMPUTED,
+        Status::FIELDS,
+        &["name"],
+    ]
+    .concat();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// What `v.name` reads, for a record, a map or a role; `None` when there is no such
+/// field. Reading has no side effects.
+pub fn field(v: &Dynamic, name: &str) -> Option<Dynamic> {
+    fn get<R: Record>(v: &Dynamic, name: &str) -> Option<Dynamic> {
+        let record = v.read_lock::<R>()?;
+        R::FIELDS
+            .iter()
+            .chain(R::COMPUTED)
+            .any(|f| *f == name)
+            .then(|| record.get(name))
+    }
+    get::<NodeConfig>(v, name)
+        .or_else(|| get::<ClusterEndpoint>(v, name))
+        .or_else(|| get::<NodeStatus>(v, name))
+        .or_else(|| get::<Status>(v, name))
+        .or_else(|| v.read_lock::<Map>()?.get(name).cloned())
+}
+
 fn map_key(key: &str) -> String {
     let plain = key
         .chars()
@@ -752,6 +813,27 @@ mod tests {
             debug(&cfg),
             r#"Supervisor::NodeConfig(#{name: "w1", scripts: ["a.rhai"], cpu_affinity: 1})"#
         );
+    }
+
+    #[test]
+    fn fields_for_completion() {
+        let mut cfg = NodeConfig::named("w1");
+        cfg.cluster.insert("m".into(), ClusterEndpoint::default());
+        let v = Dynamic::from(cfg);
+        let names = field_names(&v).unwrap();
+        assert!(names.contains(&"directory".to_string()), "{names:?}");
+        let cluster = field(&v, "cluster").unwrap();
+        assert_eq!(field_names(&cluster).unwrap(), vec!["m".to_string()]);
+        let endpoint = field(&cluster, "m").unwrap();
+        assert!(
+            field_names(&endpoint)
+                .unwrap()
+                .contains(&"role".to_string())
+        );
+        assert!(field(&v, "nonsense").is_none());
+        assert!(field_names(&Dynamic::from(3_i64)).is_none());
+        let all = all_field_names();
+        assert!(all.contains(&"restarts") && all.contains(&"p") && all.contains(&"nodes"));
     }
 
     #[test]
