@@ -271,6 +271,21 @@ fn function_name(name: &str) -> String {
     }
 }
 
+thread_local! {
+    static STANDARD_PACKAGE: std::cell::OnceCell<rhai::Shared<rhai::Module>> = const { std::cell::OnceCell::new() };
+}
+
+/// Rhai's standard library (strings, arrays, maps, math, ...), built on first use and
+/// shared by every engine of the thread. Building it is most of what an engine costs,
+/// so the stem builds it before it forks nodes, which then find it ready.
+pub fn standard_package() -> rhai::Shared<rhai::Module> {
+    use rhai::packages::Package;
+    STANDARD_PACKAGE.with(|cell| {
+        cell.get_or_init(|| rhai::packages::StandardPackage::new().as_shared_module())
+            .clone()
+    })
+}
+
 /// The hooks a script may define, by name and number of parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
@@ -329,7 +344,12 @@ impl Host {
     /// A host for `shared`'s role. `interrupt`, when set (by a signal handler), stops a
     /// running call so the loop can handle the signal.
     pub fn new(shared: Shared, limits: Limits, interrupt: Arc<AtomicBool>) -> Host {
-        let mut engine = Engine::new();
+        // `Engine::new` without its printing defaults, and with the standard library
+        // built once per process (see `standard_package`).
+        let mut engine = Engine::new_raw();
+        engine.register_global_module(standard_package());
+        engine.set_module_resolver(rhai::module_resolvers::FileModuleResolver::new());
+        engine.set_max_strings_interned(256);
         engine
             .set_max_call_levels(limits.call_levels)
             .set_max_expr_depths(limits.expr_depth, limits.function_expr_depth)
