@@ -62,6 +62,9 @@ pub enum Command {
     },
     /// Control a running supervisor over its Unix socket.
     Ctl(CtlArgs),
+    /// Fork script nodes for a supervisor (started by a supervisor, not by hand).
+    #[command(name = "__stem", hide = true)]
+    Stem,
     /// Run as a supervised script node (started by a supervisor, not by hand).
     #[command(name = "__node", hide = true)]
     Node {

@@ -25,6 +25,11 @@
 //!   logs above the prompt (the `console` sink), so the loop never waits for the
 //!   terminal.
 //!
+//! Processes: besides the nodes, a supervisor that runs script nodes has one helper
+//! process, the **stem** (`process::stem`): single-threaded, with Rhai's standard
+//! library built, it forks each script node on request so that the node is the
+//! supervisor's own child but skips exec and the library's construction.
+//!
 //! No thread per node or per client; the channel is bounded, so a node that writes faster than the
 //! loop handles lines is slowed by its full pipe instead of growing our memory.
 //!

@@ -34,6 +34,9 @@ fn main() {
         ..Settings::default()
     };
     settings.limits.call_time = cli.call_time_limit;
+    if let Some(ms) = payload.as_ref().and_then(|p| p.call_time_ms) {
+        settings.limits.call_time = std::time::Duration::from_millis(ms);
+    }
     let outcome = match (payload, cli.command) {
         (Some(payload), _) => rhai_supervisor::node::run(payload, &settings),
         (None, Command::Run { scripts, socket }) => {
@@ -52,6 +55,7 @@ fn main() {
                 scripts, socket, ..
             },
         ) => rhai_supervisor::repl::run(&scripts, socket.path(), &settings),
+        (None, Command::Stem) => Ok(rhai_supervisor::process::stem::serve(init_logging)),
         (None, Command::Ctl(args)) => Ok(rhai_supervisor::control::ctl::run(&args)),
         (None, Command::Node { .. }) => Err(Error::Setup("no node payload".into())),
     };

@@ -36,10 +36,15 @@ pub fn run(payload: NodePayload, settings: &Settings) -> Result<i32, Error> {
 }
 
 /// For programs that embed the library and create script nodes: call this first in
-/// `main`. Script nodes are started as `PROGRAM __node NAME`; when this process is one,
-/// this runs the node and returns its exit status. Otherwise it returns `None` at once.
+/// `main`. Script nodes are started as `PROGRAM __node NAME` or forked from a stem
+/// started as `PROGRAM __stem`; when this process is one of those, this serves that
+/// role and returns the exit status. Otherwise it returns `None` at once.
 pub fn serve_if_node(settings: &Settings) -> Option<i32> {
-    if std::env::args_os().nth(1).is_none_or(|arg| arg != "__node") {
+    let role = std::env::args_os().nth(1)?;
+    if role == "__stem" {
+        return Some(crate::process::stem::serve(|_| {}));
+    }
+    if role != "__node" {
         return None;
     }
     let code = match take_payload() {

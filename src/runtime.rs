@@ -110,6 +110,7 @@ impl Runtime {
                     .map_err(|e| setup("cannot find this program", e))?,
             };
             launcher.child_nofile = raise_nofile_limit();
+            launcher.call_time = settings.limits.call_time;
             let mut supervisor = Supervisor::new(launcher, reactor.watcher());
             if adopting {
                 supervisor.adopt_leftovers();

@@ -59,6 +59,7 @@ fn cluster_layout_env_and_directory() {
         if Supervisor::is_supervisor() {
             Supervisor::create(#{name: "w1", cluster: layout, directory: "nodes/w1", env: #{GREETING: "hello", N: 5}});
             Supervisor::create(#{name: "solo", directory: "nodes/solo"});
+            Supervisor::create(#{name: "cmd", cluster: layout, env: #{GREETING: "hi"}, command: ["sleep", "300"]});
         }
         fn zeek_init() {
             if Supervisor::is_supervised() {
@@ -101,9 +102,17 @@ fn cluster_layout_env_and_directory() {
         proc_cwd(w1).unwrap(),
         sandbox.path("nodes/w1").canonicalize().unwrap()
     );
-    let env = proc_env(w1);
-    assert!(env.contains(&("CLUSTER_NODE".into(), "w1".into())));
-    assert!(env.contains(&("GREETING".into(), "hello".into())));
+    // A script node is forked from the stem, so its /proc environ is the stem's; what it
+    // sees (getenv, above) and what its children inherit is its own. A command node's is
+    // its own from the start.
+    let out = sup.expect_stdout("started cmd pid=");
+    let cmd = numbers_after(&out, "started cmd pid=")[0];
+    let env = proc_env(cmd);
+    assert!(
+        env.contains(&("CLUSTER_NODE".into(), "cmd".into())),
+        "{env:?}"
+    );
+    assert!(env.contains(&("GREETING".into(), "hi".into())), "{env:?}");
     sup.signal(SIGTERM);
     assert_eq!(sup.expect_exit(), Some(0));
 }

@@ -321,3 +321,79 @@ fn the_shipped_crash_demo_revives_five_times() {
         out.stdout
     );
 }
+
+/// The process name (`comm`) and command line of a process.
+fn comm_and_cmdline(pid: i32) -> (String, String) {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    (
+        comm.trim().to_string(),
+        String::from_utf8_lossy(&cmdline)
+            .replace('\0', " ")
+            .trim()
+            .to_string(),
+    )
+}
+
+#[test]
+fn script_nodes_are_forked_from_a_stem_that_is_replaced_when_it_dies() {
+    let sandbox = Sandbox::new("stem");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        fn node_status(node, pid) { print(`started ${node} pid=${pid}`); }
+        if Supervisor::is_supervisor() {
+            Supervisor::create(#{name: "first"});
+            schedule(0, || {});
+        } else {
+            print(`I am ${Supervisor::node().name}`);
+        }
+        "#,
+    );
+    let mut sup = sandbox.start(&["run", "--no-socket", "s.rhai"]);
+    let out = sup.expect_stdout("[first] I am first");
+    let first = numbers_after(&out, "started first pid=")[0];
+    let (comm, cmdline) = comm_and_cmdline(first);
+    assert_eq!(comm, "first");
+    assert!(cmdline.ends_with("__stem"), "{cmdline}");
+    // The node is the supervisor's own child, not the stem's.
+    assert_eq!(proc_status(first, "PPid").unwrap(), sup.pid().to_string());
+    let stem = children_of(sup.pid())
+        .into_iter()
+        .find(|&p| p != first && comm_and_cmdline(p).1.ends_with("__stem"))
+        .expect("a stem process");
+    assert!(kill(stem, SIGKILL));
+    assert!(wait_until(PATIENCE, || !alive(stem)));
+    // The next script node gets a new stem.
+    kill(first, SIGKILL);
+    let out = sup.expect_stdout_count("[first] I am first", 2);
+    let second = numbers_after(&out, "started first pid=")[1];
+    assert_eq!(comm_and_cmdline(second).0, "first");
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+    assert!(children_of(sup.pid()).is_empty());
+}
+
+#[test]
+fn script_nodes_can_be_started_by_exec() {
+    let sandbox = Sandbox::new("nostem");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        fn node_status(node, pid) { print(`started ${node} pid=${pid}`); }
+        if Supervisor::is_supervisor() {
+            Supervisor::create(#{name: "w", env: #{X: "1"}});
+        } else {
+            print(`I am ${Supervisor::node().name}, X=${getenv("X")}`);
+        }
+        "#,
+    );
+    let mut sup = sandbox.start_with(&["run", "--no-socket", "s.rhai"], |c| {
+        c.env("RHAI_SUPERVISOR_NO_STEM", "1");
+    });
+    let out = sup.expect_stdout("[w] I am w, X=1");
+    let pid = numbers_after(&out, "started w pid=")[0];
+    assert!(comm_and_cmdline(pid).1.ends_with("__node w"));
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+}

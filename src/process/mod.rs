@@ -20,6 +20,7 @@ pub mod plan;
 pub mod reactor;
 pub mod rotate;
 pub mod spawn;
+pub mod stem;
 pub mod tree;
 
 use nix::sys::signal::{Signal, killpg};

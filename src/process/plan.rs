@@ -30,6 +30,9 @@ pub struct NodePayload {
     pub scripts: Vec<PathBuf>,
     /// The supervisor's log level, so a node logs like its supervisor.
     pub log_level: String,
+    /// The supervisor's time limit for one script call, in milliseconds.
+    #[serde(default)]
+    pub call_time_ms: Option<u64>,
 }
 
 /// The supervisor-wide inputs to every plan.
@@ -48,6 +51,11 @@ pub struct Launcher {
     pub cores: Vec<usize>,
     /// The open-file limits nodes get (the supervisor raises its own).
     pub child_nofile: Option<(u64, u64)>,
+    /// Start script nodes by forking them from a stem process (see `stem`) rather than
+    /// by exec.
+    pub stem: bool,
+    /// The time limit for one script call that script nodes get.
+    pub call_time: std::time::Duration,
 }
 
 impl Launcher {
@@ -62,6 +70,9 @@ impl Launcher {
             log_level,
             cores: available_cores(),
             child_nofile: None,
+            // RHAI_SUPERVISOR_NO_STEM=1 starts every script node by exec instead.
+            stem: std::env::var_os("RHAI_SUPERVISOR_NO_STEM").is_none(),
+            call_time: crate::script::Limits::default().call_time,
         })
     }
 }
@@ -105,6 +116,8 @@ pub struct SpawnPlan {
     pub death_signal: Signal,
     /// Open-file limits (soft, hard) to set in the node.
     pub nofile: Option<(u64, u64)>,
+    /// What a script node starts from (also in `env`, for a node that is exec'd).
+    pub payload: Option<NodePayload>,
 }
 
 /// Plans `config` for a start now. Creates the node's directory.
@@ -168,6 +181,7 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
         env.push(("CLUSTER_NODE".into(), name.into()));
     }
 
+    let mut script_payload = None;
     let (program, args, death_signal, env_remove) = match &config.command {
         Some(command) => {
             for arg in command {
@@ -195,10 +209,12 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
                 config: config.clone(),
                 scripts,
                 log_level: launcher.log_level.to_string(),
+                call_time_ms: Some(launcher.call_time.as_millis() as u64),
             };
             let json = serde_json::to_string(&payload)
                 .map_err(|e| fail(format!("cannot encode the node's configuration: {e}")))?;
             env.push((NODE_ENV.into(), json.into()));
+            script_payload = Some(payload);
             let mut args = launcher.node_args.clone();
             args.push(name.into());
             // A script node shuts down cleanly (zeek_done) on SIGTERM.
@@ -223,6 +239,7 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
         cpu,
         death_signal,
         nofile: launcher.child_nofile,
+        payload: script_payload,
     })
 }
 
@@ -320,6 +337,8 @@ mod tests {
             log_level: log::LevelFilter::Info,
             cores: vec![0, 1],
             child_nofile: None,
+            stem: false,
+            call_time: std::time::Duration::from_secs(1),
         }
     }
 

@@ -41,10 +41,7 @@ pub struct Spawned {
 /// instance tag its descendants inherit (`tree::OWNER_ENV`).
 pub fn spawn(plan: &SpawnPlan, supervisor: Pid, owner: &str) -> Result<Spawned, String> {
     let name = &plan.name;
-    let (stdout_stdio, stdout) =
-        stream(&plan.stdout, "stdout_file").map_err(|e| format!("node '{name}': {e}"))?;
-    let (stderr_stdio, stderr) =
-        stream(&plan.stderr, "stderr_file").map_err(|e| format!("node '{name}': {e}"))?;
+    let [(stdout_end, stdout), (stderr_end, stderr)] = streams(plan)?;
 
     let mut command = Command::new(&plan.program);
     command.args(&plan.args);
@@ -58,8 +55,8 @@ pub fn spawn(plan: &SpawnPlan, supervisor: Pid, owner: &str) -> Result<Spawned, 
     }
     command
         .stdin(Stdio::null())
-        .stdout(stdout_stdio)
-        .stderr(stderr_stdio)
+        .stdout(Stdio::from(stdout_end))
+        .stderr(Stdio::from(stderr_end))
         .process_group(0);
 
     let cpus = match plan.cpu {
@@ -105,15 +102,7 @@ pub fn spawn(plan: &SpawnPlan, supervisor: Pid, owner: &str) -> Result<Spawned, 
     // The child is reaped by pid when the reactor reports its exit; std's handle is not
     // needed (dropping it neither waits nor kills).
     drop(child);
-    let pidfd = match pidfd_open(pid) {
-        Ok(fd) => fd,
-        Err(e) => {
-            // Without a pidfd its exit would go unseen: take it down again at once.
-            super::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(pid, None);
-            return Err(format!("node '{name}': cannot watch pid {pid}: {e}"));
-        }
-    };
+    let pidfd = watch(pid, name)?;
     Ok(Spawned {
         pid,
         pidfd,
@@ -122,21 +111,42 @@ pub fn spawn(plan: &SpawnPlan, supervisor: Pid, owner: &str) -> Result<Spawned, 
     })
 }
 
-/// The child's end of a stream and, when captured, the supervisor's read end.
-fn stream(output: &Output, field: &str) -> Result<(Stdio, Option<OwnedFd>), String> {
+/// A pidfd for our new child `pid`; if there is none, the child is taken down again at
+/// once, since its exit would go unseen.
+pub fn watch(pid: Pid, name: &str) -> Result<OwnedFd, String> {
+    match pidfd_open(pid) {
+        Ok(fd) => Ok(fd),
+        Err(e) => {
+            super::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(pid, None);
+            Err(format!("node '{name}': cannot watch pid {pid}: {e}"))
+        }
+    }
+}
+
+/// The node's stdout and stderr: for each, the child's end and, when captured, the
+/// supervisor's (non-blocking) read end.
+pub fn streams(plan: &SpawnPlan) -> Result<[(OwnedFd, Option<OwnedFd>); 2], String> {
+    let name = &plan.name;
+    let stdout = stream(&plan.stdout, "stdout_file").map_err(|e| format!("node '{name}': {e}"))?;
+    let stderr = stream(&plan.stderr, "stderr_file").map_err(|e| format!("node '{name}': {e}"))?;
+    Ok([stdout, stderr])
+}
+
+fn stream(output: &Output, field: &str) -> Result<(OwnedFd, Option<OwnedFd>), String> {
     match output {
         Output::Capture | Output::Rotated(_) => {
             let (read, write) = pipe2(OFlag::O_CLOEXEC)
                 .map_err(|e| format!("cannot create a pipe: {}", crate::process::errno_text(e)))?;
             fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
                 .map_err(|e| format!("cannot set up a pipe: {}", crate::process::errno_text(e)))?;
-            Ok((Stdio::from(write), Some(read)))
+            Ok((write, Some(read)))
         }
         Output::File(path) => {
             let file = open_output(path).map_err(|e| {
                 format!("cannot open {field} '{}': {}", path.display(), os_error(&e))
             })?;
-            Ok((Stdio::from(file), None))
+            Ok((file.into(), None))
         }
     }
 }

@@ -58,11 +58,13 @@ pub fn owner_of(pid: Pid, supervisor: Pid) -> Option<ProcId> {
         .map(ProcId)
 }
 
-/// Reaps every exited child that is not one of `leaders` (whose exits the I/O thread
-/// reports and the loop collects), stopping at the first leader found, which will be
-/// collected shortly and lets the next call go further. Returns the reaped pids.
-pub fn reap_adopted(is_leader: impl Fn(Pid) -> bool) -> Vec<Pid> {
+/// Reaps every exited child for which `is_ours` is false (node leaders, whose exits the
+/// I/O thread reports and the loop collects, and the stem), stopping at the first one
+/// for which it is true: that one is returned, to be collected by its owner, which lets
+/// the next call go further. Returns the reaped pids too.
+pub fn reap_adopted(is_ours: impl Fn(Pid) -> bool) -> (Vec<Pid>, Option<Pid>) {
     let mut reaped = Vec::new();
+    let mut stopped_at = None;
     loop {
         let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
         let pid = match waitid(Id::All, flags) {
@@ -78,7 +80,8 @@ pub fn reap_adopted(is_leader: impl Fn(Pid) -> bool) -> Vec<Pid> {
                 break;
             }
         };
-        if is_leader(pid) {
+        if is_ours(pid) {
+            stopped_at = Some(pid);
             break;
         }
         match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
@@ -92,7 +95,7 @@ pub fn reap_adopted(is_leader: impl Fn(Pid) -> bool) -> Vec<Pid> {
             }
         }
     }
-    reaped
+    (reaped, stopped_at)
 }
 
 #[cfg(test)]

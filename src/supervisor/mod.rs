@@ -24,10 +24,12 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::config::{NodeConfig, NodeStatus, OutputLine, Status};
+use crate::process::plan::NodePayload;
 use crate::process::plan::{Launcher, Output, SpawnPlan, plan};
 use crate::process::reactor::{Watch, Watcher};
 use crate::process::rotate::RotatingFile;
-use crate::process::spawn::spawn;
+use crate::process::spawn::{Spawned, spawn, streams, watch};
+use crate::process::stem::{self, Stem, StemError};
 use crate::process::{ProcId, Stream, lines, reap, signal_group};
 pub use node::{Action, Node, NodeState, RevivalPolicy};
 
@@ -96,6 +98,8 @@ pub struct Supervisor {
     retired_order: VecDeque<ProcId>,
     /// A scan for adopted leftovers is due.
     sweep_due: bool,
+    /// The process that forks script nodes, once one was needed.
+    stem: Option<Stem>,
 }
 
 impl Supervisor {
@@ -116,6 +120,7 @@ impl Supervisor {
             retired: HashMap::new(),
             retired_order: VecDeque::new(),
             sweep_due: false,
+            stem: None,
         }
     }
 
@@ -387,6 +392,8 @@ impl Supervisor {
     pub fn stop_all(&mut self) {
         self.stopping = true;
         self.sweep_due = true;
+        // No node will start any more.
+        self.stem = None;
         self.destroy("");
     }
 
@@ -403,10 +410,25 @@ impl Supervisor {
         if !self.adopting {
             return;
         }
-        let leaders = &self.leaders;
-        for pid in crate::process::tree::reap_adopted(|pid| leaders.contains_key(&pid)) {
-            log::debug!("reaped adopted process {pid}");
-            self.strays.remove(&pid);
+        loop {
+            let stem = self.stem.as_ref().map(Stem::pid);
+            let leaders = &self.leaders;
+            let (reaped, stopped_at) = crate::process::tree::reap_adopted(|pid| {
+                leaders.contains_key(&pid) || Some(pid) == stem
+            });
+            for pid in reaped {
+                log::debug!("reaped adopted process {pid}");
+                self.strays.remove(&pid);
+            }
+            match stopped_at {
+                // The stem died: its handle collects it, and the next script node gets a
+                // new one.
+                Some(pid) if Some(pid) == stem => {
+                    log::warn!("the stem (pid {pid}) has died");
+                    self.stem = None;
+                }
+                _ => break,
+            }
         }
     }
 
@@ -544,7 +566,10 @@ impl Supervisor {
     ) -> Result<(ProcId, Pid), String> {
         let proc = ProcId(self.next_proc);
         let owner = crate::process::tree::owner_tag(self.self_pid, proc);
-        let spawned = spawn(plan, self.self_pid, &owner)?;
+        let spawned = match &plan.payload {
+            Some(payload) if self.launcher.stem => self.spawn_by_stem(plan, payload, &owner)?,
+            _ => spawn(plan, self.self_pid, &owner)?,
+        };
         self.next_proc += 1;
         let pid = spawned.pid;
         self.leaders.insert(pid, proc);
@@ -570,6 +595,55 @@ impl Supervisor {
             pid,
         });
         Ok((proc, pid))
+    }
+
+    /// Starts a script node by having the stem fork it; starts a stem first if there is
+    /// none, replaces one that fails, and falls back to exec when none can be had.
+    fn spawn_by_stem(
+        &mut self,
+        plan: &SpawnPlan,
+        payload: &NodePayload,
+        owner: &str,
+    ) -> Result<Spawned, String> {
+        let [(stdout_end, stdout), (stderr_end, stderr)] = streams(plan)?;
+        let request = stem::Request::new(plan, payload, self.self_pid, owner);
+        for _ in 0..2 {
+            let stem = match &mut self.stem {
+                Some(stem) => stem,
+                None => match Stem::start(&self.launcher.node_program, self.self_pid) {
+                    Ok(stem) => self.stem.insert(stem),
+                    Err(e) => {
+                        log::warn!("cannot start the stem ({e}); script nodes are started by exec");
+                        self.launcher.stem = false;
+                        return spawn(plan, self.self_pid, owner);
+                    }
+                },
+            };
+            match stem.spawn(&request, &stdout_end, &stderr_end) {
+                Ok(pid) => {
+                    let pidfd = watch(pid, &plan.name)?;
+                    return Ok(Spawned {
+                        pid,
+                        pidfd,
+                        stdout,
+                        stderr,
+                    });
+                }
+                Err(StemError::Refused { pid, error }) => {
+                    if let Some(pid) = pid {
+                        stem::collect(pid);
+                    }
+                    return Err(error);
+                }
+                Err(StemError::Broken(e)) => {
+                    log::warn!("the stem failed ({e}); starting another");
+                    self.stem = None;
+                }
+            }
+        }
+        log::warn!("the stem keeps failing; script nodes are started by exec");
+        self.launcher.stem = false;
+        spawn(plan, self.self_pid, owner)
     }
 
     /// SIGTERM (and SIGCONT, for a stopped process) to the process group now, SIGKILL

@@ -1,0 +1,458 @@
+//! The stem: a prepared, single-threaded process that forks script nodes.
+//!
+//! Starting a script node by exec costs an exec of this program, its dynamic loading,
+//! and building Rhai's standard library again in the new process: most of a node's
+//! start. Like Zeek's stem, the supervisor instead starts one helper process
+//! (`PROGRAM __stem`) that builds the library once and then, for each script node,
+//! forks itself. The fork inherits the ready library; the node only compiles and runs
+//! its scripts.
+//!
+//! The fork is a `clone(CLONE_PARENT)`: the node becomes the *supervisor's* child, not
+//! the stem's, so the supervisor watches it with a pidfd, reaps it by pid, and its
+//! parent-death signal fires when the supervisor's loop thread dies, exactly as for a
+//! node started by exec. The stem is single-threaded, so the forked copy holds no lock
+//! another thread owned; it then sets itself up the way `spawn`'s pre-exec step does
+//! (own process group, death signal, parent check, streams, directory, environment,
+//! core, limits) and reports `ok` (or what failed) on a pipe before it runs the node.
+//!
+//! Requests travel on a `SOCK_SEQPACKET` socket pair: one JSON message per node, with
+//! the node's stdout and stderr descriptors attached (`SCM_RIGHTS`); the answer is the
+//! node's pid or the reason it could not start. A stem that fails is replaced, and if
+//! none can be started the supervisor falls back to exec.
+
+use std::ffi::CString;
+use std::io::{IoSlice, IoSliceMut, Read};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, open};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sched::{CpuSet, sched_setaffinity};
+use nix::sys::prctl;
+use nix::sys::resource::{Resource, setrlimit};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::socket::{
+    AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recv,
+    recvmsg, send, sendmsg, socketpair,
+};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{WaitPidFlag, waitpid};
+use nix::unistd::{Pid, chdir, getppid, pipe2, setpgid};
+use serde::{Deserialize, Serialize};
+
+use super::errno_text;
+use super::plan::{NODE_ENV, NodePayload, SpawnPlan};
+use super::tree::OWNER_ENV;
+
+/// The descriptor on which the stem finds its end of the socket pair.
+const STEM_FD: RawFd = 3;
+/// The largest request; a node's configuration is far smaller.
+const MAX_MESSAGE: usize = 1 << 20;
+/// How long the supervisor waits for the stem to answer before it gives up on it.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// Everything a forked node needs besides its streams.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub name: String,
+    pub payload: NodePayload,
+    pub directory: Option<PathBuf>,
+    pub env: Vec<(String, String)>,
+    pub cpu: Option<usize>,
+    pub nofile: Option<(u64, u64)>,
+    pub owner: String,
+    pub supervisor: i32,
+}
+
+impl Request {
+    pub fn new(plan: &SpawnPlan, payload: &NodePayload, supervisor: Pid, owner: &str) -> Request {
+        Request {
+            name: plan.name.to_string(),
+            payload: payload.clone(),
+            directory: plan.directory.clone(),
+            env: plan
+                .env
+                .iter()
+                .filter(|(k, _)| k != NODE_ENV)
+                .map(|(k, v)| {
+                    (
+                        k.to_string_lossy().into_owned(),
+                        v.to_string_lossy().into_owned(),
+                    )
+                })
+                .collect(),
+            cpu: plan.cpu,
+            nofile: plan.nofile,
+            owner: owner.to_string(),
+            supervisor: supervisor.as_raw(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    Started(i32),
+    /// The node could not start; `pid` when a process was forked (and has exited).
+    Refused {
+        pid: Option<i32>,
+        error: String,
+    },
+}
+
+/// Why the stem did not start a node.
+#[derive(Debug)]
+pub enum StemError {
+    /// The node cannot start (its directory, say): what `create` reports. A process
+    /// that was forked for it has exited and must be reaped.
+    Refused { pid: Option<Pid>, error: String },
+    /// The stem itself failed: replace it.
+    Broken(String),
+}
+
+/// The supervisor's handle on its stem.
+pub struct Stem {
+    socket: OwnedFd,
+    pid: Pid,
+}
+
+impl Stem {
+    /// Starts `program __stem`. Must run on the loop thread, whose death kills the stem.
+    pub fn start(program: &Path, supervisor: Pid) -> Result<Stem, String> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )
+        .map_err(|e| format!("cannot create a socket pair: {}", errno_text(e)))?;
+        let theirs_raw = theirs.as_raw_fd();
+        let mut command = Command::new(program);
+        command
+            .arg("__stem")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0);
+        // SAFETY: runs between fork and exec; only raw system calls on values made before
+        // the fork (dup2 clears close-on-exec on the copy, so the stem keeps it).
+        unsafe {
+            command.pre_exec(move || {
+                if nix::libc::dup2(theirs_raw, STEM_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                prctl::set_pdeathsig(Signal::SIGKILL)?;
+                if getppid() != supervisor {
+                    nix::libc::_exit(1);
+                }
+                Ok(())
+            });
+        }
+        let child = command.spawn().map_err(|e| {
+            format!(
+                "cannot start '{}': {}",
+                program.display(),
+                super::os_error(&e)
+            )
+        })?;
+        let pid = Pid::from_raw(child.id() as i32);
+        drop(child);
+        Ok(Stem { socket: ours, pid })
+    }
+
+    /// Has the stem fork a node with these streams. Returns the node's pid: a child of
+    /// this process.
+    pub fn spawn(
+        &mut self,
+        request: &Request,
+        stdout: &OwnedFd,
+        stderr: &OwnedFd,
+    ) -> Result<Pid, StemError> {
+        let refused = |error: String| StemError::Refused { pid: None, error };
+        let message = serde_json::to_vec(request)
+            .map_err(|e| refused(format!("cannot encode the request: {e}")))?;
+        if message.len() > MAX_MESSAGE {
+            return Err(refused(format!(
+                "node '{}': its configuration is too large",
+                request.name
+            )));
+        }
+        let fds = [stdout.as_raw_fd(), stderr.as_raw_fd()];
+        let broken = |what: &str, e: Errno| StemError::Broken(format!("{what}: {}", errno_text(e)));
+        loop {
+            match sendmsg::<()>(
+                self.socket.as_raw_fd(),
+                &[IoSlice::new(&message)],
+                &[ControlMessage::ScmRights(&fds)],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(_) => break,
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(broken("cannot reach the stem", e)),
+            }
+        }
+        let mut ready = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&self.socket),
+            PollFlags::POLLIN,
+        )];
+        let timeout =
+            PollTimeout::try_from(PATIENCE.as_millis() as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut ready, timeout) {
+            Ok(0) => return Err(StemError::Broken("the stem did not answer in time".into())),
+            Ok(_) => {}
+            Err(e) => return Err(broken("cannot wait for the stem", e)),
+        }
+        let mut answer = vec![0u8; 64 * 1024];
+        let n = recv(self.socket.as_raw_fd(), &mut answer, MsgFlags::empty())
+            .map_err(|e| broken("cannot read the stem's answer", e))?;
+        if n == 0 {
+            return Err(StemError::Broken("the stem has gone".into()));
+        }
+        match serde_json::from_slice::<Reply>(&answer[..n]) {
+            Ok(Reply::Started(pid)) => Ok(Pid::from_raw(pid)),
+            Ok(Reply::Refused { pid, error }) => Err(StemError::Refused {
+                pid: pid.map(Pid::from_raw),
+                error,
+            }),
+            Err(e) => Err(StemError::Broken(format!(
+                "the stem's answer is invalid: {e}"
+            ))),
+        }
+    }
+}
+
+impl Stem {
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+}
+
+impl Drop for Stem {
+    fn drop(&mut self) {
+        // The pid is still the stem's: only this handle collects it (the subreaper's
+        // reaping leaves it alone), so it cannot have been reused.
+        let _ = kill(self.pid, Signal::SIGKILL);
+        let _ = waitpid(self.pid, None);
+    }
+}
+
+/// The stem's side: builds Rhai's standard library, then forks a node per request until
+/// the supervisor closes the socket. `init_logging` is called in each node.
+pub fn serve(init_logging: fn(log::LevelFilter)) -> i32 {
+    // SAFETY: the supervisor put our end of the socket pair at this descriptor before
+    // exec, and nothing else in this process owns it.
+    let socket = unsafe { OwnedFd::from_raw_fd(STEM_FD) };
+    let _ = crate::script::standard_package();
+    let mut buffer = vec![0u8; MAX_MESSAGE];
+    loop {
+        let mut space = nix::cmsg_space!([RawFd; 2]);
+        let mut iov = [IoSliceMut::new(&mut buffer)];
+        let received = recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        );
+        let (bytes, fds) = match received {
+            Ok(message) => {
+                let mut fds = Vec::new();
+                for cmsg in message.cmsgs().into_iter().flatten() {
+                    if let ControlMessageOwned::ScmRights(raw) = cmsg {
+                        // SAFETY: the kernel just gave us these descriptors; we own them.
+                        fds.extend(
+                            raw.into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
+                    }
+                }
+                (message.bytes, fds)
+            }
+            Err(Errno::EINTR) => continue,
+            Err(_) => return 1,
+        };
+        if bytes == 0 {
+            return 0; // the supervisor has gone
+        }
+        let reply = match (
+            serde_json::from_slice::<Request>(&buffer[..bytes]),
+            <[OwnedFd; 2]>::try_from(fds),
+        ) {
+            (Ok(request), Ok(streams)) => fork_node(request, streams, &socket, init_logging),
+            (Err(e), _) => Reply::Refused {
+                pid: None,
+                error: format!("the stem got an invalid request: {e}"),
+            },
+            (_, Err(_)) => Reply::Refused {
+                pid: None,
+                error: "the stem got a request without two streams".into(),
+            },
+        };
+        let Ok(answer) = serde_json::to_vec(&reply) else {
+            return 1;
+        };
+        if send(socket.as_raw_fd(), &answer, MsgFlags::MSG_NOSIGNAL).is_err() {
+            return 1;
+        }
+    }
+}
+
+fn fork_node(
+    request: Request,
+    streams: [OwnedFd; 2],
+    socket: &OwnedFd,
+    init_logging: fn(log::LevelFilter),
+) -> Reply {
+    let refused = |error: String| Reply::Refused { pid: None, error };
+    let (status_read, status_write) = match pipe2(OFlag::O_CLOEXEC) {
+        Ok(pair) => pair,
+        Err(e) => {
+            return refused(format!(
+                "node '{}': cannot create a pipe: {}",
+                request.name,
+                errno_text(e)
+            ));
+        }
+    };
+    // SAFETY: a fork-like clone of this single-threaded process: no other thread can
+    // hold a lock the copy would need. With CLONE_PARENT the copy becomes the
+    // supervisor's child. It never returns here: it runs the node and exits.
+    let pid = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_clone,
+            (nix::libc::CLONE_PARENT | nix::libc::SIGCHLD) as nix::libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        )
+    };
+    if pid < 0 {
+        let error = errno_text(Errno::last());
+        return refused(format!(
+            "node '{}': cannot start a process: {error}",
+            request.name
+        ));
+    }
+    if pid == 0 {
+        drop(status_read);
+        std::process::exit(run_forked(
+            request,
+            streams,
+            status_write,
+            socket.as_raw_fd(),
+            init_logging,
+        ));
+    }
+    drop(status_write);
+    drop(streams);
+    let mut word = Vec::new();
+    let _ = std::fs::File::from(status_read).read_to_end(&mut word);
+    let pid = pid as i32;
+    match word.as_slice() {
+        b"ok" => Reply::Started(pid),
+        [] => Reply::Refused {
+            pid: Some(pid),
+            error: format!("node '{}': it died while starting", request.name),
+        },
+        error => Reply::Refused {
+            pid: Some(pid),
+            error: String::from_utf8_lossy(error).into_owned(),
+        },
+    }
+}
+
+/// In the forked node: set up like a freshly exec'd node, report, and run.
+fn run_forked(
+    request: Request,
+    [stdout, stderr]: [OwnedFd; 2],
+    status: OwnedFd,
+    stem_socket: RawFd,
+    init_logging: fn(log::LevelFilter),
+) -> i32 {
+    let name = request.name.clone();
+    if let Err(error) = set_up(&request, stdout, stderr, stem_socket) {
+        let _ = nix::unistd::write(&status, format!("node '{name}': {error}").as_bytes());
+        return 1;
+    }
+    let _ = nix::unistd::write(&status, b"ok");
+    drop(status);
+    let level = request
+        .payload
+        .log_level
+        .parse()
+        .unwrap_or(log::LevelFilter::Info);
+    init_logging(level);
+    let mut settings = crate::runtime::Settings {
+        log_level: level,
+        ..crate::runtime::Settings::default()
+    };
+    if let Some(ms) = request.payload.call_time_ms {
+        settings.limits.call_time = Duration::from_millis(ms);
+    }
+    match crate::node::run(request.payload, &settings) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rhai-supervisor: error: {e}");
+            1
+        }
+    }
+}
+
+fn set_up(
+    request: &Request,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    stem_socket: RawFd,
+) -> Result<(), String> {
+    let os = |what: &str, e: Errno| format!("{what}: {}", errno_text(e));
+    setpgid(Pid::from_raw(0), Pid::from_raw(0))
+        .map_err(|e| os("cannot start a process group", e))?;
+    prctl::set_pdeathsig(Signal::SIGTERM).map_err(|e| os("cannot ask for a death signal", e))?;
+    if getppid().as_raw() != request.supervisor {
+        return Err("the supervisor has gone".into());
+    }
+    let _ = nix::unistd::close(stem_socket);
+    let null = open("/dev/null", OFlag::O_RDWR, Mode::empty())
+        .map_err(|e| os("cannot open /dev/null", e))?;
+    for (fd, target) in [(&null, 0), (&stdout, 1), (&stderr, 2)] {
+        // SAFETY: dup2 onto the standard descriptors of this (single-threaded) process.
+        if unsafe { nix::libc::dup2(fd.as_raw_fd(), target) } < 0 {
+            return Err(os("cannot set up the standard streams", Errno::last()));
+        }
+    }
+    drop((null, stdout, stderr));
+    if let Some(dir) = &request.directory {
+        chdir(dir).map_err(|e| os(&format!("cannot enter directory '{}'", dir.display()), e))?;
+    }
+    // SAFETY (set_var, remove_var): this forked process has a single thread.
+    unsafe {
+        for (key, value) in &request.env {
+            std::env::set_var(key, value);
+        }
+        std::env::set_var(OWNER_ENV, &request.owner);
+        std::env::remove_var(NODE_ENV);
+    }
+    if let Some(core) = request.cpu {
+        let mut set = CpuSet::new();
+        set.set(core).map_err(|e| os("cannot pin to a core", e))?;
+        sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| os("cannot pin to a core", e))?;
+    }
+    if let Some((soft, hard)) = request.nofile {
+        setrlimit(Resource::RLIMIT_NOFILE, soft, hard)
+            .map_err(|e| os("cannot set the open-file limit", e))?;
+    }
+    // The kernel's name for the process, as `ps -o comm` and `top` show it.
+    let comm: String = request.name.chars().take(15).collect();
+    if let Ok(comm) = CString::new(comm) {
+        let _ = prctl::set_name(&comm);
+    }
+    Ok(())
+}
+
+/// Collects a process the stem forked that exited while starting.
+pub fn collect(pid: Pid) {
+    let _ = waitpid(pid, Some(WaitPidFlag::empty()));
+}
