@@ -8,7 +8,8 @@
 //! - a readable pidfd (the process exited) first drains that process's pipes, flushes
 //!   an unfinished last line, and only then sends `Event::Exited`, so every line a node
 //!   wrote reaches the loop before its exit does;
-//! - SIGTERM, SIGINT, SIGHUP become `Event::Signal`.
+//! - the signals it is given (SIGTERM and SIGINT; SIGCHLD for a subreaper) become
+//!   `Event::Signal`.
 //!
 //! The channel to the loop is bounded: when the loop falls behind, `send` blocks, this
 //! thread stops reading, the pipes fill, and writing nodes block. An output event holds
