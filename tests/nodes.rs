@@ -107,12 +107,19 @@ fn cluster_layout_env_and_directory() {
     // its own from the start.
     let out = sup.expect_stdout("started cmd pid=");
     let cmd = numbers_after(&out, "started cmd pid=")[0];
-    let env = proc_env(cmd);
+    // node_status comes right after the fork: the exec'd environment shows a moment later.
+    let wanted = [
+        ("CLUSTER_NODE".to_string(), "cmd".to_string()),
+        ("GREETING".into(), "hi".into()),
+    ];
     assert!(
-        env.contains(&("CLUSTER_NODE".into(), "cmd".into())),
-        "{env:?}"
+        wait_until(PATIENCE, || {
+            let env = proc_env(cmd);
+            wanted.iter().all(|kv| env.contains(kv))
+        }),
+        "{:?}",
+        proc_env(cmd)
     );
-    assert!(env.contains(&("GREETING".into(), "hi".into())), "{env:?}");
     sup.signal(SIGTERM);
     assert_eq!(sup.expect_exit(), Some(0));
 }
@@ -186,10 +193,12 @@ fn cpu_affinity_pins_the_node() {
     let out = sup.expect_stdout("started pinned_script pid=");
     for name in ["pinned", "pinned_script"] {
         let pid = numbers_after(&out, &format!("started {name} pid="))[0];
-        assert_eq!(
-            proc_status(pid, "Cpus_allowed_list").as_deref(),
-            Some(core.to_string().as_str()),
-            "{name}"
+        // node_status comes right after the fork; the child pins itself a moment later.
+        let pinned = || proc_status(pid, "Cpus_allowed_list") == Some(core.to_string());
+        assert!(
+            wait_until(PATIENCE, pinned),
+            "{name}: {:?}",
+            proc_status(pid, "Cpus_allowed_list")
         );
     }
     sup.signal(SIGTERM);

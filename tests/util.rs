@@ -364,21 +364,7 @@ pub fn open_fds(pid: i32) -> usize {
 
 /// Children of `pid` that are zombies (exited, not reaped).
 pub fn zombie_children(pid: i32) -> Vec<i32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|&p| {
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
-                return false;
-            };
-            let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-            let state = fields.next();
-            let parent = fields.next().and_then(|f| f.parse::<i32>().ok());
-            state == Some("Z") && parent == Some(pid)
-        })
-        .collect()
+    children_where(pid, |state| state == "Z")
 }
 
 /// Runs `f` in the child before exec (for limits and user changes in tests).
@@ -401,6 +387,11 @@ pub fn is_root() -> bool {
 
 /// Live (not zombie) children of `pid`.
 pub fn children_of(pid: i32) -> Vec<i32> {
+    children_where(pid, |state| state != "Z")
+}
+
+/// Children of `pid` whose state (`R`, `S`, `Z`, ...) satisfies `wanted`.
+fn children_where(pid: i32, wanted: impl Fn(&str) -> bool) -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -411,9 +402,9 @@ pub fn children_of(pid: i32) -> Vec<i32> {
                 return false;
             };
             let mut fields = stat.rsplit(')').next().unwrap_or("").split_whitespace();
-            let state = fields.next();
+            let state = fields.next().unwrap_or("");
             let parent = fields.next().and_then(|f| f.parse::<i32>().ok());
-            state != Some("Z") && parent == Some(pid)
+            wanted(state) && parent == Some(pid)
         })
         .collect()
 }

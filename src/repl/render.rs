@@ -251,66 +251,14 @@ pub fn excerpt(source: &str, line: usize, column: Option<usize>) -> Option<Strin
     Some(out)
 }
 
-/// The `:status` table: one row per node, columns aligned.
+/// The `:status` table: `ctl status`'s table, or a word when there are no nodes.
 pub fn status_table(status: &Status) -> String {
     if status.nodes.is_empty() {
         return "no nodes".into();
     }
-    let mut rows: Vec<[String; 6]> = vec![[
-        "NAME".into(),
-        "STATE".into(),
-        "PID".into(),
-        "RESTARTS".into(),
-        "UPTIME".into(),
-        "LAST EXIT".into(),
-    ]];
-    for (name, node) in &status.nodes {
-        rows.push([
-            name.clone(),
-            node.state.clone(),
-            node.pid.map_or("-".into(), |p| p.to_string()),
-            node.restarts.to_string(),
-            node.uptime.map_or("-".into(), duration),
-            node.exit.map_or("-".into(), |e| e.to_string()),
-        ]);
-    }
-    let mut widths = [0; 6];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            out.push('\n');
-        }
-        let mut line = String::new();
-        for (cell, width) in row.iter().zip(widths) {
-            let _ = write!(line, "{cell:<width$}  ");
-        }
-        out.push_str(line.trim_end());
-    }
-    out
-}
-
-/// `4.2s`, `3m07s`, `2h05m`, `3d04h`: how long a node has run.
-pub fn duration(seconds: f64) -> String {
-    if !seconds.is_finite() || seconds < 0.0 {
-        return "-".into();
-    }
-    if seconds < 60.0 {
-        return format!("{seconds:.1}s");
-    }
-    let whole = seconds as u64;
-    let (minutes, hours, days) = (whole / 60, whole / 3600, whole / 86400);
-    if hours == 0 {
-        format!("{minutes}m{:02}s", whole % 60)
-    } else if days == 0 {
-        format!("{hours}h{:02}m", minutes % 60)
-    } else {
-        format!("{days}d{:02}h", hours % 24)
-    }
+    crate::control::ctl::status_table(status)
+        .trim_end()
+        .to_string()
 }
 
 /// The `:help` page.
@@ -454,17 +402,8 @@ mod tests {
         assert_eq!(
             status_table(&status),
             "NAME    STATE     PID   RESTARTS  UPTIME  LAST EXIT\n\
-             crashy  reviving  -     12        -       exited with code 3\n\
+             crashy  reviving  -     12        -       code 3\n\
              w1      running   4242  0         1m15s   -"
         );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(duration(4.25), "4.2s");
-        assert_eq!(duration(187.0), "3m07s");
-        assert_eq!(duration(7500.0), "2h05m");
-        assert_eq!(duration(3.0 * 86400.0 + 4.0 * 3600.0), "3d04h");
-        assert_eq!(duration(f64::NAN), "-");
     }
 }
