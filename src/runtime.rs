@@ -88,6 +88,15 @@ impl Runtime {
             signal_hook::flag::register(signal as i32, interrupt.clone())
                 .map_err(|e| setup("cannot handle signals", e))?;
         }
+        // First, so that their descriptor numbers are low (see `spawn::Slots`).
+        let slots = if role == Role::Supervisor {
+            Some(
+                crate::process::spawn::Slots::new()
+                    .map_err(|e| setup("cannot open /dev/null", e))?,
+            )
+        } else {
+            None
+        };
         let adopting = role == Role::Supervisor && settings.subreaper;
         if adopting {
             nix::sys::prctl::set_child_subreaper(true)
@@ -111,7 +120,10 @@ impl Runtime {
             };
             launcher.child_nofile = raise_nofile_limit();
             launcher.call_time = settings.limits.call_time;
-            let mut supervisor = Supervisor::new(launcher, reactor.watcher());
+            let Some(slots) = slots else {
+                return Err(Error::Setup("no spawn slots".into()));
+            };
+            let mut supervisor = Supervisor::new(launcher, reactor.watcher(), slots);
             if adopting {
                 supervisor.adopt_leftovers();
             }

@@ -28,7 +28,7 @@ use crate::process::plan::NodePayload;
 use crate::process::plan::{Launcher, Output, SpawnPlan, plan};
 use crate::process::reactor::{Watch, Watcher};
 use crate::process::rotate::RotatingFile;
-use crate::process::spawn::{Spawned, spawn, streams, watch};
+use crate::process::spawn::{Slots, Spawned, spawn, streams, watch};
 use crate::process::stem::{self, Stem, StemError};
 use crate::process::{ProcId, Stream, lines, reap, signal_group};
 pub use node::{Action, Node, NodeState, RevivalPolicy};
@@ -100,10 +100,12 @@ pub struct Supervisor {
     sweep_due: bool,
     /// The process that forks script nodes, once one was needed.
     stem: Option<Stem>,
+    /// How command nodes get their streams and a stack (see `spawn::Slots`).
+    slots: Slots,
 }
 
 impl Supervisor {
-    pub fn new(launcher: Launcher, watcher: Watcher) -> Supervisor {
+    pub fn new(launcher: Launcher, watcher: Watcher, slots: Slots) -> Supervisor {
         Supervisor {
             nodes: BTreeMap::new(),
             procs: HashMap::new(),
@@ -121,6 +123,7 @@ impl Supervisor {
             retired_order: VecDeque::new(),
             sweep_due: false,
             stem: None,
+            slots,
         }
     }
 
@@ -568,7 +571,7 @@ impl Supervisor {
         let owner = crate::process::tree::owner_tag(self.self_pid, proc);
         let spawned = match &plan.payload {
             Some(payload) if self.launcher.stem => self.spawn_by_stem(plan, payload, &owner)?,
-            _ => spawn(plan, self.self_pid, &owner)?,
+            _ => spawn(plan, self.self_pid, &owner, &mut self.slots)?,
         };
         self.next_proc += 1;
         let pid = spawned.pid;
@@ -615,7 +618,7 @@ impl Supervisor {
                     Err(e) => {
                         log::warn!("cannot start the stem ({e}); script nodes are started by exec");
                         self.launcher.stem = false;
-                        return spawn(plan, self.self_pid, owner);
+                        return spawn(plan, self.self_pid, owner, &mut self.slots);
                     }
                 },
             };
@@ -643,7 +646,7 @@ impl Supervisor {
         }
         log::warn!("the stem keeps failing; script nodes are started by exec");
         self.launcher.stem = false;
-        spawn(plan, self.self_pid, owner)
+        spawn(plan, self.self_pid, owner, &mut self.slots)
     }
 
     /// SIGTERM (and SIGCONT, for a stopped process) to the process group now, SIGKILL
