@@ -4,16 +4,21 @@
 //! - `plan` turns a `NodeConfig` into a `SpawnPlan` (paths resolved, directory created,
 //!   core checked, env validated): everything that can be refused is refused there, so
 //!   `Supervisor::create` reports it at once.
-//! - `spawn` forks and execs a plan: own process group, parent-death signal, affinity,
-//!   output pipes or files, and a pidfd for the new process.
+//! - `spawn` starts a command node (a vfork-style clone that takes a table of only the
+//!   descriptors it needs, then execs): own process group, parent-death signal,
+//!   affinity, output pipes or files, and a pidfd for the new process.
+//! - `stem` forks script nodes from a prepared helper process (Rhai's library built
+//!   once), as the supervisor's own children.
 //! - `reactor` is the one I/O thread: it waits with epoll on every pidfd, every output
 //!   pipe and the signal pipe, and sends `Event`s to the loop. A node's exit is sent only
 //!   after its pipes were drained, so the loop sees its last line before its exit.
-//! - `lines` splits pipe bytes into bounded lines.
+//! - `lines` splits pipe bytes into bounded lines; `rotate` writes rotated output files.
+//! - `tree` finds what nodes leave behind (the supervisor is a subreaper) in `/proc`.
 //!
 //! Reaping is done by pid (`waitpid(pid)`) on the loop thread when the loop handles the
 //! exit, so a pid stays valid (a zombie) for as long as the loop may still signal it,
-//! and children that someone else in the process spawned are never stolen.
+//! and children that someone else in the process spawned are never stolen (adopted
+//! processes are reaped only in subreaper mode, and never a node or the stem).
 
 pub mod lines;
 pub mod plan;
