@@ -120,7 +120,10 @@ fn parse(args: &[String]) -> Result<Options, String> {
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         let mut value = || it.next().cloned().ok_or(format!("{arg} needs a value"));
-        let number = |v: String| v.parse::<usize>().map_err(|_| format!("{arg}: not a number: {v}"));
+        let number = |v: String| {
+            v.parse::<usize>()
+                .map_err(|_| format!("{arg}: not a number: {v}"))
+        };
         match arg.as_str() {
             "--n" => {
                 ns = value()?
@@ -334,7 +337,9 @@ impl<'a> Launch<'a> {
     fn wait_running(&mut self, n: usize, timeout: Duration) -> Option<u64> {
         let mut at = None;
         self.pump(Instant::now() + timeout, |tree, ev| {
-            if let Ev::Exec { ts, pause: true, .. } = ev
+            if let Ev::Exec {
+                ts, pause: true, ..
+            } = ev
                 && tree.running.len() >= n
             {
                 at = Some(*ts);
@@ -449,7 +454,8 @@ fn measure_peer(
         res,
         run,
         n,
-        name,
+        peer,
+        Variant::Defaults,
         "revival_default",
         o.revivals_default,
     );
@@ -464,7 +470,13 @@ fn measure_peer(
         tree.running.is_empty()
     });
     if all_gone {
-        res.add(run, n, name, "sigterm_ms", ms(last_exit.max(signalled) - signalled));
+        res.add(
+            run,
+            n,
+            name,
+            "sigterm_ms",
+            ms(last_exit.max(signalled) - signalled),
+        );
     } else {
         res.note(format!(
             "{name} n={n} run {run}: {} children still running 60 s after the stop signal",
@@ -472,9 +484,10 @@ fn measure_peer(
         ));
     }
     let root = launch.root;
-    launch.pump(Instant::now() + Duration::from_secs(30), |_, ev| {
-        matches!(ev, Ev::Exit { pid, .. } if *pid == root)
-    });
+    launch.pump(
+        Instant::now() + Duration::from_secs(30),
+        |_, ev| matches!(ev, Ev::Exit { pid, .. } if *pid == root),
+    );
     if let Some(ts) = launch.root_exited() {
         res.add(run, n, name, "sigterm_exit_ms", ms(ts - signalled));
     }
@@ -498,7 +511,16 @@ fn measure_peer(
         }
     }
     launch.idle(Duration::from_millis(1500));
-    revivals(&mut launch, res, run, n, name, "revival_min", o.revivals);
+    revivals(
+        &mut launch,
+        res,
+        run,
+        n,
+        peer,
+        Variant::Min,
+        "revival_min",
+        o.revivals,
+    );
     procfs::kill(launch.root, libc::SIGKILL);
     launch.idle(Duration::from_secs(1));
     res.add(
@@ -515,15 +537,18 @@ fn measure_peer(
 /// Kills `count` children one at a time, each a different child that has run since the
 /// start, and times each until its replacement (a new child of the same parent) has
 /// executed the child program. Records the median and the 90th percentile.
+#[allow(clippy::too_many_arguments)]
 fn revivals(
     launch: &mut Launch,
     res: &mut Results,
     run: usize,
     n: usize,
-    name: &str,
+    peer: Peer,
+    variant: Variant,
     metric: &str,
     count: usize,
 ) {
+    let name = peer.name();
     if count == 0 {
         return;
     }
@@ -535,6 +560,7 @@ fn revivals(
         .collect();
     victims.sort();
     let mut samples = Vec::new();
+    let gap_span = peer.kill_gap_span(variant).as_micros() as u64;
     let mut rng = Rng::new((run * 1_000_003 + n) as u64 ^ fnv(name) ^ fnv(metric));
     for (_, victim) in victims.into_iter().take(count) {
         let Some(parent) = launch.tree.running.get(&victim).map(|r| r.parent) else {
@@ -568,18 +594,20 @@ fn revivals(
         }
         // A gap before the next kill: 20 ms for the supervisor to finish what it does
         // after a start, plus a random part, so a kill does not always fall at the same
-        // point of a supervisor's polling period (supervisord wakes every 1 s, circus
-        // checks every check_delay).
-        launch.idle(Duration::from_millis(20) + Duration::from_micros(rng.below(1_000_000)));
+        // point of a supervisor's polling period.
+        launch.idle(Duration::from_millis(20) + Duration::from_micros(rng.below(gap_span)));
     }
     if samples.is_empty() {
         return;
     }
-    let _ = writeln!(
-        res.samples,
-        "{run}\t{n}\t{name}\t{metric}\t{samples:?}"
+    let _ = writeln!(res.samples, "{run}\t{n}\t{name}\t{metric}\t{samples:?}");
+    res.add(
+        run,
+        n,
+        name,
+        &format!("{metric}_ms"),
+        report::median(&samples),
     );
-    res.add(run, n, name, &format!("{metric}_ms"), report::median(&samples));
     res.add(
         run,
         n,
@@ -606,8 +634,9 @@ impl Rng {
 }
 
 fn fnv(text: &str) -> u64 {
-    text.bytes()
-        .fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3))
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Kills what is left of the benchmark's process tree and waits until it is gone.
@@ -710,7 +739,13 @@ fn measure_script_nodes(
                     }
                 });
                 match rx.recv_timeout(startup_timeout(n)) {
-                    Ok(ts) => res.add(run, n, "rhai-script-nodes", "first_line_ms", ms(ts - launched)),
+                    Ok(ts) => res.add(
+                        run,
+                        n,
+                        "rhai-script-nodes",
+                        "first_line_ms",
+                        ms(ts - launched),
+                    ),
                     Err(_) => res.note(format!(
                         "script nodes n={n} run {run}: not all {n} first lines within {:?}",
                         startup_timeout(n)
@@ -721,7 +756,11 @@ fn measure_script_nodes(
                 let probe = std::process::id() as i32;
                 let deadline = Instant::now() + Duration::from_secs(30);
                 while mon.tracked().iter().any(|&p| p != probe) && Instant::now() < deadline {
-                    mon.wait(&mut cursor, Instant::now() + Duration::from_millis(20), |_| false);
+                    mon.wait(
+                        &mut cursor,
+                        Instant::now() + Duration::from_millis(20),
+                        |_| false,
+                    );
                 }
                 cleanup(mon);
             }

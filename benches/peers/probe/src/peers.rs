@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// rhai-supervisor's scripts create nodes in batches of this many per script call.
 pub const BATCH: usize = 100;
@@ -112,6 +113,17 @@ impl Peer {
         match self {
             Peer::Runit => libc::SIGHUP,
             _ => libc::SIGTERM,
+        }
+    }
+
+    /// The span of the random gap before each kill in the revival test: the period at
+    /// which the supervisor looks at its children when it polls (circus checks every
+    /// `check_delay`, 5 s by default), so that kills fall at random phases of it; 1 s
+    /// otherwise (supervisord's poll wakes every second).
+    pub fn kill_gap_span(self, variant: Variant) -> Duration {
+        match (self, variant) {
+            (Peer::Circus, Variant::Defaults) => Duration::from_secs(5),
+            _ => Duration::from_secs(1),
         }
     }
 
@@ -226,10 +238,7 @@ impl Peer {
                 if variant == Variant::Min {
                     conf.push_str("check_delay = 0.01\n");
                 }
-                let _ = write!(
-                    conf,
-                    "\n[watcher:c]\ncmd = {pause}\nnumprocesses = {n}\n"
-                );
+                let _ = write!(conf, "\n[watcher:c]\ncmd = {pause}\nnumprocesses = {n}\n");
                 fs::write(dir.join("circus.ini"), conf)?;
                 let mut c = Command::new(paths.cache.join("venv/bin/circusd"));
                 c.arg(dir.join("circus.ini"));

@@ -159,7 +159,12 @@ pub fn write(out: &Path) -> io::Result<()> {
         None => "—".to_string(),
     };
 
-    let table = |md: &mut String, title: &str, metric: &str, p90: Option<&str>, f: &dyn Fn(f64) -> String, ratios: bool| {
+    let table = |md: &mut String,
+                 title: &str,
+                 metric: &str,
+                 p90: Option<&str>,
+                 f: &dyn Fn(f64) -> String,
+                 ratios: bool| {
         let _ = writeln!(md, "### {title}\n");
         header(md, "supervisor");
         for s in &data.subjects {
@@ -194,27 +199,111 @@ pub fn write(out: &Path) -> io::Result<()> {
         }
     };
 
-    table(&mut md, "Start-up: launch until all N children run (ms)", "startup_ms", None, &fmt_ms, true);
-    table(&mut md, "Revival latency, restart delay at its minimum (ms; median of the per-run medians, p90 likewise)", "revival_min_ms", Some("revival_min_p90_ms"), &fmt_ms, true);
-    table(&mut md, "Revival latency, defaults (ms)", "revival_default_ms", Some("revival_default_p90_ms"), &fmt_ms, true);
-    table(&mut md, "Supervisor RSS with N children (MiB, summed over the supervisor's processes)", "rss_kib", None, &fmt_mib, true);
-    table(&mut md, "Supervisor PSS with N children (MiB)", "pss_kib", None, &fmt_mib, true);
-    table(&mut md, "Supervisor processes (not counting the children)", "supervisor_procs", None, &|v| format!("{v:.0}"), false);
-    table(&mut md, "Idle CPU: utime+stime ticks of the supervisor's processes over the idle period", "idle_ticks", None, &|v| format!("{v:.0}"), false);
-    table(&mut md, "Shutdown: stop signal until every child is gone (ms)", "sigterm_ms", None, &fmt_ms, true);
-    table(&mut md, "Shutdown: stop signal until the supervisor itself has exited (ms)", "sigterm_exit_ms", None, &fmt_ms, false);
-    table(&mut md, "Children left running 1 s after SIGKILL to the supervisor", "sigkill_left", None, &|v| format!("{v:.0}"), false);
-    table(&mut md, "Start-up with the minimum-delay configuration (ms; second launch)", "startup_min_ms", None, &fmt_ms, false);
+    table(
+        &mut md,
+        "Start-up: launch until all N children run (ms)",
+        "startup_ms",
+        None,
+        &fmt_ms,
+        true,
+    );
+    table(
+        &mut md,
+        "Revival latency, restart delay at its minimum (ms; median of the per-run medians, p90 likewise)",
+        "revival_min_ms",
+        Some("revival_min_p90_ms"),
+        &fmt_ms,
+        true,
+    );
+    table(
+        &mut md,
+        "Revival latency, defaults (ms)",
+        "revival_default_ms",
+        Some("revival_default_p90_ms"),
+        &fmt_ms,
+        true,
+    );
+    table(
+        &mut md,
+        "Supervisor RSS with N children (MiB, summed over the supervisor's processes)",
+        "rss_kib",
+        None,
+        &fmt_mib,
+        true,
+    );
+    table(
+        &mut md,
+        "Supervisor PSS with N children (MiB)",
+        "pss_kib",
+        None,
+        &fmt_mib,
+        true,
+    );
+    table(
+        &mut md,
+        "Supervisor processes (not counting the children)",
+        "supervisor_procs",
+        None,
+        &|v| format!("{v:.0}"),
+        false,
+    );
+    table(
+        &mut md,
+        "Idle CPU: utime+stime ticks of the supervisor's processes over the idle period",
+        "idle_ticks",
+        None,
+        &|v| format!("{v:.0}"),
+        false,
+    );
+    table(
+        &mut md,
+        "Shutdown: stop signal until every child is gone (ms)",
+        "sigterm_ms",
+        None,
+        &fmt_ms,
+        true,
+    );
+    table(
+        &mut md,
+        "Shutdown: stop signal until the supervisor itself has exited (ms)",
+        "sigterm_exit_ms",
+        None,
+        &fmt_ms,
+        false,
+    );
+    table(
+        &mut md,
+        "Children left running 1 s after SIGKILL to the supervisor",
+        "sigkill_left",
+        None,
+        &|v| format!("{v:.0}"),
+        false,
+    );
+    table(
+        &mut md,
+        "Start-up with the minimum-delay configuration (ms; second launch)",
+        "startup_min_ms",
+        None,
+        &fmt_ms,
+        false,
+    );
 
     // Script nodes against the floors.
     let script = ["rhai-script-nodes", "floor-exec", "floor-version"];
     if script.iter().any(|s| data.values.keys().any(|k| k.0 == *s)) {
-        let _ = writeln!(md, "### Script nodes: launch until N nodes have each printed a first line (ms)\n");
+        let _ = writeln!(
+            md,
+            "### Script nodes: launch until N nodes have each printed a first line (ms)\n"
+        );
         header(&mut md, "what");
         for s in script {
             let _ = write!(md, "| {} |", label(s));
             for &n in &data.ns {
-                let _ = write!(md, " {} |", cell(data.median(s, "first_line_ms", n), &fmt_ms));
+                let _ = write!(
+                    md,
+                    " {} |",
+                    cell(data.median(s, "first_line_ms", n), &fmt_ms)
+                );
             }
             md.push('\n');
         }
@@ -243,7 +332,10 @@ pub fn write(out: &Path) -> io::Result<()> {
         md.push('\n');
     }
     let _ = writeln!(md, "### Configurations\n");
-    let _ = writeln!(md, "| supervisor | defaults | minimum restart delay |\n|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| supervisor | defaults | minimum restart delay |\n|---|---|---|"
+    );
     for s in &data.subjects {
         if let Some(p) = Peer::from_name(s) {
             let (d, m) = p.describe();
