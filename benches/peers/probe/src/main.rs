@@ -333,21 +333,29 @@ impl<'a> Launch<'a> {
         self.pump(Instant::now() + time, |_, _| false);
     }
 
-    /// Waits until `n` children run; the kernel's stamp of the last one's exec.
+    /// Waits until `n` children run; the kernel's stamp of the last one's exec. Gives up
+    /// after `timeout`, or when no child has started for 20 s.
     fn wait_running(&mut self, n: usize, timeout: Duration) -> Option<u64> {
+        let deadline = Instant::now() + timeout;
         let mut at = None;
-        self.pump(Instant::now() + timeout, |tree, ev| {
-            if let Ev::Exec {
-                ts, pause: true, ..
-            } = ev
-                && tree.running.len() >= n
-            {
-                at = Some(*ts);
-                return true;
+        loop {
+            let before = self.tree.running.len();
+            let stall = (Instant::now() + Duration::from_secs(20)).min(deadline);
+            let done = self.pump(stall, |tree, ev| {
+                if let Ev::Exec {
+                    ts, pause: true, ..
+                } = ev
+                    && tree.running.len() >= n
+                {
+                    at = Some(*ts);
+                    return true;
+                }
+                false
+            });
+            if done || Instant::now() >= deadline || self.tree.running.len() == before {
+                return at;
             }
-            false
-        });
-        at
+        }
     }
 
     /// The supervisor's own processes: the live tree less the children and the
@@ -401,7 +409,7 @@ fn measure_peer(
         Some(ts) => res.add(run, n, name, "startup_ms", ms(ts - launch.launched_ns)),
         None => {
             res.note(format!(
-                "{name} n={n} run {run}: only {} of {n} children running after {:?} (defaults); see {}",
+                "{name} n={n} run {run}: only {} of {n} children running (defaults; gave up after 20 s without a new one, or {:?}); see {}",
                 launch.tree.running.len(),
                 startup_timeout(n),
                 dir.display()
@@ -501,7 +509,7 @@ fn measure_peer(
         Some(ts) => res.add(run, n, name, "startup_min_ms", ms(ts - launch.launched_ns)),
         None => {
             res.note(format!(
-                "{name} n={n} run {run}: only {} of {n} children running after {:?} (min); see {}",
+                "{name} n={n} run {run}: only {} of {n} children running (min; gave up after 20 s without a new one, or {:?}); see {}",
                 launch.tree.running.len(),
                 startup_timeout(n),
                 dir.display()

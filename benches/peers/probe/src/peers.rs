@@ -147,8 +147,8 @@ impl Peer {
                 "`check_delay = 0.01`",
             ),
             Peer::S6 => (
-                "N service dirs, `run` a symlink to the child, s6-svscan; no respawn within 1 s of the previous start",
-                "same (the 1 s pause is fixed; it does not apply to a child up for 1 s or more)",
+                "N service dirs, `run` a symlink to the child, `s6-svscan -c max(500, N+16)` (it watches 500 services by default)",
+                "same (s6 has no setting for its restart pause)",
             ),
             Peer::S6Ready => (
                 "as s6, with `notification-fd` 3: the child writes a newline on fd 3",
@@ -255,8 +255,9 @@ impl Peer {
                         fs::write(service.join("notification-fd"), "3\n")?;
                     }
                 }
+                // s6-svscan watches at most 500 services unless told otherwise.
                 let mut c = Command::new(which("s6-svscan").unwrap());
-                c.arg(&scan);
+                c.arg("-c").arg((n + 16).max(500).to_string()).arg(&scan);
                 if self == Peer::S6Ready {
                     c.env("PAUSE_NOTIFY_FD", "3");
                 }
