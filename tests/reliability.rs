@@ -658,3 +658,53 @@ fn nul_bytes_bad_env_keys_and_non_utf8_scripts_are_refused_clearly() {
     );
     assert_eq!(lines[6], "0");
 }
+
+#[test]
+fn starting_many_nodes_does_not_count_against_the_time_limit() {
+    let sandbox = Sandbox::new("manynodes");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        fn zeek_init() {
+            if !Supervisor::is_supervisor() { return; }
+            schedule(2000, || terminate());
+            let node = Supervisor::NodeConfig("n");
+            let t = timestamp();
+            for i in 0..100 {
+                node.name = "n" + i;
+                let r = Supervisor::create(node);
+                if r != "" { print(r); }
+            }
+            print(`created ${Supervisor::status().nodes.len()} in ${t.elapsed} s`);
+            Supervisor::destroy();
+            schedule(10, || { while true {} });
+        }
+        "#,
+    );
+    // Starting script nodes takes about a millisecond each (a fork of the stem and its
+    // set-up), many times the loop's own work: over the limit in all, yet not stopped.
+    let out = sandbox.run(&["--call-time-limit", "0.04", "run", "--no-socket", "s.rhai"]);
+    assert!(
+        out.stdout.contains("created 100 in "),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let took: f64 = out
+        .stdout
+        .split("created 100 in ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        took > 0.04,
+        "the test needs the starts to take longer than the limit: {took} s"
+    );
+    assert!(
+        out.stderr.contains("stopped after 40ms"),
+        "the endless loop is still stopped: {}",
+        out.stderr
+    );
+}

@@ -41,6 +41,19 @@ fn error_at(message: String, ctx: &NativeCallContext) -> Box<EvalAltResult> {
     EvalAltResult::ErrorRuntime(message.into(), ctx.call_position()).into()
 }
 
+/// Runs `f` without counting its time against the running script call's limit: the
+/// limit is there to stop scripts that loop forever, not to cut short a script that
+/// starts a thousand processes.
+fn uncounted<T>(shared: &Shared, f: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let value = f();
+    let deadline = shared.borrow().call_deadline.clone();
+    if let Some(at) = deadline.get() {
+        deadline.set(Some(at + started.elapsed()));
+    }
+    value
+}
+
 /// The names of the functions and constants in the `Supervisor` module, for completion.
 pub const SUPERVISOR_NAMES: &[&str] = &[
     "create",
@@ -99,14 +112,20 @@ fn supervisor_module(shared: &Shared) -> Module {
                         &ctx,
                     ));
                 };
-                let mut context = s.borrow_mut();
-                let Some(supervisor) = context.supervisor.as_mut() else {
-                    log::error!("Supervisor::create: {NOT_SUPERVISOR}");
-                    return Ok(NOT_SUPERVISOR.into());
-                };
-                Ok(match supervisor.create(config) {
-                    Ok(()) => String::new(),
-                    Err(e) => {
+                let created = uncounted(&s, || {
+                    let mut context = s.borrow_mut();
+                    context
+                        .supervisor
+                        .as_mut()
+                        .map(|supervisor| supervisor.create(config))
+                });
+                Ok(match created {
+                    None => {
+                        log::error!("Supervisor::create: {NOT_SUPERVISOR}");
+                        NOT_SUPERVISOR.into()
+                    }
+                    Some(Ok(())) => String::new(),
+                    Some(Err(e)) => {
                         log::warn!("Supervisor::create: {e}");
                         e
                     }
@@ -118,11 +137,11 @@ fn supervisor_module(shared: &Shared) -> Module {
         let s = shared.clone();
         FuncRegistration::new(name)
             .with_volatility(true)
-            .set_into_module(&mut m, move |node: &str| op.run(&s, node));
+            .set_into_module(&mut m, move |node: &str| uncounted(&s, || op.run(&s, node)));
         let s = shared.clone();
         FuncRegistration::new(name)
             .with_volatility(true)
-            .set_into_module(&mut m, move || op.run(&s, ""));
+            .set_into_module(&mut m, move || uncounted(&s, || op.run(&s, "")));
     }
 
     let s = shared.clone();

@@ -64,6 +64,10 @@ pub struct Context {
     pub node: Option<NodeConfig>,
     pub timers: Timers,
     pub exit: Option<ExitRequest>,
+    /// When the running script call must stop (`None`: not limited). Shared with the
+    /// engine's progress check; native calls that start or stop processes move it on
+    /// by the time they took (`api::uncounted`).
+    pub call_deadline: Rc<Cell<Option<Instant>>>,
 }
 
 pub type Shared = Rc<RefCell<Context>>;
@@ -76,6 +80,7 @@ impl Context {
             node: None,
             timers: Timers::default(),
             exit: None,
+            call_deadline: Rc::default(),
         }
     }
 
@@ -365,7 +370,7 @@ impl Host {
             };
             crate::console::script_line(Stream::Stderr, &format!("{at}{text}"));
         });
-        let deadline: Rc<Cell<Option<Instant>>> = Rc::new(Cell::new(None));
+        let deadline = shared.borrow().call_deadline.clone();
         let progress_deadline = deadline.clone();
         let out_of_time = format!(
             "stopped after {:?}: a script call may not run longer (a loop that never ends?)",
