@@ -691,25 +691,16 @@ fn measure_script_nodes(
         &script,
         format!(
             "// {n} script nodes; each prints one line when it has started.\n\
-             // Created in batches of {BATCH}, one scheduled call each (see bench.rhai).\n\
-             fn create_batch(from, to) {{\n    \
-                 for i in from..to {{\n        \
-                     let res = Supervisor::create(#{{name: `s${{i}}`, revival_delay: 0}});\n        \
-                     if res != \"\" {{ print(res); }}\n    \
-                 }}\n\
-             }}\n\
              fn zeek_init() {{\n    \
                  if Supervisor::is_supervisor() {{\n        \
-                     for batch in range(0, {n}, {BATCH}) {{\n            \
-                         let from = batch;\n            \
-                         let to = min(from + {BATCH}, {n});\n            \
-                         schedule(0, || create_batch(from, to));\n        \
+                     for i in 0..{n} {{\n            \
+                         let res = Supervisor::create(#{{name: `s${{i}}`, revival_delay: 0}});\n            \
+                         if res != \"\" {{ print(res); }}\n        \
                      }}\n    \
                  }} else {{\n        \
                      print(\"up\");\n    \
                  }}\n\
-             }}\n",
-            BATCH = peers::BATCH
+             }}\n"
         ),
     )?;
     let rhai = o.paths.rhai.clone();

@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// rhai-supervisor's scripts create nodes in batches of this many per script call.
-pub const BATCH: usize = 100;
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Peer {
     Rhai,
@@ -183,19 +180,10 @@ impl Peer {
                 };
                 let script = format!(
                     "// {n} command nodes, each running the benchmark's child program.\n\
-                     // Created in batches of {BATCH}, one scheduled call each: every script call\n\
-                     // may run for 1 s, and starting a process counts.\n\
-                     fn create_batch(from, to) {{\n    \
-                         for i in from..to {{\n        \
+                     fn zeek_init() {{\n    \
+                         for i in 0..{n} {{\n        \
                              let res = Supervisor::create(#{{name: `c${{i}}`, command: [\"{pause}\"]{delay}}});\n        \
                              if res != \"\" {{ print(res); }}\n    \
-                         }}\n\
-                     }}\n\
-                     fn zeek_init() {{\n    \
-                         for batch in range(0, {n}, {BATCH}) {{\n        \
-                             let from = batch;\n        \
-                             let to = min(from + {BATCH}, {n});\n        \
-                             schedule(0, || create_batch(from, to));\n    \
                          }}\n\
                      }}\n"
                 );
