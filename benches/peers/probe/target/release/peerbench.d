@@ -1,1 +1,0 @@
-/work/main/benches/peers/probe/target/release/peerbench: /work/main/benches/peers/probe/src/events.rs /work/main/benches/peers/probe/src/main.rs /work/main/benches/peers/probe/src/peers.rs /work/main/benches/peers/probe/src/procfs.rs /work/main/benches/peers/probe/src/report.rs
