@@ -447,7 +447,7 @@ fn descriptor_exhaustion_is_a_clear_error_and_leaks_nothing() {
     sup.expect_stdout("settled");
     // Every node is gone again: the descriptors are back to a handful.
     assert!(
-        wait_until(PATIENCE, || open_fds(sup.pid()) <= 16),
+        wait_until(PATIENCE, || open_fds(sup.pid()) <= 20),
         "{} fds open",
         open_fds(sup.pid())
     );

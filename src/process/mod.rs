@@ -22,6 +22,7 @@
 
 pub mod lines;
 pub mod plan;
+mod raw;
 pub mod reactor;
 pub mod rotate;
 pub mod spawn;

@@ -291,7 +291,11 @@ impl Supervisor {
         };
         signal_group(entry.pid, remnants);
         let exit = reap(entry.pid);
-        let what = exit.map_or("ended".to_string(), |e| e.to_string());
+        // A child that failed between clone and exec says why; otherwise its exit does.
+        let what = match self.slots.finished(entry.pid) {
+            Some(why) => why,
+            None => exit.map_or("ended".to_string(), |e| e.to_string()),
+        };
         let now = Instant::now();
         let kill_at = if entry.stop.is_some() {
             now
@@ -455,6 +459,8 @@ impl Supervisor {
     /// stop timeout has passed (at once if the instance was being stopped). Scans /proc,
     /// so it runs at most once per loop turn, when something may have been adopted.
     pub fn sweep(&mut self, now: Instant) {
+        // Children that have exec'd since the last turn give their spawn slots back.
+        self.slots.reap();
         if !self.adopting || !self.sweep_due {
             return;
         }
