@@ -708,3 +708,110 @@ fn starting_many_nodes_does_not_count_against_the_time_limit() {
         out.stderr
     );
 }
+
+#[test]
+fn programs_the_kernel_cannot_run_are_refused_by_create() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new("formats");
+    let executable = |name: &str, text: &str| {
+        sandbox.write(name, text);
+        std::fs::set_permissions(sandbox.path(name), std::fs::Permissions::from_mode(0o755))
+            .unwrap();
+    };
+    executable("plain-text", "echo no interpreter line\n");
+    executable("bad-interpreter", "#!/no/such/interpreter\necho hi\n");
+    executable(
+        "good-script",
+        "#!/bin/sh\necho script ran\nexec sleep 300\n",
+    );
+    sandbox.write(
+        "s.rhai",
+        r#"
+        print(Supervisor::create(#{name: "plain", command: ["./plain-text"]}));
+        print(Supervisor::create(#{name: "interp", command: ["./bad-interpreter"]}));
+        print(`[${Supervisor::create(#{name: "good", command: ["./good-script"]})}]`);
+        print(Supervisor::status("").nodes.keys());
+        "#,
+    );
+    let mut sup = sandbox.start(&["run", "s.rhai"]);
+    let out = sup.expect_stdout("]\n[");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "node 'plain': cannot start './plain-text': exec format error"
+    );
+    assert_eq!(
+        lines[1],
+        "node 'interp': cannot start './bad-interpreter': no such file or directory"
+    );
+    assert_eq!(lines[2], "[]");
+    let out = sup.expect_stdout("[good] script ran");
+    assert!(
+        out.contains("[\"good\"]"),
+        "only the good node exists: {out}"
+    );
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+    assert!(!sup.stderr().contains("panicked"));
+}
+
+#[test]
+fn a_start_that_fails_after_the_checks_is_reported_with_its_reason() {
+    // An environment larger than the kernel takes passes every check create can make
+    // and fails only at exec, in the new process: the reason reaches the log, and the
+    // node is handled as one that keeps failing.
+    let sandbox = Sandbox::new("e2big");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        fn node_status(node, pid) { print(`node_status ${node} ${pid}`); }
+        let env = #{};
+        let value = "";
+        value.pad(120000, 'x');
+        for i in 0..64 { env[`BIG${i}`] = value; }
+        print(`[${Supervisor::create(#{name: "big", command: ["sleep", "300"], env: env,
+            revival_delay: 0.05, max_restarts: 2, restart_window: 60.0})}]`);
+        "#,
+    );
+    let mut sup = sandbox.start(&["run", "s.rhai"]);
+    sup.expect_stdout("[]");
+    let err = sup.expect_stderr("has failed and is not revived");
+    assert!(
+        err.contains("node 'big' (pid ")
+            && err.contains("cannot start 'sleep': argument list too long"),
+        "{err}"
+    );
+    sup.expect_stdout("node_status big 0");
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+}
+
+#[test]
+fn a_node_destroyed_as_soon_as_it_is_created_stops_at_once() {
+    // Processes are started without waiting for their exec; a destroy in the same
+    // breath must still reach every one of them (not wait for the stop timeout).
+    let sandbox = Sandbox::new("quickdestroy");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        for i in 0..30 {
+            let name = `q${i}`;
+            Supervisor::create(#{name: name, command: ["sleep", "300"], stop_timeout: 600.0});
+            print(`started pid=${Supervisor::status(name).nodes[name].pid}`);
+            Supervisor::destroy(name);
+        }
+        print("destroyed");
+        "#,
+    );
+    let mut sup = sandbox.start(&["run", "s.rhai"]);
+    let out = sup.expect_stdout("destroyed");
+    let pids = numbers_after(&out, "started pid=");
+    assert_eq!(pids.len(), 30, "{out}");
+    assert!(
+        wait_until(PATIENCE, || pids.iter().all(|&p| !alive(p))),
+        "still running: {:?}",
+        pids.iter().filter(|&&p| alive(p)).collect::<Vec<_>>()
+    );
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+}

@@ -195,7 +195,10 @@ impl Drop for Stack {
 fn page_size() -> usize {
     // SAFETY: sysconf reads a constant of the system.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    usize::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+    usize::try_from(size)
+        .ok()
+        .filter(|&s| s > 0)
+        .unwrap_or(4096)
 }
 
 impl Slots {
@@ -545,9 +548,8 @@ pub fn spawn(
     let null = slots.null.as_raw_fd();
     let slot = &mut slots.slots[index];
     if slot.stack.is_none() {
-        slot.stack = Some(
-            Stack::new().map_err(|e| fail(format!("cannot make a stack: {}", os_error(&e))))?,
-        );
+        slot.stack =
+            Some(Stack::new().map_err(|e| fail(format!("cannot make a stack: {}", os_error(&e))))?);
     }
     // The slot carries this node's stdout and stderr until its exec.
     let fill = |index: usize, fd: RawFd| -> Result<(), Errno> {
@@ -727,6 +729,25 @@ struct Image {
     failed: *const AtomicU64,
 }
 
+/// Every signal this program, or a library it uses, may catch.
+const HANDLED_SIGNALS: [libc::c_int; 15] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGCHLD,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGWINCH,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTSTP,
+    libc::SIGCONT,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `spawn` passes a pointer to its `Image`, alive until the child is done.
     let image = unsafe { &*arg.cast::<Image>() };
@@ -756,18 +777,13 @@ impl Image {
                     fail(Step::Descriptors, r);
                 }
             }
-            // Handlers of the supervisor must not run here (the memory is shared) and
-            // are reset by exec anyway; SIGPIPE, which Rust ignores, goes back to default.
-            for signal in [
-                libc::SIGTERM,
-                libc::SIGINT,
-                libc::SIGCHLD,
-                libc::SIGSEGV,
-                libc::SIGBUS,
-                libc::SIGPIPE,
-            ] {
-                raw::default_action(signal);
+            // Handlers of the supervisor (and of the libraries it uses) must not run
+            // here: the memory is shared. Exec would reset them anyway; SIGPIPE, which
+            // Rust ignores, goes back to its default too.
+            for signal in HANDLED_SIGNALS {
+                raw::default_action(signal, false);
             }
+            raw::default_action(libc::SIGPIPE, true);
             for (target, &fd) in self.slots.iter().enumerate() {
                 let r = raw::dup3(fd, target as libc::c_int);
                 if r < 0 {
