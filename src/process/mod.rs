@@ -4,8 +4,9 @@
 //! - `plan` turns a `NodeConfig` into a `SpawnPlan` (paths resolved, directory created,
 //!   core checked, env validated): everything that can be refused is refused there, so
 //!   `Supervisor::create` reports it at once.
-//! - `spawn` starts a command node (a vfork-style clone that takes a table of only the
-//!   descriptors it needs, then execs): own process group, parent-death signal,
+//! - `spawn` starts a command node (a clone that shares the supervisor's memory, takes a
+//!   table of only the descriptors it needs, then execs, while the supervisor goes on;
+//!   `raw` holds the system calls it makes): own process group, parent-death signal,
 //!   affinity, output pipes or files, and a pidfd for the new process.
 //! - `stem` forks script nodes from a prepared helper process (Rhai's library built
 //!   once), as the supervisor's own children.

@@ -153,7 +153,7 @@ impl Supervisor {
                 );
             }
         }
-        let (proc, pid) = self.spawn_plan(&plan, node::stop_timeout(&config))?;
+        let (proc, pid) = self.spawn_plan(&plan, node::stop_timeout(&config), false)?;
         let name = config.name.clone();
         let mut node = Node::new(config, proc, pid, now);
         node.files = files;
@@ -565,19 +565,25 @@ impl Supervisor {
 
     fn spawn(&mut self, config: &NodeConfig) -> Result<(ProcId, Pid), String> {
         let plan = plan(config, &self.launcher)?;
-        self.spawn_plan(&plan, node::stop_timeout(config))
+        // One process started by the loop on its own: let it exec before the loop's
+        // other work, which would otherwise delay it (a burst of creates from a script
+        // gains more from not waiting).
+        self.spawn_plan(&plan, node::stop_timeout(config), true)
     }
 
     fn spawn_plan(
         &mut self,
         plan: &SpawnPlan,
         stop_timeout: Duration,
+        wait: bool,
     ) -> Result<(ProcId, Pid), String> {
         let proc = ProcId(self.next_proc);
         let owner = crate::process::tree::owner_tag(self.self_pid, proc);
         let spawned = match &plan.payload {
-            Some(payload) if self.launcher.stem => self.spawn_by_stem(plan, payload, &owner)?,
-            _ => spawn(plan, self.self_pid, &owner, &mut self.slots)?,
+            Some(payload) if self.launcher.stem => {
+                self.spawn_by_stem(plan, payload, &owner, wait)?
+            }
+            _ => spawn(plan, self.self_pid, &owner, &mut self.slots, wait)?,
         };
         self.next_proc += 1;
         let pid = spawned.pid;
@@ -613,6 +619,7 @@ impl Supervisor {
         plan: &SpawnPlan,
         payload: &NodePayload,
         owner: &str,
+        wait: bool,
     ) -> Result<Spawned, String> {
         let [(stdout_end, stdout), (stderr_end, stderr)] = streams(plan)?;
         let request = stem::Request::new(plan, payload, self.self_pid, owner);
@@ -624,7 +631,7 @@ impl Supervisor {
                     Err(e) => {
                         log::warn!("cannot start the stem ({e}); script nodes are started by exec");
                         self.launcher.stem = false;
-                        return spawn(plan, self.self_pid, owner, &mut self.slots);
+                        return spawn(plan, self.self_pid, owner, &mut self.slots, wait);
                     }
                 },
             };
@@ -652,7 +659,7 @@ impl Supervisor {
         }
         log::warn!("the stem keeps failing; script nodes are started by exec");
         self.launcher.stem = false;
-        spawn(plan, self.self_pid, owner, &mut self.slots)
+        spawn(plan, self.self_pid, owner, &mut self.slots, wait)
     }
 
     /// SIGTERM (and SIGCONT, for a stopped process) to the process group now, SIGKILL
