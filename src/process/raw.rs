@@ -98,32 +98,16 @@ pub unsafe fn dup3(old: c_int, new: c_int) -> isize {
     unsafe { syscall4(l::SYS_dup3, old as usize, new as usize, 0, 0) }
 }
 
-/// Sets `signal` back to its default action: always with `force`, else only when it
-/// has a handler (an ignored signal stays ignored across exec, as it should).
-pub unsafe fn default_action(signal: c_int, force: bool) -> isize {
-    // The kernel's `struct sigaction` starts with the handler on every architecture
-    // this module supports; all zeros is SIG_DFL, no flags, no restorer, empty mask.
-    let default = [0u64; 4];
-    if !force {
-        let mut old = [0u64; 4];
-        let r = unsafe {
-            syscall4(
-                l::SYS_rt_sigaction,
-                signal as usize,
-                0,
-                old.as_mut_ptr() as usize,
-                8,
-            )
-        };
-        if r < 0 || old[0] == l::SIG_DFL as u64 || old[0] == l::SIG_IGN as u64 {
-            return r;
-        }
-    }
+/// Sets `signal` to its default action.
+pub unsafe fn default_action(signal: c_int) -> isize {
+    // The kernel's `struct sigaction` for SIG_DFL, no flags, no restorer, empty mask:
+    // all zeros on every architecture, whatever the order of its fields.
+    let action = [0u64; 4];
     unsafe {
         syscall4(
             l::SYS_rt_sigaction,
             signal as usize,
-            default.as_ptr() as usize,
+            action.as_ptr() as usize,
             0,
             8,
         )

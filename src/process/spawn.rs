@@ -735,16 +735,18 @@ struct Image {
     failed: *const AtomicU64,
 }
 
-/// Every signal this program, or a library it uses, may catch.
-const HANDLED_SIGNALS: [libc::c_int; 15] = [
+/// The signals a node gets at their default action: every one this program or a
+/// library it uses may catch or ignore, and those a launching shell may ignore.
+const RESET_SIGNALS: [libc::c_int; 16] = [
     libc::SIGTERM,
     libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGHUP,
+    libc::SIGPIPE,
     libc::SIGCHLD,
     libc::SIGSEGV,
     libc::SIGBUS,
     libc::SIGWINCH,
-    libc::SIGHUP,
-    libc::SIGQUIT,
     libc::SIGUSR1,
     libc::SIGUSR2,
     libc::SIGALRM,
@@ -784,12 +786,13 @@ impl Image {
                 }
             }
             // Handlers of the supervisor (and of the libraries it uses) must not run
-            // here: the memory is shared. Exec would reset them anyway; SIGPIPE, which
-            // Rust ignores, goes back to its default too.
-            for signal in HANDLED_SIGNALS {
-                raw::default_action(signal, false);
+            // here: the memory is shared. And a node starts with every signal at its
+            // default action, as a service should, whatever the supervisor inherited:
+            // a shell starts background jobs with SIGINT and SIGQUIT ignored, Rust
+            // ignores SIGPIPE.
+            for signal in RESET_SIGNALS {
+                raw::default_action(signal);
             }
-            raw::default_action(libc::SIGPIPE, true);
             for (target, &fd) in self.slots.iter().enumerate() {
                 let r = raw::dup3(fd, target as libc::c_int);
                 if r < 0 {
