@@ -63,10 +63,10 @@ const LAUNCH_WAIT: Duration = Duration::from_secs(2);
 /// At most this many checked programs are remembered.
 const FORMATS_KEPT: usize = 256;
 
-/// The children between clone and exec, each in a slot of its own: three descriptors
-/// (opened when the supervisor starts, so their numbers are low) through which its
-/// stdin, stdout and stderr are handed over, a stack, and the word the kernel clears
-/// when the child has exec'd or exited.
+/// The children between clone and exec, each in a slot of its own: two descriptors
+/// (opened when the supervisor starts, so their numbers are low, like the /dev/null all
+/// children get as stdin) through which its stdout and stderr are handed over, a stack,
+/// and the word the kernel clears when the child has exec'd or exited.
 ///
 /// A child is made with `CLONE_VM | CLONE_FILES | CLONE_CHILD_CLEARTID`: nothing is
 /// copied at the clone. Its first act is `close_range(above the slots,
@@ -109,11 +109,12 @@ struct Slot {
 
 /// What the child and the kernel write and the supervisor reads.
 #[repr(C)]
+#[derive(Default)]
 struct Shared {
     /// Nonzero while the child may still use the slot; the kernel sets it to zero and
     /// wakes its futex when the child execs or exits (`CLONE_CHILD_CLEARTID`).
     busy: AtomicU32,
-    /// `(step + 1) << 32 | errno` when the child failed, else 0.
+    /// `step << 32 | errno` when the child failed (steps count from 1), else 0.
     failed: AtomicU64,
 }
 
@@ -229,10 +230,7 @@ impl Slots {
             }
             slots.push(Slot {
                 fds,
-                shared: Box::new(Shared {
-                    busy: AtomicU32::new(0),
-                    failed: AtomicU64::new(0),
-                }),
+                shared: Box::default(),
                 stack: None,
                 launch: None,
             });
@@ -247,10 +245,12 @@ impl Slots {
     }
 
     /// Frees the slots of children that have exec'd or exited, keeping the reasons of
-    /// those that failed for `finished`.
+    /// those that failed for `finished`. Reads only the slots' words: a child that died
+    /// without the kernel clearing its word is freed by `finished` or `wait`.
     pub fn reap(&mut self) {
         for index in 0..self.slots.len() {
-            if self.slots[index].launch.is_some() && self.slots[index].done() {
+            let slot = &self.slots[index];
+            if slot.launch.is_some() && slot.shared.busy.load(Ordering::Acquire) == 0 {
                 self.release(index);
             }
         }
@@ -264,7 +264,6 @@ impl Slots {
             // the word (it does not for a child that dumped core).
             self.release(index);
         }
-        self.reap();
         self.failures.remove(&pid)
     }
 
@@ -370,13 +369,7 @@ impl Slot {
     fn abandon(&mut self) {
         std::mem::forget(self.launch.take());
         std::mem::forget(self.stack.take());
-        std::mem::forget(std::mem::replace(
-            &mut self.shared,
-            Box::new(Shared {
-                busy: AtomicU32::new(0),
-                failed: AtomicU64::new(0),
-            }),
-        ));
+        std::mem::forget(std::mem::take(&mut self.shared));
     }
 
     fn pid(&self) -> Option<Pid> {
@@ -384,7 +377,8 @@ impl Slot {
     }
 
     /// Whether the child no longer uses the slot: the kernel cleared the word, or the
-    /// child has exited (it may die before it clears it).
+    /// child has exited (it may die without the word being cleared). Makes a system
+    /// call while the word is set: for waiting, not for every look.
     fn done(&self) -> bool {
         let Some(launch) = &self.launch else {
             return true;
@@ -646,14 +640,11 @@ pub fn spawn(
         _image: image,
         started: Instant::now(),
     });
-    if wait {
-        slot.wait(Instant::now() + LAUNCH_WAIT);
-        if slot.done() {
-            slots.release(index);
-            if let Some(why) = slots.failures.remove(&pid) {
-                let _ = nix::sys::wait::waitpid(pid, None);
-                return Err(fail(why));
-            }
+    if wait && slot.wait(Instant::now() + LAUNCH_WAIT) {
+        slots.release(index);
+        if let Some(why) = slots.failures.remove(&pid) {
+            let _ = nix::sys::wait::waitpid(pid, None);
+            return Err(fail(why));
         }
     }
     let pidfd = match watch(pid, name) {
@@ -672,27 +663,18 @@ pub fn spawn(
     })
 }
 
-/// What the child was doing when it failed.
+/// What the child was doing when it failed; the value is what it reports (never 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
 enum Step {
-    Descriptors,
-    Streams,
-    Directory,
-    Core,
-    Exec,
+    Descriptors = 1,
+    Streams = 2,
+    Directory = 3,
+    Core = 4,
+    Exec = 5,
 }
 
 impl Step {
-    fn code(self) -> u32 {
-        match self {
-            Step::Descriptors => 1,
-            Step::Streams => 2,
-            Step::Directory => 3,
-            Step::Core => 4,
-            Step::Exec => 5,
-        }
-    }
-
     fn from_code(code: u32) -> Step {
         match code {
             1 => Step::Descriptors,
@@ -772,7 +754,7 @@ impl Image {
             // SAFETY: `failed` points into the slot, alive until the child is done; the
             // store is seen by the supervisor once the kernel clears the slot's word.
             unsafe {
-                (*self.failed).store((step.code() as u64) << 32 | errno, Ordering::Release);
+                (*self.failed).store((step as u64) << 32 | errno, Ordering::Release);
                 raw::exit_group(127)
             }
         };

@@ -458,8 +458,9 @@ impl Supervisor {
     /// shutting down) and stops them: SIGTERM now and SIGKILL when their instance's
     /// stop timeout has passed (at once if the instance was being stopped). Scans /proc,
     /// so it runs at most once per loop turn, when something may have been adopted.
+    /// First, children that have exec'd since the last turn give their spawn slots (and
+    /// the slots' copies of their output pipes) back, which costs a look at each slot.
     pub fn sweep(&mut self, now: Instant) {
-        // Children that have exec'd since the last turn give their spawn slots back.
         self.slots.reap();
         if !self.adopting || !self.sweep_due {
             return;

@@ -391,6 +391,44 @@ fn fresh_dir(o: &Options, name: &str) -> io::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Starts `peer` with `variant` and records its start-up: `startup_ms` at the defaults,
+/// `startup_min_ms` with the minimum delay. `None`, with a note and everything cleaned
+/// up, when not all N children came up.
+fn start_all<'a>(
+    o: &Options,
+    mon: &'a Monitor,
+    res: &mut Results,
+    run: usize,
+    n: usize,
+    peer: Peer,
+    variant: Variant,
+) -> io::Result<Option<Launch<'a>>> {
+    let name = peer.name();
+    let (tag, figure) = match variant {
+        Variant::Defaults => ("defaults", "startup_ms"),
+        Variant::Min => ("min", "startup_min_ms"),
+    };
+    let dir = fresh_dir(o, &format!("{name}-{n}-{tag}"))?;
+    let command = peer.prepare(&o.paths, &dir, n, variant)?;
+    let mut launch = Launch::start(mon, command)?;
+    match launch.wait_running(n, startup_timeout(n)) {
+        Some(ts) => {
+            res.add(run, n, name, figure, ms(ts - launch.launched_ns));
+            Ok(Some(launch))
+        }
+        None => {
+            res.note(format!(
+                "{name} n={n} run {run}: only {} of {n} children running ({tag}; gave up after 20 s without a new one, or {:?}); see {}",
+                launch.tree.running.len(),
+                startup_timeout(n),
+                dir.display()
+            ));
+            cleanup(mon);
+            Ok(None)
+        }
+    }
+}
+
 fn measure_peer(
     o: &Options,
     mon: &Monitor,
@@ -402,22 +440,9 @@ fn measure_peer(
     let name = peer.name();
 
     // Launch A, the peer at its defaults: start-up, memory, idle CPU, revival, SIGTERM.
-    let dir = fresh_dir(o, &format!("{name}-{n}-defaults"))?;
-    let command = peer.prepare(&o.paths, &dir, n, Variant::Defaults)?;
-    let mut launch = Launch::start(mon, command)?;
-    match launch.wait_running(n, startup_timeout(n)) {
-        Some(ts) => res.add(run, n, name, "startup_ms", ms(ts - launch.launched_ns)),
-        None => {
-            res.note(format!(
-                "{name} n={n} run {run}: only {} of {n} children running (defaults; gave up after 20 s without a new one, or {:?}); see {}",
-                launch.tree.running.len(),
-                startup_timeout(n),
-                dir.display()
-            ));
-            cleanup(mon);
-            return Ok(());
-        }
-    }
+    let Some(mut launch) = start_all(o, mon, res, run, n, peer, Variant::Defaults)? else {
+        return Ok(());
+    };
     // Settle: whatever the supervisor does right after the last start, and every child
     // up for over 1 s (supervisord's startsecs, the 1 s throttles of s6 and runit).
     launch.idle(Duration::from_millis(1500));
@@ -502,22 +527,9 @@ fn measure_peer(
     cleanup(mon);
 
     // Launch B, the restart delay at its minimum: revival, then SIGKILL.
-    let dir = fresh_dir(o, &format!("{name}-{n}-min"))?;
-    let command = peer.prepare(&o.paths, &dir, n, Variant::Min)?;
-    let mut launch = Launch::start(mon, command)?;
-    match launch.wait_running(n, startup_timeout(n)) {
-        Some(ts) => res.add(run, n, name, "startup_min_ms", ms(ts - launch.launched_ns)),
-        None => {
-            res.note(format!(
-                "{name} n={n} run {run}: only {} of {n} children running (min; gave up after 20 s without a new one, or {:?}); see {}",
-                launch.tree.running.len(),
-                startup_timeout(n),
-                dir.display()
-            ));
-            cleanup(mon);
-            return Ok(());
-        }
-    }
+    let Some(mut launch) = start_all(o, mon, res, run, n, peer, Variant::Min)? else {
+        return Ok(());
+    };
     launch.idle(Duration::from_millis(1500));
     revivals(
         &mut launch,
