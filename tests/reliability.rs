@@ -457,6 +457,28 @@ fn descriptor_exhaustion_is_a_clear_error_and_leaks_nothing() {
 }
 
 #[test]
+fn the_descriptor_table_is_grown_once_at_start_and_the_extra_descriptor_closed() {
+    // A table grown while the I/O thread runs waits for an RCU grace period at each
+    // doubling, in the middle of a burst of creates: it is sized when the process starts.
+    let sandbox = Sandbox::new("fdsize");
+    sandbox.write("s.rhai", r#"print("up");"#);
+    let mut sup = sandbox.start(&["run", "s.rhai"]);
+    sup.expect_stdout("up");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sup.pid())).unwrap();
+    let size: u64 = numbers_after(&status, "FDSize:\t")[0] as u64;
+    // The supervisor raises its soft limit on open files to the hard one, and grows the
+    // table with a descriptor just under it (or under 4096), which it closes again.
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let top = hard.min(4096) - 1;
+    assert!(size > top, "FDSize {size}\n{status}");
+    let fd = format!("/proc/{}/fd/{top}", sup.pid());
+    assert!(!std::path::Path::new(&fd).exists(), "{fd} is open");
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+}
+
+#[test]
 fn read_only_paths_full_devices_and_unrunnable_programs() {
     use std::os::unix::fs::PermissionsExt;
     let sandbox = Sandbox::new("osno");
