@@ -467,10 +467,11 @@ impl Supervisor {
         }
         self.sweep_due = false;
         let me = self.self_pid;
-        for pid in crate::process::tree::children(me) {
-            if self.leaders.contains_key(&pid) || self.strays.contains_key(&pid) {
-                continue;
-            }
+        let (leaders, strays) = (&self.leaders, &self.strays);
+        let found = crate::process::tree::children(me, |pid| {
+            leaders.contains_key(&pid) || strays.contains_key(&pid)
+        });
+        for pid in found {
             let owner = crate::process::tree::owner_of(pid, me);
             let kill_at = match owner {
                 // Its node instance is alive: it is that node's business.
