@@ -7,8 +7,9 @@
 //! so an adopted process can be traced back to the node instance it came from by reading
 //! its initial environment (`/proc/PID/environ`).
 //!
-//! This kernel offers no list of a process's children (`/proc/PID/task/*/children`
-//! needs CONFIG_PROC_CHILDREN), so `children` scans `/proc`; callers batch their scans.
+//! `children` reads the kernel's lists of a process's children
+//! (`/proc/PID/task/*/children`), and scans all of `/proc` where the kernel has none
+//! (built without CONFIG_PROC_CHILDREN); callers batch their looks.
 
 use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
@@ -23,18 +24,77 @@ pub fn owner_tag(supervisor: Pid, proc: ProcId) -> String {
     format!("{supervisor}.{}", proc.0)
 }
 
-/// The live children of `parent`, less those for which `known` is true: they are not
-/// looked at, which matters because reading a process's `stat` is most of a scan's cost
-/// (about 12 us each; a supervisor's own nodes are most of the processes on the machine).
+/// The live children of `parent`, less those for which `known` is true: those are not
+/// looked at, which matters when the kernel keeps no list of children and every
+/// process's `stat` must be read (about 12 us each; a supervisor's own nodes are most
+/// of the processes on the machine).
 pub fn children(parent: Pid, known: impl Fn(Pid) -> bool) -> Vec<Pid> {
+    let parent = parent.as_raw();
+    listed_children(parent)
+        .unwrap_or_else(every_process)
+        .into_iter()
+        .map(Pid::from_raw)
+        // Not a zombie, and still a child: the stat of the few unknown ones is read.
+        .filter(|&pid| !known(pid) && parent_of(pid.as_raw()) == Some(parent))
+        .collect()
+}
+
+/// Every process on the machine (that this one can see).
+fn every_process() -> Vec<i32> {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
     entries
         .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .map(Pid::from_raw)
-        .filter(|&pid| !known(pid) && parent_of(pid.as_raw()) == Some(parent.as_raw()))
         .collect()
+}
+
+/// The children of every thread of `pid`, from the kernel's lists; `None` when the
+/// kernel keeps none. A child belongs to the thread that made it; an adopted one to the
+/// process, listed under one of its threads.
+fn listed_children(pid: i32) -> Option<Vec<i32>> {
+    // The main thread's list exists whenever the kernel keeps lists at all.
+    if !std::path::Path::new(&format!("/proc/{pid}/task/{pid}/children")).exists() {
+        return None;
+    }
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        // A thread that ended since the listing has no list any more: nothing to add.
+        if let Ok(list) = read_whole(&task.path().join("children")) {
+            let list = String::from_utf8_lossy(&list);
+            found.extend(
+                list.split_whitespace()
+                    .filter_map(|p| p.parse::<i32>().ok()),
+            );
+        }
+    }
+    Some(found)
+}
+
+/// A `/proc` file in reads of 64 KiB. The kernel finds where each read of a list of
+/// children resumes by walking the list from its start, so small reads (the first read
+/// of `read_to_string` is 32 bytes) would make the reading quadratic.
+fn read_whole(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0; 64 * 1024];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(len * 2, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    Ok(buf)
 }
 
 /// The parent of `pid`, from `/proc/PID/stat` (the fields after the command name, which
@@ -116,6 +176,11 @@ mod tests {
         let pid = Pid::from_raw(child.id() as i32);
         assert!(children(me, |_| false).contains(&pid));
         assert!(!children(me, |p| p == pid).contains(&pid));
+        // Both sources: the kernel's lists (where it keeps them) and the scan.
+        if let Some(listed) = listed_children(me.as_raw()) {
+            assert!(listed.contains(&pid.as_raw()));
+        }
+        assert!(every_process().contains(&pid.as_raw()));
         // spawn returns once exec has begun; the new environment is published a moment
         // later.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
