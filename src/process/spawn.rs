@@ -273,11 +273,7 @@ impl Slots {
         let Some(launch) = slot.launch.take() else {
             return;
         };
-        let null = self.null.as_raw_fd();
-        for fd in &slot.fds {
-            // SAFETY: dup3 onto a descriptor this struct owns.
-            unsafe { libc::dup3(null, fd.as_raw_fd(), libc::O_CLOEXEC) };
-        }
+        slot.hand_back(self.null.as_raw_fd());
         let failed = slot.shared.failed.swap(0, Ordering::Acquire);
         slot.shared.busy.store(0, Ordering::Relaxed);
         if failed != 0 {
@@ -376,6 +372,15 @@ impl Slot {
         self.launch.as_ref().map(|l| l.pid)
     }
 
+    /// Points the slot's descriptors back at /dev/null (`null`), letting go of the
+    /// node's streams: a pipe whose write end the slot still held would never end.
+    fn hand_back(&self, null: RawFd) {
+        for fd in &self.fds {
+            // SAFETY: dup3 onto a descriptor the slot owns.
+            unsafe { libc::dup3(null, fd.as_raw_fd(), libc::O_CLOEXEC) };
+        }
+    }
+
     /// Whether the child no longer uses the slot: the kernel cleared the word, or the
     /// child has exited (it may die without the word being cleared). Makes a system
     /// call while the word is set: for waiting, not for every look.
@@ -422,33 +427,26 @@ impl Slot {
 /// (a format of `binfmt_misc`, a script of a script) is left to the kernel, and its
 /// spawn waits for the exec so that `create` reports a failure.
 fn format_known(path: &Path) -> bool {
-    fn head(path: &Path) -> Option<([u8; 256], usize)> {
-        let mut file = File::open(path).ok()?;
-        let mut buf = [0u8; 256];
-        let mut n = 0;
-        while n < buf.len() {
-            match file.read(&mut buf[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return None,
-            }
-        }
-        Some((buf, n))
+    fn head(path: &Path) -> Option<Vec<u8>> {
+        let mut buf = Vec::with_capacity(256);
+        File::open(path)
+            .ok()?
+            .take(256)
+            .read_to_end(&mut buf)
+            .ok()?;
+        Some(buf)
     }
     let native = |path: &Path| {
-        head(path).is_some_and(|(buf, n)| n >= 4 && &buf[..4] == b"\x7fELF")
-            && std::fs::metadata(path).is_ok_and(|m| m.is_file())
-            && nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).is_ok()
+        head(path).is_some_and(|buf| buf.starts_with(b"\x7fELF"))
+            && executable(path).is_ok_and(|meta| meta.is_file())
     };
-    let Some((buf, n)) = head(path) else {
+    let Some(buf) = head(path) else {
         return false;
     };
-    let buf = &buf[..n];
     if buf.starts_with(b"\x7fELF") {
         return true;
     }
-    let Some(line) = buf.strip_prefix(b"#!") else {
+    let Some(line) = buf.strip_prefix(b"#!".as_slice()) else {
         return false;
     };
     let Some(end) = line.iter().position(|&b| b == b'\n') else {
@@ -560,14 +558,8 @@ pub fn spawn(
     };
     let filled = fill(0, stdout_end.as_raw_fd()).and_then(|()| fill(1, stderr_end.as_raw_fd()));
     drop((stdout_end, stderr_end));
-    let reset = |slot: &Slot| {
-        for fd in &slot.fds {
-            // SAFETY: dup3 onto a descriptor the slot owns.
-            unsafe { libc::dup3(null, fd.as_raw_fd(), libc::O_CLOEXEC) };
-        }
-    };
     if let Err(e) = filled {
-        reset(slot);
+        slot.hand_back(null);
         return Err(fail(format!("cannot pass the streams: {}", errno_text(e))));
     }
     let image = Box::new(Image {
@@ -625,7 +617,7 @@ pub fn spawn(
         Ok(pid) => pid,
         Err(e) => {
             slot.shared.busy.store(0, Ordering::Relaxed);
-            reset(slot);
+            slot.hand_back(null);
             return Err(cannot_start(errno_text(e)));
         }
     };
@@ -839,20 +831,14 @@ fn environment(plan: &SpawnPlan, owner: &str) -> Vec<(OsString, OsString)> {
 /// program that cannot start is reported by `create` rather than by the dying child.
 fn resolve(plan: &SpawnPlan) -> Result<(PathBuf, std::fs::Metadata), String> {
     let program = &plan.program;
-    let usable = |path: &Path| -> Result<std::fs::Metadata, Errno> {
-        let meta =
-            std::fs::metadata(path).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
-        if meta.is_dir() {
-            return Err(Errno::EACCES);
-        }
-        nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).map(|()| meta)
-    };
     if program.as_os_str().as_bytes().contains(&b'/') {
         let path = match &plan.directory {
             Some(dir) if program.is_relative() => dir.join(program),
             _ => program.clone(),
         };
-        return usable(&path).map(|meta| (path, meta)).map_err(errno_text);
+        return executable(&path)
+            .map(|meta| (path, meta))
+            .map_err(errno_text);
     }
     let path_var = plan
         .env
@@ -869,7 +855,7 @@ fn resolve(plan: &SpawnPlan) -> Result<(PathBuf, std::fs::Metadata), String> {
             dir
         };
         let candidate = dir.join(program);
-        match usable(&candidate) {
+        match executable(&candidate) {
             Ok(meta) => return Ok((candidate, meta)),
             Err(Errno::EACCES) => denied = true,
             Err(_) => {}
@@ -880,6 +866,17 @@ fn resolve(plan: &SpawnPlan) -> Result<(PathBuf, std::fs::Metadata), String> {
     } else {
         Errno::ENOENT
     }))
+}
+
+/// Whether `path` is a file this process may execute (as the kernel would refuse it:
+/// a directory is EACCES); its metadata if so.
+fn executable(path: &Path) -> Result<std::fs::Metadata, Errno> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(0)))?;
+    if meta.is_dir() {
+        return Err(Errno::EACCES);
+    }
+    nix::unistd::access(path, nix::unistd::AccessFlags::X_OK).map(|()| meta)
 }
 
 /// A pidfd for our new child `pid`; if there is none, the child is taken down again at

@@ -63,8 +63,7 @@ fn listed_children(pid: i32) -> Option<Vec<i32>> {
         .flatten()
     {
         // A thread that ended since the listing has no list any more: nothing to add.
-        if let Ok(list) = read_whole(&task.path().join("children")) {
-            let list = String::from_utf8_lossy(&list);
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
             found.extend(
                 list.split_whitespace()
                     .filter_map(|p| p.parse::<i32>().ok()),
@@ -72,29 +71,6 @@ fn listed_children(pid: i32) -> Option<Vec<i32>> {
         }
     }
     Some(found)
-}
-
-/// A `/proc` file in reads of 64 KiB. The kernel finds where each read of a list of
-/// children resumes by walking the list from its start, so small reads (the first read
-/// of `read_to_string` is 32 bytes) would make the reading quadratic.
-fn read_whole(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut file = std::fs::File::open(path)?;
-    let mut buf = vec![0; 64 * 1024];
-    let mut len = 0;
-    loop {
-        if len == buf.len() {
-            buf.resize(len * 2, 0);
-        }
-        match file.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(len);
-    Ok(buf)
 }
 
 /// The parent of `pid`, from `/proc/PID/stat` (the fields after the command name, which

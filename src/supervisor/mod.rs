@@ -456,8 +456,9 @@ impl Supervisor {
 
     /// Looks for adopted processes left behind by ended instances (or by anyone, while
     /// shutting down) and stops them: SIGTERM now and SIGKILL when their instance's
-    /// stop timeout has passed (at once if the instance was being stopped). Scans /proc,
-    /// so it runs at most once per loop turn, when something may have been adopted.
+    /// stop timeout has passed (at once if the instance was being stopped). Reads the
+    /// supervisor's children from /proc (`tree::children`), so it runs at most once per
+    /// loop turn, when something may have been adopted.
     /// First, children that have exec'd since the last turn give their spawn slots (and
     /// the slots' copies of their output pipes) back, which costs a look at each slot.
     pub fn sweep(&mut self, now: Instant) {
