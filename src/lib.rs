@@ -55,6 +55,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod control;
+pub mod ctl;
 pub mod event_loop;
 pub mod node;
 pub mod process;

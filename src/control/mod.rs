@@ -30,15 +30,12 @@
 //! # Ok::<(), rhai_supervisor::control::ClientError>(())
 //! ```
 //!
-//! - `ctl` is the `rhai-supervisor ctl` command: human-readable or JSON output and its
-//!   exit statuses.
+//! - `show` lays answers out for a person (the status table of `ctl` and the REPL).
 
 pub mod client;
-pub mod ctl;
 mod handle;
 pub mod server;
-
-use std::path::{Path, PathBuf};
+pub mod show;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -48,25 +45,10 @@ use crate::config::NodeConfig;
 pub use client::{Client, ClientError, Evaluation};
 pub use server::{Limits, ListenError, Server};
 
-/// The socket a supervisor listens on, and `ctl` talks to, when none is given: in the
-/// current directory.
-pub const DEFAULT_SOCKET: &str = "rhai-supervisor.sock";
-/// The environment variable that chooses the socket for `run`, `repl` and `ctl`.
-pub const SOCKET_ENV: &str = "RHAI_SUPERVISOR_SOCKET";
+pub use crate::config::{DEFAULT_SOCKET, SOCKET_ENV, socket_path};
+
 /// The longest request line the supervisor reads (without its newline).
 pub const MAX_LINE: usize = 1024 * 1024;
-
-/// The socket to use: `given` if there is one, else `$RHAI_SUPERVISOR_SOCKET`, else
-/// `rhai-supervisor.sock` in the current directory. An empty path counts as none.
-pub fn socket_path(given: Option<&Path>) -> PathBuf {
-    let given = given.filter(|p| !p.as_os_str().is_empty());
-    let from_env = || std::env::var_os(SOCKET_ENV).filter(|p| !p.is_empty());
-    match (given, from_env()) {
-        (Some(path), _) => path.to_path_buf(),
-        (None, Some(path)) => PathBuf::from(path),
-        (None, None) => PathBuf::from(DEFAULT_SOCKET),
-    }
-}
 
 /// The commands, as they are spelled in `cmd`.
 pub const COMMANDS: &[&str] = &[

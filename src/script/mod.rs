@@ -6,10 +6,12 @@
 //! timer closures) with the same scope, never the top level again, so global `let`
 //! variables keep their values across hook calls.
 //!
-//! `Context` is the state that native functions (`Supervisor::create`, `schedule`,
-//! `terminate`, ...) reach from inside a script: the role, the node table, the timers
-//! and a pending exit. It is shared (`Rc<RefCell>`) between the engine's functions and
-//! the loop; the loop never holds a borrow while a script runs.
+//! `Context` is the state that native functions (`schedule`, `terminate`, ...) reach
+//! from inside a script: the role, the node's own configuration, the timers and a
+//! pending exit. The node table is not here: it belongs to the loop, which lends it to
+//! the `Supervisor` module's functions (`Nodes`). Both are shared (`Rc<RefCell>`)
+//! between the engine's functions and the loop; the loop never holds a borrow while a
+//! script runs.
 //!
 //! `api` registers the `Supervisor` and `Cluster` modules and the builtins; `records`
 //! the record types.
@@ -31,9 +33,12 @@ use rhai::{
     Scope,
 };
 
-use crate::config::NodeConfig;
-use crate::process::Stream;
+use crate::config::{NodeConfig, Stream};
 use crate::supervisor::Supervisor;
+
+/// The node table as the `Supervisor` module's functions reach it: owned by the loop
+/// (`EventLoop`), borrowed for the length of one call.
+pub type Nodes = Rc<RefCell<Supervisor>>;
 
 /// Which process the scripts run in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +63,6 @@ pub enum ExitRequest {
 /// What native functions reach from inside a script.
 pub struct Context {
     pub role: Role,
-    /// The node table, in the supervisor role.
-    pub supervisor: Option<Supervisor>,
     /// This node's configuration, in a supervised node.
     pub node: Option<NodeConfig>,
     pub timers: Timers,
@@ -76,7 +79,6 @@ impl Context {
     pub fn new(role: Role) -> Context {
         Context {
             role,
-            supervisor: None,
             node: None,
             timers: Timers::default(),
             exit: None,
@@ -156,7 +158,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            call_time: Duration::from_secs(1),
+            call_time: crate::config::DEFAULT_CALL_TIME,
             call_levels: 48,
             expr_depth: 64,
             function_expr_depth: 48,
@@ -348,7 +350,13 @@ pub struct Host {
 impl Host {
     /// A host for `shared`'s role. `interrupt`, when set (by a signal handler), stops a
     /// running call so the loop can handle the signal.
-    pub fn new(shared: Shared, limits: Limits, interrupt: Arc<AtomicBool>) -> Host {
+    /// `nodes` is the node table, in the supervisor role.
+    pub fn new(
+        shared: Shared,
+        nodes: Option<Nodes>,
+        limits: Limits,
+        interrupt: Arc<AtomicBool>,
+    ) -> Host {
         // `Engine::new` without its printing defaults, and with the standard library
         // built once per process (see `standard_package`).
         let mut engine = Engine::new_raw();
@@ -401,7 +409,7 @@ impl Host {
             }
             Ok(lookup.borrow().get(name).cloned())
         });
-        api::register(&mut engine, &shared);
+        api::register(&mut engine, &shared, nodes);
         Host {
             engine,
             program: AST::empty(),
