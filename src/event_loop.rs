@@ -59,6 +59,7 @@ enum Phase {
     },
 }
 
+/// The loop: the engine, the node table and the timers, and the events they wait for.
 pub struct EventLoop {
     host: Host,
     /// The node table, in the supervisor role.
@@ -76,6 +77,7 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
+    /// A loop over `host` (and `nodes`, in the supervisor role) that takes its events from `events`; `interrupt` is the flag the signal handlers set.
     pub fn new(
         host: Host,
         nodes: Option<Nodes>,
@@ -96,10 +98,12 @@ impl EventLoop {
         }
     }
 
+    /// The Rhai host: to evaluate code in the loaded program.
     pub fn host(&mut self) -> &mut Host {
         &mut self.host
     }
 
+    /// The script context (role, timers, exit request).
     pub fn shared(&self) -> Shared {
         self.host.shared().clone()
     }

@@ -28,11 +28,9 @@ fn main() {
         _ => None,
     };
     init_logging(level);
-    let mut settings = Settings {
-        log_level: level,
-        subreaper: true,
-        ..Settings::default()
-    };
+    let mut settings = Settings::default();
+    settings.log_level = level;
+    settings.subreaper = true;
     settings.limits.call_time = cli.call_time_limit;
     if let Some(ms) = payload.as_ref().and_then(|p| p.call_time_ms) {
         settings.limits.call_time = std::time::Duration::from_millis(ms);

@@ -33,11 +33,14 @@ const EVENT_QUEUE: usize = 128;
 /// Settings of a process, from the command line or an embedding program.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The limits of every script call.
     pub limits: Limits,
+    /// What is logged (and what script nodes log).
     pub log_level: log::LevelFilter,
+    /// What SIGINT means.
     pub sigint: Sigint,
     /// How script nodes are started; `None` re-executes the current program.
-    pub launcher: Option<Launcher>,
+    pub(crate) launcher: Option<Launcher>,
     /// In the supervisor role, become a child subreaper: descendants that nodes leave
     /// behind are adopted, stopped with their node and reaped. This reaps every child
     /// of the process, so an embedding program that has children of its own leaves it
@@ -61,10 +64,13 @@ impl Default for Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
+    /// A script failed to load or to run at start.
     Script(#[from] ScriptError),
     #[error("cannot start: {0}")]
+    /// Something the process needs could not be set up.
     Setup(String),
     #[error("{0}")]
+    /// The control socket cannot be listened on.
     Listen(#[from] control::ListenError),
 }
 
@@ -201,6 +207,7 @@ impl Runtime {
         self.events.clone()
     }
 
+    /// The loop, to drive it from Rust.
     pub fn event_loop(&mut self) -> &mut EventLoop {
         &mut self.event_loop
     }

@@ -22,6 +22,7 @@ mod util;
 mod api;
 mod cli;
 mod control;
+mod layers;
 mod nodes;
 mod output;
 mod reliability;

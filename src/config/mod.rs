@@ -50,11 +50,14 @@ pub fn socket_path(given: Option<&std::path::Path>) -> std::path::PathBuf {
 /// Which output stream of a node a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stream {
+    /// The node's standard output.
     Stdout,
+    /// The node's standard error.
     Stderr,
 }
 
 impl Stream {
+    /// `stdout` or `stderr`.
     pub fn name(self) -> &'static str {
         match self {
             Stream::Stdout => "stdout",
@@ -68,18 +71,24 @@ impl Stream {
 pub enum ClusterRole {
     #[default]
     #[serde(rename = "NONE", alias = "Supervisor::NONE")]
+    /// `Supervisor::NONE`
     None,
     #[serde(rename = "LOGGER", alias = "Supervisor::LOGGER")]
+    /// `Supervisor::LOGGER`
     Logger,
     #[serde(rename = "MANAGER", alias = "Supervisor::MANAGER")]
+    /// `Supervisor::MANAGER`
     Manager,
     #[serde(rename = "PROXY", alias = "Supervisor::PROXY")]
+    /// `Supervisor::PROXY`
     Proxy,
     #[serde(rename = "WORKER", alias = "Supervisor::WORKER")]
+    /// `Supervisor::WORKER`
     Worker,
 }
 
 impl ClusterRole {
+    /// Every role, in the order Zeek lists them.
     pub const ALL: [ClusterRole; 5] = [
         ClusterRole::None,
         ClusterRole::Logger,
@@ -118,15 +127,22 @@ impl fmt::Display for ClusterRole {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "PortRepr", into = "String")]
 pub struct Port {
+    /// The port number.
     pub number: u16,
+    /// Its transport protocol.
     pub protocol: Protocol,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The transport protocol of a `Port`.
 pub enum Protocol {
+    /// `tcp`
     Tcp,
+    /// `udp`
     Udp,
+    /// `icmp`
     Icmp,
+    /// `unknown`
     Unknown,
 }
 
@@ -150,12 +166,14 @@ impl Port {
         }
     }
 
+    /// A port from an integer (TCP), refusing what is out of range.
     pub fn from_int(number: i64) -> Result<Port, String> {
         u16::try_from(number)
             .map(Port::tcp)
             .map_err(|_| format!("port {number} is out of range (0-65535)"))
     }
 
+    /// A port from `"10000/tcp"` or `"10000"`.
     pub fn parse(text: &str) -> Result<Port, String> {
         let bad = || format!("'{text}' is not a port (expected e.g. \"10000/tcp\" or 10000)");
         let (number, protocol) = match text.split_once('/') {
@@ -298,6 +316,7 @@ impl NodeConfig {
         Some((max, backups))
     }
 
+    /// A configuration with only a name: a script node with every default.
     pub fn named(name: impl Into<String>) -> NodeConfig {
         NodeConfig {
             name: name.into(),
@@ -409,6 +428,7 @@ pub enum ExitInfo {
 }
 
 impl ExitInfo {
+    /// `SIGKILL` for 9; `signal N` for a number with no name.
     pub fn signal_name(signal: i32) -> String {
         nix::sys::signal::Signal::try_from(signal)
             .map(|s| s.as_str().to_string())
@@ -430,6 +450,7 @@ impl fmt::Display for ExitInfo {
 pub struct OutputLine {
     /// `stdout` or `stderr`.
     pub stream: String,
+    /// The line, without its newline.
     pub line: String,
 }
 
@@ -459,6 +480,7 @@ record! {
 }
 
 impl NodeStatus {
+    /// The status of `node`, with nothing known yet.
     pub fn new(node: NodeConfig) -> NodeStatus {
         NodeStatus {
             node,
@@ -491,6 +513,7 @@ pub trait Record: Fields + Clone + Send + Sync + 'static {
     /// Fields that can be read but not written.
     const COMPUTED: &'static [&'static str] = &[];
 
+    /// The record with every field at its default (required fields empty).
     fn blank() -> Self;
 
     /// The value of a field of `COMPUTED`.

@@ -41,7 +41,9 @@ pub enum SetError {
 /// How values of one field type read and write in a script. `at` names the record and
 /// field in messages: `Supervisor::NodeConfig.cpu_affinity`.
 pub trait Codec<T> {
+    /// What the script reads.
     fn read(value: &T) -> Dynamic;
+    /// What the script assigned, checked.
     fn write(value: Dynamic, at: &str) -> Result<T, String>;
 }
 
@@ -59,6 +61,7 @@ impl<T: Codec<T>> Codec<T> for Own {
 
 /// Whether serde leaves a field out of JSON: an unset optional field.
 pub trait Omit {
+    /// True when the field is left out of JSON.
     fn omit(&self) -> bool {
         false
     }

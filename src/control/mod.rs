@@ -60,6 +60,7 @@ pub const COMMANDS: &[&str] = &[
 pub struct Request {
     /// Any JSON value chosen by the client; `null` when the request had none.
     pub id: Value,
+    /// What to do.
     pub command: Command,
 }
 
@@ -77,7 +78,12 @@ pub enum Command {
     /// `terminate()`: stop every node, run `zeek_done()`, exit.
     Stop,
     /// The last lines of a node's output; at most `lines` of them when given.
-    Tail { node: String, lines: Option<usize> },
+    Tail {
+        /// The node.
+        node: String,
+        /// At most this many, the newest.
+        lines: Option<usize>,
+    },
     /// Run Rhai code in the supervisor's engine, as a REPL line.
     Eval(String),
 }
@@ -85,7 +91,9 @@ pub enum Command {
 /// The nodes a `restart` or `destroy` is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// The node of this name.
     Node(String),
+    /// Every node.
     All,
 }
 
@@ -108,7 +116,9 @@ impl Command {
 /// the line had none, or was not a JSON object).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rejected {
+    /// The id to answer under.
     pub id: Value,
+    /// Why the line cannot be served.
     pub error: String,
 }
 
@@ -312,6 +322,7 @@ fn describe(value: &Value) -> String {
 }
 
 impl Request {
+    /// A request with this id.
     pub fn new(id: impl Into<Value>, command: Command) -> Request {
         Request {
             id: id.into(),
@@ -364,17 +375,23 @@ impl Request {
 /// `eval` answer also has `output`: what the code printed, in either case.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Response {
+    /// The request's id, echoed.
     pub id: Value,
+    /// Whether the supervisor did what was asked.
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The answer, when `ok`.
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Why not, when not `ok`.
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What an `eval` printed.
     pub output: Option<String>,
 }
 
 impl Response {
+    /// A successful answer.
     pub fn ok(id: Value, result: Value) -> Response {
         Response {
             id,
@@ -385,6 +402,7 @@ impl Response {
         }
     }
 
+    /// A refusal.
     pub fn error(id: Value, error: impl Into<String>) -> Response {
         Response {
             id,
@@ -395,6 +413,7 @@ impl Response {
         }
     }
 
+    /// Adds what the code printed.
     pub fn with_output(mut self, output: String) -> Response {
         self.output = Some(output);
         self

@@ -263,11 +263,10 @@ pub fn serve(prepare: impl FnOnce(), run_node: fn(NodePayload) -> i32) -> i32 {
                 let mut fds = Vec::new();
                 for cmsg in message.cmsgs().into_iter().flatten() {
                     if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                        // SAFETY: the kernel just gave us these descriptors; we own them.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
+                        fds.extend(raw.into_iter().map(|fd| {
+                            // SAFETY: the kernel just gave us these descriptors; we own them.
+                            unsafe { OwnedFd::from_raw_fd(fd) }
+                        }));
                     }
                 }
                 (message.bytes, fds)

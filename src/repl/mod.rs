@@ -16,11 +16,11 @@
 //! a key, nothing can wake the editor: the terminal's settings are put back and the
 //! process leaves without it (`Gate` tells the two threads about each other).
 
-pub mod complete;
-pub mod evaluator;
-pub mod input;
-pub mod remote;
-pub mod render;
+pub(crate) mod complete;
+pub(crate) mod evaluator;
+pub(crate) mod input;
+pub(crate) mod remote;
+pub(crate) mod render;
 mod terminal;
 
 use std::cell::RefCell;
@@ -29,7 +29,7 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub use evaluator::{Evaluator, Local, Names, Reply, Unanswered};
+pub(crate) use evaluator::{Evaluator, Local, Reply, Unanswered};
 use input::{Command, Completeness};
 
 use crossbeam_channel::Sender;
@@ -476,6 +476,7 @@ mod tests {
 
     use super::*;
     use crate::config::Status;
+    use evaluator::Names;
 
     /// Plays back lines and keeps what the session shows.
     struct Script {

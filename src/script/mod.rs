@@ -62,10 +62,13 @@ pub enum ExitRequest {
 
 /// What native functions reach from inside a script.
 pub struct Context {
+    /// Which process the scripts run in.
     pub role: Role,
     /// This node's configuration, in a supervised node.
     pub node: Option<NodeConfig>,
+    /// `schedule`d closures.
     pub timers: Timers,
+    /// A pending `terminate()` or `exit(code)`.
     pub exit: Option<ExitRequest>,
     /// When the running script call must stop (`None`: not limited). Shared with the
     /// engine's progress check; native calls that start or stop processes move it on
@@ -73,9 +76,11 @@ pub struct Context {
     pub call_deadline: Rc<Cell<Option<Instant>>>,
 }
 
+/// The context as the engine and the loop share it.
 pub type Shared = Rc<RefCell<Context>>;
 
 impl Context {
+    /// A context for `role`, with nothing pending.
     pub fn new(role: Role) -> Context {
         Context {
             role,
@@ -86,10 +91,12 @@ impl Context {
         }
     }
 
+    /// Shares the context.
     pub fn shared(self) -> Shared {
         Rc::new(RefCell::new(self))
     }
 
+    /// Asks for this process to end.
     pub fn request_exit(&mut self, request: ExitRequest) {
         // An explicit exit code wins over an earlier terminate().
         match (self.exit, request) {
@@ -110,6 +117,7 @@ pub struct Timers {
 }
 
 impl Timers {
+    /// Runs `callback` at `at`.
     pub fn add(&mut self, at: Instant, callback: FnPtr) {
         let id = self.next_id;
         self.next_id += 1;
@@ -117,6 +125,7 @@ impl Timers {
         self.callbacks.insert(id, callback);
     }
 
+    /// When the earliest callback is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.due.peek().map(|Reverse((at, _))| *at)
     }
@@ -132,10 +141,12 @@ impl Timers {
         }
     }
 
+    /// No callback is waiting.
     pub fn is_empty(&self) -> bool {
         self.due.is_empty()
     }
 
+    /// Forgets every callback (at shutdown).
     pub fn clear(&mut self) {
         self.due.clear();
         self.callbacks.clear();
@@ -147,11 +158,17 @@ impl Timers {
 pub struct Limits {
     /// Wall-clock time one call (a file's top level, a hook, a timer) may take.
     pub call_time: Duration,
+    /// How deep calls may nest.
     pub call_levels: usize,
+    /// How deep an expression may nest at the top level.
     pub expr_depth: usize,
+    /// How deep an expression may nest in a function.
     pub function_expr_depth: usize,
+    /// The longest string, in bytes.
     pub string_size: usize,
+    /// The most items in an array.
     pub array_size: usize,
+    /// The most entries in a map.
     pub map_size: usize,
 }
 
@@ -173,9 +190,13 @@ impl Default for Limits {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.render())]
 pub struct ScriptError {
+    /// The script file, when the error is in one.
     pub file: Option<String>,
+    /// The line, from 1.
     pub line: Option<usize>,
+    /// The column, from 1.
     pub column: Option<usize>,
+    /// What went wrong.
     pub message: String,
 }
 
@@ -296,14 +317,20 @@ pub fn standard_package() -> rhai::Shared<rhai::Module> {
 /// The hooks a script may define, by name and number of parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
+    /// `zeek_init()`
     ZeekInit,
+    /// `zeek_done()`
     ZeekDone,
+    /// `node_status(node, pid)`
     NodeStatus,
+    /// `stdout_hook(node, line)`
     StdoutHook,
+    /// `stderr_hook(node, line)`
     StderrHook,
 }
 
 impl Hook {
+    /// Every hook.
     pub const ALL: [Hook; 5] = [
         Hook::ZeekInit,
         Hook::ZeekDone,
@@ -312,6 +339,7 @@ impl Hook {
         Hook::StderrHook,
     ];
 
+    /// The function name a script defines.
     pub fn name(self) -> &'static str {
         match self {
             Hook::ZeekInit => "zeek_init",
@@ -322,6 +350,7 @@ impl Hook {
         }
     }
 
+    /// How many parameters it takes.
     pub fn arity(self) -> usize {
         match self {
             Hook::ZeekInit | Hook::ZeekDone => 0,
@@ -423,10 +452,12 @@ impl Host {
         }
     }
 
+    /// The context the native functions reach.
     pub fn shared(&self) -> &Shared {
         &self.shared
     }
 
+    /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -529,6 +560,7 @@ impl Host {
         self.engine.compile_with_scope(&self.scope, code)
     }
 
+    /// Whether the program defines `hook`.
     pub fn defines(&self, hook: Hook) -> bool {
         self.defined[hook as usize]
     }

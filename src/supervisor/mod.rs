@@ -32,7 +32,7 @@ use crate::config::{NodeConfig, NodeStatus, OutputLine, Status, Stream};
 use crate::process::{Backend, ProcId, Start, lines};
 pub use node::{Action, Input, Instance, Node, State, Then};
 use output::TAIL_LINES;
-pub use policy::{Failure, human};
+pub use policy::human;
 
 /// Something the loop should tell the script.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -425,6 +425,7 @@ impl Slot {
         if self.shared.busy.load(Ordering::Acquire) == 0 {
             return true;
         }
+        // SAFETY: siginfo_t is plain data; all zeros is a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         // SAFETY: waitid writes into `info`; WNOWAIT leaves the child to be reaped by
         // whoever handles its exit.
