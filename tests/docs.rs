@@ -218,15 +218,6 @@ fn pages() -> Vec<Page> {
     names.iter().map(|n| Page::read(n)).collect()
 }
 
-fn contains_word(text: &str, word: &str) -> bool {
-    let ident = |c: char| c.is_alphanumeric() || c == '_';
-    text.match_indices(word).any(|(i, _)| {
-        let before = text[..i].chars().next_back();
-        let after = text[i + word.len()..].chars().next();
-        !before.is_some_and(ident) && !after.is_some_and(ident)
-    })
-}
-
 /// `-n` or `--lines` as an option, not as part of a longer word.
 fn contains_option(text: &str, option: &str) -> bool {
     text.match_indices(option).any(|(i, _)| {
@@ -579,7 +570,15 @@ fn every_record_field_hook_and_module_name_is_in_the_script_api_page() {
     }
     let module = page.section("The `Supervisor` module").unwrap_or_default();
     for name in rhai_supervisor::script::api::SUPERVISOR_NAMES {
-        if !contains_word(&module, name) {
+        // `Supervisor::create`, or a constant in a list: `Supervisor::NONE/LOGGER`.
+        let qualified = ["Supervisor::", "/"].iter().any(|prefix| {
+            let written = format!("{prefix}{name}");
+            module.match_indices(&written).any(|(i, _)| {
+                let after = module[i + written.len()..].chars().next();
+                !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+            })
+        });
+        if !qualified {
             missing.push(format!("Supervisor::{name}"));
         }
     }
