@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::control::{SOCKET_ENV, socket_path};
+use crate::config::{SOCKET_ENV, socket_path};
 
 #[derive(Debug, Parser)]
 #[command(

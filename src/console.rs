@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::io::Write;
 use std::sync::RwLock;
 
-use crate::process::Stream;
+use crate::config::Stream;
 
 /// A destination for the process's output.
 pub trait Sink: Send + Sync {
@@ -126,6 +126,7 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// A writer onto `stream`.
     pub fn new(stream: Stream) -> Writer {
         Writer {
             stream,

@@ -3,8 +3,8 @@
 //! SIGKILL, a `schedule`d closure) as its timeout. It never polls: with nothing due
 //! and nothing arriving it sleeps in `recv`.
 //!
-//! It owns the `Host` (the Rhai engine), reaches the node table through the shared
-//! `Context`, turns node output into `stdout_hook`/`stderr_hook` calls or `[node] line`
+//! It owns the `Host` (the Rhai engine) and the node table (`nodes`, in the supervisor
+//! role; lent to the engine's `Supervisor` functions), turns node output into `stdout_hook`/`stderr_hook` calls or `[node] line`
 //! prints, turns node starts into `node_status` calls, and runs the shutdown: stop
 //! every node, wait for the last one, `zeek_done()`, return the exit status.
 
@@ -17,26 +17,26 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use nix::sys::signal::Signal;
 use rhai::{INT, ImmutableString};
 
+use crate::config::Stream;
+use crate::process::ProcId;
 use crate::process::lines;
-use crate::process::{ProcId, Stream};
-use crate::script::{ExitRequest, Hook, Host, Role, ScriptError, Shared};
+use crate::process::reactor::IoEvent;
+use crate::script::{ExitRequest, Hook, Host, Nodes, Role, ScriptError, Shared};
 use crate::supervisor::Notice;
 
 /// Something for the loop to handle.
 pub enum Event {
-    /// Complete lines (each ending in `\n`) that a node wrote.
-    Output {
-        proc: ProcId,
-        node: Arc<str>,
-        stream: Stream,
-        lines: Vec<u8>,
-    },
-    /// A process exited; all its output was sent before this.
-    Exited { proc: ProcId },
-    /// SIGTERM or SIGINT reached this process (or SIGCHLD, for a subreaper).
-    Signal(Signal),
+    /// From the I/O thread: node output, an exit, SIGTERM or SIGINT (or SIGCHLD, for a
+    /// subreaper).
+    Io(IoEvent),
     /// Work from another thread (a REPL line, a control request), run on the loop.
     Task(Box<dyn FnOnce(&mut EventLoop) + Send>),
+}
+
+impl From<IoEvent> for Event {
+    fn from(event: IoEvent) -> Event {
+        Event::Io(event)
+    }
 }
 
 /// What SIGINT means.
@@ -59,8 +59,11 @@ enum Phase {
     },
 }
 
+/// The loop: the engine, the node table and the timers, and the events they wait for.
 pub struct EventLoop {
     host: Host,
+    /// The node table, in the supervisor role.
+    nodes: Option<Nodes>,
     events: Receiver<Event>,
     /// Set by the signal handlers for SIGTERM/SIGINT before the event is queued, so a
     /// running script call can be stopped; cleared when the event is handled.
@@ -74,8 +77,10 @@ pub struct EventLoop {
 }
 
 impl EventLoop {
+    /// A loop over `host` (and `nodes`, in the supervisor role) that takes its events from `events`; `interrupt` is the flag the signal handlers set.
     pub fn new(
         host: Host,
+        nodes: Option<Nodes>,
         events: Receiver<Event>,
         interrupt: Arc<AtomicBool>,
         sigint: Sigint,
@@ -83,6 +88,7 @@ impl EventLoop {
         let serve_forever = host.shared().borrow().role != Role::Plain;
         EventLoop {
             host,
+            nodes,
             events,
             interrupt,
             phase: Phase::Serving,
@@ -92,12 +98,19 @@ impl EventLoop {
         }
     }
 
+    /// The Rhai host: to evaluate code in the loaded program.
     pub fn host(&mut self) -> &mut Host {
         &mut self.host
     }
 
+    /// The script context (role, timers, exit request).
     pub fn shared(&self) -> Shared {
         self.host.shared().clone()
+    }
+
+    /// The node table, in the supervisor role.
+    pub fn nodes(&self) -> Option<&Nodes> {
+        self.nodes.as_ref()
     }
 
     /// Loads the scripts and calls `zeek_init()`. A failure is returned after every node
@@ -163,18 +176,18 @@ impl EventLoop {
 
     fn handle(&mut self, event: Event) {
         match event {
-            Event::Output {
+            Event::Io(IoEvent::Output {
+                proc,
                 node,
                 stream,
                 lines,
-                ..
-            } => self.output(&node, stream, &lines),
-            Event::Exited { proc } => {
-                if let Some(supervisor) = self.host.shared().borrow_mut().supervisor.as_mut() {
-                    supervisor.process_exited(proc);
+            }) => self.output(proc, &node, stream, &lines),
+            Event::Io(IoEvent::Exited { proc }) => {
+                if let Some(nodes) = &self.nodes {
+                    nodes.borrow_mut().process_exited(proc);
                 }
             }
-            Event::Signal(signal) => self.signal(signal),
+            Event::Io(IoEvent::Signal(signal)) => self.signal(signal),
             Event::Task(task) => task(self),
         }
         self.after_script();
@@ -182,8 +195,8 @@ impl EventLoop {
 
     fn signal(&mut self, signal: Signal) {
         if signal == Signal::SIGCHLD {
-            if let Some(supervisor) = self.host.shared().borrow_mut().supervisor.as_mut() {
-                supervisor.child_exited();
+            if let Some(nodes) = &self.nodes {
+                nodes.borrow_mut().child_exited();
             }
             return;
         }
@@ -203,17 +216,17 @@ impl EventLoop {
             }
             Phase::Stopping { .. } => {
                 log::warn!("received {signal} again; killing every node now");
-                if let Some(supervisor) = self.host.shared().borrow_mut().supervisor.as_mut() {
-                    supervisor.kill_all();
+                if let Some(nodes) = &self.nodes {
+                    nodes.borrow_mut().kill_all();
                 }
             }
         }
     }
 
     /// Prints or hands to a hook each line of a node's output.
-    fn output(&mut self, node: &Arc<str>, stream: Stream, data: &[u8]) {
-        let to_file = match self.host.shared().borrow_mut().supervisor.as_mut() {
-            Some(supervisor) => supervisor.take_output(node, stream, data),
+    fn output(&mut self, proc: ProcId, node: &Arc<str>, stream: Stream, data: &[u8]) {
+        let to_file = match &self.nodes {
+            Some(nodes) => nodes.borrow_mut().take_output(proc, stream, data),
             None => false,
         };
         if to_file {
@@ -262,12 +275,9 @@ impl EventLoop {
     fn after_script(&mut self) {
         loop {
             let notices = self
-                .host
-                .shared()
-                .borrow_mut()
-                .supervisor
-                .as_mut()
-                .map(|s| s.take_notices())
+                .nodes
+                .as_ref()
+                .map(|nodes| nodes.borrow_mut().take_notices())
                 .unwrap_or_default();
             if notices.is_empty() {
                 break;
@@ -298,11 +308,9 @@ impl EventLoop {
             return;
         }
         self.phase = Phase::Stopping { code, clean };
-        let shared = self.host.shared().clone();
-        let mut context = shared.borrow_mut();
-        context.timers.clear();
-        if let Some(supervisor) = context.supervisor.as_mut() {
-            supervisor.stop_all();
+        self.host.shared().borrow_mut().timers.clear();
+        if let Some(nodes) = &self.nodes {
+            nodes.borrow_mut().stop_all();
         }
     }
 
@@ -317,13 +325,7 @@ impl EventLoop {
         let Phase::Stopping { code, clean } = self.phase else {
             return None;
         };
-        let idle = self
-            .host
-            .shared()
-            .borrow()
-            .supervisor
-            .as_ref()
-            .is_none_or(|s| s.is_idle());
+        let idle = self.nodes.as_ref().is_none_or(|n| n.borrow().is_idle());
         if !idle {
             return None;
         }
@@ -340,9 +342,8 @@ impl EventLoop {
 
     fn fire_due(&mut self, now: Instant) {
         let shared = self.host.shared().clone();
-        if let Some(supervisor) = shared.borrow_mut().supervisor.as_mut() {
-            supervisor.fire_due(now);
-            supervisor.sweep(now);
+        if let Some(nodes) = &self.nodes {
+            nodes.borrow_mut().fire_due(now);
         }
         while self.phase == Phase::Serving {
             let Some(callback) = shared.borrow_mut().timers.pop_due(now) else {
@@ -356,9 +357,8 @@ impl EventLoop {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        let context = self.host.shared().borrow();
-        let timers = context.timers.next_deadline();
-        let supervisor = context.supervisor.as_ref().and_then(|s| s.next_deadline());
+        let timers = self.host.shared().borrow().timers.next_deadline();
+        let supervisor = self.nodes.as_ref().and_then(|n| n.borrow().next_deadline());
         match (timers, supervisor) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -51,17 +51,22 @@
 //! `Cluster` modules, the record types); what a child runs is in `node`; assembling a
 //! process of any role is `runtime`.
 
+#![warn(missing_docs)]
+
+#[doc(hidden)]
 pub mod cli;
 pub mod config;
 pub mod console;
 pub mod control;
+#[doc(hidden)]
+pub mod ctl;
 pub mod event_loop;
 pub mod node;
-pub mod process;
+pub(crate) mod process;
 pub mod repl;
 pub mod runtime;
 pub mod script;
-pub mod supervisor;
+pub(crate) mod supervisor;
 
 pub use config::{ClusterEndpoint, ClusterRole, NodeConfig, NodeStatus, Status};
 pub use runtime::{Error, Runtime, Settings};

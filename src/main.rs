@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use rhai_supervisor::cli::{Cli, Command};
+use rhai_supervisor::config::Stream;
 use rhai_supervisor::console::Writer;
-use rhai_supervisor::process::Stream;
 use rhai_supervisor::runtime::{Error, Runtime, Settings};
 use rhai_supervisor::script::Role;
 use simplelog::{ConfigBuilder, WriteLogger};
@@ -28,11 +28,9 @@ fn main() {
         _ => None,
     };
     init_logging(level);
-    let mut settings = Settings {
-        log_level: level,
-        subreaper: true,
-        ..Settings::default()
-    };
+    let mut settings = Settings::default();
+    settings.log_level = level;
+    settings.subreaper = true;
     settings.limits.call_time = cli.call_time_limit;
     if let Some(ms) = payload.as_ref().and_then(|p| p.call_time_ms) {
         settings.limits.call_time = std::time::Duration::from_millis(ms);
@@ -48,15 +46,16 @@ fn main() {
             Command::Repl {
                 attach: Some(path), ..
             },
-        ) => rhai_supervisor::repl::attach(&rhai_supervisor::control::socket_path(path.as_deref())),
+        ) => rhai_supervisor::repl::attach(&rhai_supervisor::config::socket_path(path.as_deref()))
+            .map_err(Error::Setup),
         (
             None,
             Command::Repl {
                 scripts, socket, ..
             },
-        ) => rhai_supervisor::repl::run(&scripts, socket.path(), &settings),
-        (None, Command::Stem) => Ok(rhai_supervisor::process::stem::serve(init_logging)),
-        (None, Command::Ctl(args)) => Ok(rhai_supervisor::control::ctl::run(&args)),
+        ) => rhai_supervisor::runtime::repl(&scripts, socket.path(), &settings),
+        (None, Command::Stem) => Ok(rhai_supervisor::node::serve_stem(init_logging)),
+        (None, Command::Ctl(args)) => Ok(rhai_supervisor::ctl::run(&args)),
         (None, Command::Node { .. }) => Err(Error::Setup("no node payload".into())),
     };
     match outcome {

@@ -1,15 +1,58 @@
-//! What runs inside a supervised script node.
+//! What runs inside a supervised script node, and the stem that forks them.
 //!
-//! The supervisor starts this program again as `PROGRAM __node NAME` with the node's
-//! `NodePayload` (its `NodeConfig` and the scripts to load) in an environment variable.
-//! The working directory, output streams, core, environment and parent-death signal
-//! were set up before exec (`process::spawn`); here the payload is read and removed
-//! from the environment, and the scripts run in the node role until SIGTERM,
-//! `terminate()` or `exit(code)`.
+//! The supervisor starts a script node in one of two ways. By exec: this program again
+//! as `PROGRAM __node NAME`, with the node's `NodePayload` (its `NodeConfig` and the
+//! scripts to load) in an environment variable, which is read and removed here. Or
+//! forked by the stem (`PROGRAM __stem`, `process::stem`), which builds Rhai's standard
+//! library once (`serve_stem`) and hands each forked node its payload. Either way the
+//! working directory, output streams, core, environment and parent-death signal are set
+//! up before the node's scripts run, in the node role, until SIGTERM, `terminate()` or
+//! `exit(code)`.
+
+use std::sync::OnceLock;
+use std::time::Duration;
 
 use crate::process::plan::{NODE_ENV, NodePayload};
 use crate::runtime::{Error, Runtime, Settings};
 use crate::script::Role;
+
+/// How a node forked by the stem sets up its logging (the program's choice).
+static INIT_LOGGING: OnceLock<fn(log::LevelFilter)> = OnceLock::new();
+
+/// Serves as the stem (`PROGRAM __stem`): builds Rhai's standard library, then forks
+/// script nodes for the supervisor until it goes away. `init_logging` runs in each
+/// forked node. Returns the stem's exit status.
+pub fn serve_stem(init_logging: fn(log::LevelFilter)) -> i32 {
+    let _ = INIT_LOGGING.set(init_logging);
+    crate::process::stem::serve(
+        || {
+            let _ = crate::script::standard_package();
+        },
+        run_forked,
+    )
+}
+
+/// A node the stem forked, set up: logs as its supervisor does and runs its scripts.
+fn run_forked(payload: NodePayload) -> i32 {
+    let level = payload.log_level.parse().unwrap_or(log::LevelFilter::Info);
+    if let Some(init) = INIT_LOGGING.get() {
+        init(level);
+    }
+    let mut settings = Settings {
+        log_level: level,
+        ..Settings::default()
+    };
+    if let Some(ms) = payload.call_time_ms {
+        settings.limits.call_time = Duration::from_millis(ms);
+    }
+    match run(payload, &settings) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rhai-supervisor: error: {e}");
+            1
+        }
+    }
+}
 
 /// Reads this node's payload. Must be called before any thread is started: it removes
 /// the payload from the environment.
@@ -42,7 +85,7 @@ pub fn run(payload: NodePayload, settings: &Settings) -> Result<i32, Error> {
 pub fn serve_if_node(settings: &Settings) -> Option<i32> {
     let role = std::env::args_os().nth(1)?;
     if role == "__stem" {
-        return Some(crate::process::stem::serve(|_| {}));
+        return Some(serve_stem(|_| {}));
     }
     if role != "__node" {
         return None;

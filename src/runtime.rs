@@ -3,8 +3,10 @@
 //! is registered before the reactor's signal pipe, so a script is already being
 //! stopped when the loop hears of the signal).
 
+use std::cell::RefCell;
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
@@ -16,9 +18,11 @@ use nix::sys::signal::Signal;
 use crate::config::NodeConfig;
 use crate::control;
 use crate::event_loop::{Event, EventLoop, Sigint};
+use crate::process::Native;
 use crate::process::plan::Launcher;
 use crate::process::reactor::Reactor;
-use crate::script::{Context, Host, Limits, Role, ScriptError};
+use crate::process::spawn::Slots;
+use crate::script::{Context, Host, Limits, Nodes, Role, ScriptError};
 use crate::supervisor::Supervisor;
 
 /// How many events may wait for the loop before the I/O thread (and with it, writing
@@ -29,11 +33,14 @@ const EVENT_QUEUE: usize = 128;
 /// Settings of a process, from the command line or an embedding program.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The limits of every script call.
     pub limits: Limits,
+    /// What is logged (and what script nodes log).
     pub log_level: log::LevelFilter,
+    /// What SIGINT means.
     pub sigint: Sigint,
     /// How script nodes are started; `None` re-executes the current program.
-    pub launcher: Option<Launcher>,
+    pub(crate) launcher: Option<Launcher>,
     /// In the supervisor role, become a child subreaper: descendants that nodes leave
     /// behind are adopted, stopped with their node and reaped. This reaps every child
     /// of the process, so an embedding program that has children of its own leaves it
@@ -57,10 +64,13 @@ impl Default for Settings {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}")]
+    /// A script failed to load or to run at start.
     Script(#[from] ScriptError),
     #[error("cannot start: {0}")]
+    /// Something the process needs could not be set up.
     Setup(String),
     #[error("{0}")]
+    /// The control socket cannot be listened on.
     Listen(#[from] control::ListenError),
 }
 
@@ -92,10 +102,7 @@ impl Runtime {
         }
         // First, so that their descriptor numbers are low (see `spawn::Slots`).
         let slots = if role == Role::Supervisor {
-            Some(
-                crate::process::spawn::Slots::new()
-                    .map_err(|e| setup("cannot open /dev/null", e))?,
-            )
+            Some(Slots::new().map_err(|e| setup("cannot open /dev/null", e))?)
         } else {
             None
         };
@@ -121,6 +128,7 @@ impl Runtime {
 
         let mut context = Context::new(role);
         context.node = node;
+        let mut nodes: Option<Nodes> = None;
         if role == Role::Supervisor {
             let mut launcher = match &settings.launcher {
                 Some(l) => l.clone(),
@@ -132,15 +140,17 @@ impl Runtime {
             let Some(slots) = slots else {
                 return Err(Error::Setup("no spawn slots".into()));
             };
-            let mut supervisor = Supervisor::new(launcher, reactor.watcher(), slots);
-            if adopting {
-                supervisor.adopt_leftovers();
-            }
-            context.supervisor = Some(supervisor);
+            let backend = Native::new(launcher, reactor.watcher(), slots, adopting);
+            nodes = Some(Rc::new(RefCell::new(Supervisor::new(Box::new(backend)))));
         }
-        let host = Host::new(context.shared(), settings.limits, interrupt.clone());
+        let host = Host::new(
+            context.shared(),
+            nodes.clone(),
+            settings.limits,
+            interrupt.clone(),
+        );
         Ok(Runtime {
-            event_loop: EventLoop::new(host, event_rx, interrupt, settings.sigint),
+            event_loop: EventLoop::new(host, nodes, event_rx, interrupt, settings.sigint),
             events,
             control: None,
             _reactor: reactor,
@@ -197,6 +207,7 @@ impl Runtime {
         self.events.clone()
     }
 
+    /// The loop, to drive it from Rust.
     pub fn event_loop(&mut self) -> &mut EventLoop {
         &mut self.event_loop
     }
@@ -208,10 +219,8 @@ impl Runtime {
 
     /// `Supervisor::create` from Rust. An error in the supervisor role only.
     pub fn create(&mut self, config: NodeConfig) -> Result<(), String> {
-        let shared = self.event_loop.shared();
-        let mut context = shared.borrow_mut();
-        match context.supervisor.as_mut() {
-            Some(supervisor) => supervisor.create(config),
+        match self.event_loop.nodes() {
+            Some(nodes) => nodes.borrow_mut().create(config),
             None => Err(crate::script::api::NOT_SUPERVISOR.into()),
         }
     }
@@ -260,4 +269,36 @@ fn raise_nofile_limit() -> Option<(u64, u64)> {
         }
     }
     Some((soft, hard))
+}
+
+/// `rhai-supervisor repl`: loads `scripts` (and runs `zeek_init()`), then serves the
+/// loop on this thread and the REPL's front end on another until the session ends.
+/// Returns the exit status.
+pub fn repl(
+    scripts: &[PathBuf],
+    socket: Option<PathBuf>,
+    settings: &Settings,
+) -> Result<i32, Error> {
+    let interactive = crate::repl::interactive();
+    let mut settings = settings.clone();
+    settings.sigint = Sigint::Interrupt;
+    let mut runtime = Runtime::new(Role::Supervisor, scripts, None, &settings)?;
+    if let Some(path) = socket {
+        runtime.listen(&path)?;
+    }
+    runtime.start(scripts)?;
+    // On a terminal, Ctrl-C stops a statement that runs too long; from a pipe, the
+    // usual time limit does.
+    let call_time = (!interactive).then_some(settings.limits.call_time);
+    let front_end = match crate::repl::FrontEnd::start(runtime.sender(), interactive, call_time) {
+        Ok(front_end) => front_end,
+        Err(e) => {
+            runtime.event_loop().terminate();
+            runtime.run();
+            return Err(Error::Setup(e));
+        }
+    };
+    let code = runtime.run();
+    front_end.finish();
+    Ok(code)
 }

@@ -56,6 +56,16 @@ fn record_fields() -> Vec<(&'static str, Vec<&'static str>)> {
     ]
 }
 
+/// The supervisor's engine, in a process with no supervisor role (as `exec` has it).
+fn plain_host() -> Host {
+    Host::new(
+        Context::new(Role::Plain).shared(),
+        None,
+        Limits::default(),
+        Arc::new(AtomicBool::new(false)),
+    )
+}
+
 /// A Markdown page: its text, its headings and its fenced blocks.
 struct Page {
     path: PathBuf,
@@ -230,11 +240,7 @@ fn contains_option(text: &str, option: &str) -> bool {
 
 #[test]
 fn every_rhai_block_compiles_with_the_supervisors_engine() {
-    let host = Host::new(
-        Context::new(Role::Plain).shared(),
-        Limits::default(),
-        Arc::new(AtomicBool::new(false)),
-    );
+    let host = plain_host();
     let mut failures = Vec::new();
     let mut compiled = 0;
     for page in pages() {

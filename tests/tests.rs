@@ -26,6 +26,7 @@ mod api;
 mod cli;
 mod control;
 mod docs;
+mod layers;
 mod nodes;
 mod output;
 mod reliability;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
 use rhai_supervisor::console::{self, Sink};
-use rhai_supervisor::process::Stream;
+use rhai_supervisor::config::Stream;
 use rhai_supervisor::script::{Context, Host, Limits, Role};
 
 struct Discard;
@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
         call_time: Duration::from_millis(50),
         ..Limits::default()
     };
-    let mut host = Host::new(Context::new(Role::Plain).shared(), limits, Arc::new(AtomicBool::new(false)));
+    let mut host = Host::new(Context::new(Role::Plain).shared(), None, limits, Arc::new(AtomicBool::new(false)));
     if host.eval(code).is_ok() {
         // whatever it defined, hooks included, can be called
         let _ = host.call_hook(rhai_supervisor::script::Hook::ZeekInit, ());

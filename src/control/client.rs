@@ -28,16 +28,36 @@ const MAX_RESPONSE: u64 = 256 * 1024 * 1024;
 pub enum ClientError {
     /// Nothing listens at the path, or we may not connect.
     #[error("cannot connect to the supervisor at '{path}': {reason}")]
-    Connect { path: String, reason: String },
+    Connect {
+        /// The socket's path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The connection broke, or the supervisor closed it without answering.
     #[error("lost the connection to the supervisor at '{path}': {reason}")]
-    Lost { path: String, reason: String },
+    Lost {
+        /// The socket's path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// No answer within the timeout.
     #[error("no answer from the supervisor at '{path}' within {seconds} s")]
-    Timeout { path: String, seconds: u64 },
+    Timeout {
+        /// The socket's path.
+        path: String,
+        /// How long it waited.
+        seconds: u64,
+    },
     /// The answer is not a response to this request.
     #[error("the supervisor at '{path}' sent an invalid answer: {reason}")]
-    Invalid { path: String, reason: String },
+    Invalid {
+        /// The socket's path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// A connection to a supervisor's control socket.
@@ -52,7 +72,9 @@ pub struct Client {
 /// shows values) or its error (with line and column).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Evaluation {
+    /// What the code printed.
     pub output: String,
+    /// Its value as the REPL shows it, or its error.
     pub value: Result<String, String>,
 }
 
@@ -77,6 +99,7 @@ impl Client {
         }
     }
 
+    /// The socket this client talks to.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -41,17 +41,13 @@ pub fn execute(event_loop: &mut EventLoop, peer: Peer, request: Request) -> Resp
             event_loop.terminate();
             Response::ok(id, Value::Null)
         }
-        command => {
-            let shared = event_loop.shared();
-            let mut context = shared.borrow_mut();
-            match context.supervisor.as_mut() {
-                Some(supervisor) => match on_nodes(supervisor, peer, command) {
-                    Ok(result) => Response::ok(id, result),
-                    Err(error) => Response::error(id, error),
-                },
-                None => Response::error(id, NOT_SUPERVISOR),
-            }
-        }
+        command => match event_loop.nodes() {
+            Some(nodes) => match on_nodes(&mut nodes.borrow_mut(), peer, command) {
+                Ok(result) => Response::ok(id, result),
+                Err(error) => Response::error(id, error),
+            },
+            None => Response::error(id, NOT_SUPERVISOR),
+        },
     }
 }
 

@@ -30,15 +30,12 @@
 //! # Ok::<(), rhai_supervisor::control::ClientError>(())
 //! ```
 //!
-//! - `ctl` is the `rhai-supervisor ctl` command: human-readable or JSON output and its
-//!   exit statuses.
+//! - `show` lays answers out for a person (the status table of `ctl` and the REPL).
 
 pub mod client;
-pub mod ctl;
 mod handle;
 pub mod server;
-
-use std::path::{Path, PathBuf};
+pub mod show;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -48,25 +45,10 @@ use crate::config::NodeConfig;
 pub use client::{Client, ClientError, Evaluation};
 pub use server::{Limits, ListenError, Server};
 
-/// The socket a supervisor listens on, and `ctl` talks to, when none is given: in the
-/// current directory.
-pub const DEFAULT_SOCKET: &str = "rhai-supervisor.sock";
-/// The environment variable that chooses the socket for `run`, `repl` and `ctl`.
-pub const SOCKET_ENV: &str = "RHAI_SUPERVISOR_SOCKET";
+pub use crate::config::{DEFAULT_SOCKET, SOCKET_ENV, socket_path};
+
 /// The longest request line the supervisor reads (without its newline).
 pub const MAX_LINE: usize = 1024 * 1024;
-
-/// The socket to use: `given` if there is one, else `$RHAI_SUPERVISOR_SOCKET`, else
-/// `rhai-supervisor.sock` in the current directory. An empty path counts as none.
-pub fn socket_path(given: Option<&Path>) -> PathBuf {
-    let given = given.filter(|p| !p.as_os_str().is_empty());
-    let from_env = || std::env::var_os(SOCKET_ENV).filter(|p| !p.is_empty());
-    match (given, from_env()) {
-        (Some(path), _) => path.to_path_buf(),
-        (None, Some(path)) => PathBuf::from(path),
-        (None, None) => PathBuf::from(DEFAULT_SOCKET),
-    }
-}
 
 /// The commands, as they are spelled in `cmd`.
 pub const COMMANDS: &[&str] = &[
@@ -78,6 +60,7 @@ pub const COMMANDS: &[&str] = &[
 pub struct Request {
     /// Any JSON value chosen by the client; `null` when the request had none.
     pub id: Value,
+    /// What to do.
     pub command: Command,
 }
 
@@ -95,7 +78,12 @@ pub enum Command {
     /// `terminate()`: stop every node, run `zeek_done()`, exit.
     Stop,
     /// The last lines of a node's output; at most `lines` of them when given.
-    Tail { node: String, lines: Option<usize> },
+    Tail {
+        /// The node.
+        node: String,
+        /// At most this many, the newest.
+        lines: Option<usize>,
+    },
     /// Run Rhai code in the supervisor's engine, as a REPL line.
     Eval(String),
 }
@@ -103,7 +91,9 @@ pub enum Command {
 /// The nodes a `restart` or `destroy` is for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// The node of this name.
     Node(String),
+    /// Every node.
     All,
 }
 
@@ -126,7 +116,9 @@ impl Command {
 /// the line had none, or was not a JSON object).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rejected {
+    /// The id to answer under.
     pub id: Value,
+    /// Why the line cannot be served.
     pub error: String,
 }
 
@@ -330,6 +322,7 @@ fn describe(value: &Value) -> String {
 }
 
 impl Request {
+    /// A request with this id.
     pub fn new(id: impl Into<Value>, command: Command) -> Request {
         Request {
             id: id.into(),
@@ -382,17 +375,23 @@ impl Request {
 /// `eval` answer also has `output`: what the code printed, in either case.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Response {
+    /// The request's id, echoed.
     pub id: Value,
+    /// Whether the supervisor did what was asked.
     pub ok: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The answer, when `ok`.
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Why not, when not `ok`.
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// What an `eval` printed.
     pub output: Option<String>,
 }
 
 impl Response {
+    /// A successful answer.
     pub fn ok(id: Value, result: Value) -> Response {
         Response {
             id,
@@ -403,6 +402,7 @@ impl Response {
         }
     }
 
+    /// A refusal.
     pub fn error(id: Value, error: impl Into<String>) -> Response {
         Response {
             id,
@@ -413,6 +413,7 @@ impl Response {
         }
     }
 
+    /// Adds what the code printed.
     pub fn with_output(mut self, output: String) -> Response {
         self.output = Some(output);
         self

@@ -61,10 +61,6 @@ impl LineBuffer {
             self.partial.clear();
         }
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.partial.is_empty()
-    }
 }
 
 /// Moves a cut at `at` back to the start of the UTF-8 character it would split, if the

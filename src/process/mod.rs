@@ -1,6 +1,11 @@
-//! The native process backend: how a node becomes a process and how its life reaches
-//! the loop.
+//! The process backend: the mechanism under the supervisor's policy. It starts a
+//! node's process, signals it, collects it when it has ended, and looks after what it
+//! leaves behind; it knows nothing of scripts, the loop or the node table.
 //!
+//! The supervisor reaches it only through `Backend`. `Native` is the real one; the
+//! supervisor's tests drive `fake::Fake`, whose clock and processes the test plays.
+//!
+//! Inside the native backend:
 //! - `plan` turns a `NodeConfig` into a `SpawnPlan` (paths resolved, directory created,
 //!   core checked, env validated): everything that can be refused is refused there, so
 //!   `Supervisor::create` reports it at once.
@@ -11,17 +16,22 @@
 //! - `stem` forks script nodes from a prepared helper process (Rhai's library built
 //!   once), as the supervisor's own children.
 //! - `reactor` is the one I/O thread: it waits with epoll on every pidfd, every output
-//!   pipe and the signal pipe, and sends `Event`s to the loop. A node's exit is sent only
-//!   after its pipes were drained, so the loop sees its last line before its exit.
-//! - `lines` splits pipe bytes into bounded lines; `rotate` writes rotated output files.
-//! - `tree` finds what nodes leave behind (the supervisor is a subreaper) in `/proc`.
+//!   pipe and the signal pipe, and sends `IoEvent`s to the loop. A node's exit is sent
+//!   only after its pipes were drained, so the loop sees its last line before its exit.
+//! - `leftovers` and `tree` find and stop what nodes leave behind (the supervisor is a
+//!   subreaper); `lines` splits pipe bytes into bounded lines; `rotate` writes rotated
+//!   output files.
 //!
 //! Reaping is done by pid (`waitpid(pid)`) on the loop thread when the loop handles the
 //! exit, so a pid stays valid (a zombie) for as long as the loop may still signal it,
 //! and children that someone else in the process spawned are never stolen (adopted
 //! processes are reaped only in subreaper mode, and never a node or the stem).
 
+#[cfg(test)]
+pub mod fake;
+mod leftovers;
 pub mod lines;
+mod native;
 pub mod plan;
 mod raw;
 pub mod reactor;
@@ -30,70 +40,101 @@ pub mod spawn;
 pub mod stem;
 pub mod tree;
 
+use std::time::{Duration, Instant};
+
 use nix::sys::signal::{Signal, killpg};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use crate::config::ExitInfo;
+pub use crate::config::Stream;
+use crate::config::{ExitInfo, NodeConfig};
+pub use native::Native;
+pub use rotate::OutputFiles;
 
 /// Identifies one spawned process over its whole life, including after its pid is
 /// reused by the system. Assigned by the supervisor, never reused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProcId(pub u64);
 
-/// Which output stream of a node a line came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Stream {
-    Stdout,
-    Stderr,
+/// Which start of a node this is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The first, by `create`: the files the supervisor writes for the node are opened,
+    /// and the call returns without waiting for the program's exec (a burst of creates
+    /// from a script gains more from not waiting).
+    First,
+    /// A revival or a restart: the call returns once the program runs, so that the
+    /// loop's other work does not delay it.
+    Again,
 }
 
-impl Stream {
-    pub fn name(self) -> &'static str {
-        match self {
-            Stream::Stdout => "stdout",
-            Stream::Stderr => "stderr",
-        }
-    }
+/// A process that was started.
+#[derive(Debug)]
+pub struct Started {
+    pub pid: Pid,
+    /// The node's rotated output files, for `Start::First` (empty otherwise).
+    pub files: OutputFiles,
 }
 
-/// Sends `signal` to the process group led by `pid`. A group that is already gone is
-/// not an error: the node may have exited on its own a moment ago.
+/// How a process ended, as the backend collected it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ended {
+    pub exit: Option<ExitInfo>,
+    /// For the log: `exited with code 3`, `killed by SIGKILL`, or why the program could
+    /// not start when the process failed before it ran.
+    pub what: String,
+}
+
+/// What the supervisor's policy asks of the operating system.
+pub trait Backend {
+    /// The current time, by this backend's clock.
+    fn now(&self) -> Instant;
+
+    /// Starts instance `proc` of the node `config`: plans it (paths, directory, checks),
+    /// starts its process in a process group of its own, and hands the process's exit
+    /// and output to the I/O thread. An error says why, naming the node and the field.
+    fn start(&mut self, config: &NodeConfig, proc: ProcId, start: Start)
+    -> Result<Started, String>;
+
+    /// Sends `signal` to the process group led by `pid`. A group that is already gone
+    /// is not an error: the node may have exited on its own a moment ago.
+    fn signal_group(&mut self, pid: Pid, signal: Signal);
+
+    /// Instance `proc`, led by `pid`, has ended (the I/O thread said so): collects its
+    /// exit status and stops what is left of its group, at once when it was being
+    /// stopped (`stopping`), else politely with SIGKILL after `stop_timeout`.
+    fn ended(&mut self, proc: ProcId, pid: Pid, stopping: bool, stop_timeout: Duration) -> Ended;
+
+    /// The earliest time at which `fire_due` has work.
+    fn next_deadline(&self) -> Option<Instant>;
+
+    /// Does the backend's time-driven work that is due at `now`.
+    fn fire_due(&mut self, now: Instant);
+
+    /// Once per loop turn: lets go of what started children held until their exec, and
+    /// looks for processes that nodes left behind when something may have been adopted.
+    fn tidy(&mut self, now: Instant);
+
+    /// SIGCHLD reached the process (a subreaper's adopted children may have exited).
+    fn child_exited(&mut self);
+
+    /// Shutdown has begun: no node starts any more, and whatever nodes left behind is
+    /// stopped too.
+    fn shut_down(&mut self);
+
+    /// Nothing the backend looks after is left (no leftover being stopped).
+    fn is_idle(&self) -> bool;
+}
+
+/// Sends `signal` to the process group led by `pid`; a group that is gone is not an
+/// error.
 pub fn signal_group(pid: Pid, signal: Signal) {
     match killpg(pid, signal) {
         Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
         Err(e) => log::warn!(
             "cannot send {signal} to process group {pid}: {}",
-            crate::process::errno_text(e)
+            errno_text(e)
         ),
     }
-}
-
-/// Collects the exit status of our child `pid`, which the reactor saw exit (its pidfd
-/// became readable), so this does not block.
-pub fn reap(pid: Pid) -> Option<ExitInfo> {
-    for _ in 0..10_000 {
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(_, code)) => return Some(ExitInfo::Code(code)),
-            Ok(WaitStatus::Signaled(_, signal, _)) => return Some(ExitInfo::Signal(signal as i32)),
-            Ok(WaitStatus::StillAlive) => {
-                // A pidfd is readable only once the process has exited; if the status is
-                // not there yet, it will be in a moment (the kernel publishes both together).
-                std::thread::yield_now();
-            }
-            Ok(_) => continue,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                log::warn!(
-                    "cannot collect exit status of pid {pid}: {}",
-                    crate::process::errno_text(e)
-                );
-                return None;
-            }
-        }
-    }
-    log::warn!("pid {pid} was reported gone but its exit status never arrived");
-    None
 }
 
 /// An OS error as a short lowercase phrase: "permission denied".

@@ -72,7 +72,7 @@ impl Launcher {
             child_nofile: None,
             // RHAI_SUPERVISOR_NO_STEM=1 starts every script node by exec instead.
             stem: std::env::var_os("RHAI_SUPERVISOR_NO_STEM").is_none(),
-            call_time: crate::script::Limits::default().call_time,
+            call_time: crate::config::DEFAULT_CALL_TIME,
         })
     }
 }

@@ -75,6 +75,7 @@ unsafe fn syscall4(n: c_long, a: usize, b: usize, c: usize, d: usize) -> isize {
 use nix::libc as l;
 
 pub unsafe fn close_range(first: c_uint, last: c_uint, flags: c_uint) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe {
         syscall4(
             l::SYS_close_range,
@@ -87,14 +88,17 @@ pub unsafe fn close_range(first: c_uint, last: c_uint, flags: c_uint) -> isize {
 }
 
 pub unsafe fn unshare(flags: c_int) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe { syscall4(l::SYS_unshare, flags as usize, 0, 0, 0) }
 }
 
 pub unsafe fn close(fd: c_int) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe { syscall4(l::SYS_close, fd as usize, 0, 0, 0) }
 }
 
 pub unsafe fn dup3(old: c_int, new: c_int) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe { syscall4(l::SYS_dup3, old as usize, new as usize, 0, 0) }
 }
 
@@ -103,6 +107,7 @@ pub unsafe fn default_action(signal: c_int) -> isize {
     // The kernel's `struct sigaction` for SIG_DFL, no flags, no restorer, empty mask:
     // all zeros on every architecture, whatever the order of its fields.
     let action = [0u64; 4];
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe {
         syscall4(
             l::SYS_rt_sigaction,
@@ -117,6 +122,7 @@ pub unsafe fn default_action(signal: c_int) -> isize {
 /// Unblocks every signal.
 pub unsafe fn unblock_all() -> isize {
     let empty = 0u64;
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe {
         syscall4(
             l::SYS_rt_sigprocmask,
@@ -129,10 +135,12 @@ pub unsafe fn unblock_all() -> isize {
 }
 
 pub unsafe fn setpgid_self() -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe { syscall4(l::SYS_setpgid, 0, 0, 0, 0) }
 }
 
 pub unsafe fn set_death_signal(signal: c_int) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe {
         syscall4(
             l::SYS_prctl,
@@ -145,14 +153,17 @@ pub unsafe fn set_death_signal(signal: c_int) -> isize {
 }
 
 pub unsafe fn getppid() -> pid_t {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe { syscall4(l::SYS_getppid, 0, 0, 0, 0) as pid_t }
 }
 
 pub unsafe fn chdir(path: *const c_char) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe { syscall4(l::SYS_chdir, path as usize, 0, 0, 0) }
 }
 
 pub unsafe fn set_affinity(set: *const l::cpu_set_t) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe {
         syscall4(
             l::SYS_sched_setaffinity,
@@ -165,6 +176,7 @@ pub unsafe fn set_affinity(set: *const l::cpu_set_t) -> isize {
 }
 
 pub unsafe fn set_nofile(limit: *const l::rlimit) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe {
         syscall4(
             l::SYS_prlimit64,
@@ -181,6 +193,7 @@ pub unsafe fn execve(
     argv: *const *const c_char,
     envp: *const *const c_char,
 ) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe {
         syscall4(
             l::SYS_execve,
@@ -193,6 +206,7 @@ pub unsafe fn execve(
 }
 
 pub unsafe fn exit_group(code: c_int) -> ! {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe {
         syscall4(l::SYS_exit_group, code as usize, 0, 0, 0);
     }

@@ -2,14 +2,15 @@
 //!
 //! It blocks in `epoll_wait` on: every node's pidfd and output pipes, a self-pipe that
 //! signal handlers write to, and an eventfd the loop uses to hand it new processes. It
-//! turns what it sees into `Event`s on the loop's channel:
+//! turns what it sees into `IoEvent`s on the loop's channel (whose own event type wraps
+//! them: `From<IoEvent>`):
 //!
-//! - output bytes become `Event::Output` with complete lines only (see `lines`);
+//! - output bytes become `IoEvent::Output` with complete lines only (see `lines`);
 //! - a readable pidfd (the process exited) first drains that process's pipes, flushes
-//!   an unfinished last line, and only then sends `Event::Exited`, so every line a node
-//!   wrote reaches the loop before its exit does;
+//!   an unfinished last line, and only then sends `IoEvent::Exited`, so every line a
+//!   node wrote reaches the loop before its exit does;
 //! - the signals it is given (SIGTERM and SIGINT; SIGCHLD for a subreaper) become
-//!   `Event::Signal`.
+//!   `IoEvent::Signal`.
 //!
 //! The channel to the loop is bounded: when the loop falls behind, `send` blocks, this
 //! thread stops reading, the pipes fill, and writing nodes block. An output event holds
@@ -31,8 +32,23 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::Signal;
 
 use super::lines::LineBuffer;
-use super::{ProcId, Stream};
-use crate::event_loop::Event;
+use super::{ProcId, Stream, errno_text};
+
+/// What the I/O thread tells the loop.
+#[derive(Debug)]
+pub enum IoEvent {
+    /// Complete lines (each ending in `\n`) that a node wrote.
+    Output {
+        proc: ProcId,
+        node: Arc<str>,
+        stream: Stream,
+        lines: Vec<u8>,
+    },
+    /// A process exited; all its output was sent before this.
+    Exited { proc: ProcId },
+    /// A signal the I/O thread was given reached this process.
+    Signal(Signal),
+}
 
 /// How much one pipe may deliver before others get their turn: one buffer.
 const READ_BUDGET: usize = BUFFER;
@@ -79,7 +95,10 @@ pub struct Watcher {
 
 impl Reactor {
     /// Starts the I/O thread, which sends to `events`, and routes `signals` to it.
-    pub fn start(events: Sender<Event>, signals: &[Signal]) -> io::Result<Reactor> {
+    pub fn start<E: From<IoEvent> + Send + 'static>(
+        events: Sender<E>,
+        signals: &[Signal],
+    ) -> io::Result<Reactor> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let waker = Arc::new(EventFd::from_flags(
             EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
@@ -175,13 +194,13 @@ struct Pipe {
     lines: LineBuffer,
 }
 
-struct Io {
+struct Io<E> {
     epoll: Epoll,
     waker: Arc<EventFd>,
     signal_pipe: UnixStream,
     signal_flags: Vec<(Signal, Arc<AtomicBool>)>,
     commands: Receiver<Command>,
-    events: Sender<Event>,
+    events: Sender<E>,
     slots: Vec<Option<Slot>>,
     free: Vec<usize>,
     buffer: Vec<u8>,
@@ -190,7 +209,12 @@ struct Io {
 /// The event channel is gone: the loop has ended, and so does this thread.
 struct Closed;
 
-impl Io {
+impl<E: From<IoEvent>> Io<E> {
+    /// Sends to the loop; fails once the loop has gone.
+    fn send(&self, event: IoEvent) -> Result<(), Closed> {
+        self.events.send(E::from(event)).map_err(|_| Closed)
+    }
+
     fn run(mut self) {
         let mut ready = vec![EpollEvent::empty(); 256];
         loop {
@@ -198,10 +222,7 @@ impl Io {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
-                    log::error!(
-                        "the I/O thread cannot wait for events: {}",
-                        crate::process::errno_text(e)
-                    );
+                    log::error!("the I/O thread cannot wait for events: {}", errno_text(e));
                     return;
                 }
             };
@@ -234,9 +255,7 @@ impl Io {
         while matches!(io::Read::read(&mut &self.signal_pipe, &mut sink), Ok(n) if n > 0) {}
         for (signal, flag) in &self.signal_flags {
             if flag.swap(false, Ordering::SeqCst) {
-                self.events
-                    .send(Event::Signal(*signal))
-                    .map_err(|_| Closed)?;
+                self.send(IoEvent::Signal(*signal))?;
             }
         }
         Ok(())
@@ -259,7 +278,7 @@ impl Io {
                 log::error!(
                     "cannot watch node '{}' (epoll: {}); its exit or output will be missed",
                     watch.name,
-                    crate::process::errno_text(e)
+                    errno_text(e)
                 );
             }
         };
@@ -330,7 +349,7 @@ impl Io {
                     log::warn!(
                         "cannot read output of node '{}': {}",
                         slot.name,
-                        crate::process::errno_text(e)
+                        errno_text(e)
                     );
                     eof = true;
                 }
@@ -352,13 +371,12 @@ impl Io {
                 self.release_if_done(index);
             }
             if !lines.is_empty() {
-                let output = Event::Output {
+                self.send(IoEvent::Output {
                     proc,
                     node,
                     stream,
                     lines,
-                };
-                self.events.send(output).map_err(|_| Closed)?;
+                })?;
             }
             if eof || done {
                 return Ok(());
@@ -379,7 +397,7 @@ impl Io {
             self.read(index, which, EXIT_DRAIN_BUDGET, true)?;
         }
         self.release_if_done(index);
-        self.events.send(Event::Exited { proc }).map_err(|_| Closed)
+        self.send(IoEvent::Exited { proc })
     }
 
     fn release_if_done(&mut self, index: usize) {

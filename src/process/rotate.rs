@@ -14,9 +14,52 @@ use std::path::{Path, PathBuf};
 
 use super::os_error;
 use super::spawn::open_output;
+use crate::config::{NodeConfig, Stream};
 
-/// The most backups a node may keep.
-pub const MAX_BACKUPS: i64 = 1000;
+/// The output files of one node that the supervisor writes (those it rotates), by
+/// stream; none when the node's output goes to the supervisor or straight to its files.
+#[derive(Debug, Default)]
+pub struct OutputFiles {
+    files: [Option<RotatingFile>; 2],
+}
+
+impl OutputFiles {
+    /// Opens the rotated files of `config` (paths as `plan` resolves them).
+    pub fn open(config: &NodeConfig, cwd: &Path) -> Result<OutputFiles, String> {
+        let mut files = OutputFiles::default();
+        let Some((max, backups)) = config.rotation() else {
+            return Ok(files);
+        };
+        let base = match &config.directory {
+            Some(dir) => cwd.join(dir),
+            None => cwd.to_path_buf(),
+        };
+        for (slot, file) in files
+            .files
+            .iter_mut()
+            .zip([&config.stdout_file, &config.stderr_file])
+        {
+            if let Some(file) = file {
+                *slot = Some(
+                    RotatingFile::open(&base.join(file), max, backups)
+                        .map_err(|e| format!("node '{}': {e}", config.name))?,
+                );
+            }
+        }
+        Ok(files)
+    }
+
+    /// Writes whole lines of `stream` to its file; false when the stream has none.
+    pub fn write(&mut self, stream: Stream, lines: &[u8]) -> bool {
+        match &mut self.files[stream as usize] {
+            Some(file) => {
+                file.write(lines);
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct RotatingFile {

@@ -239,13 +239,15 @@ impl Drop for Stem {
     }
 }
 
-/// The stem's side: builds Rhai's standard library, then forks a node per request until
-/// the supervisor closes the socket. `init_logging` is called in each node.
-pub fn serve(init_logging: fn(log::LevelFilter)) -> i32 {
+/// The stem's side: prepares (`prepare`: what every node would otherwise build), then
+/// forks a node per request until the supervisor closes the socket. Each forked node is
+/// set up as an exec'd one would be, then runs `run_node` with its payload and exits with
+/// its status.
+pub fn serve(prepare: impl FnOnce(), run_node: fn(NodePayload) -> i32) -> i32 {
     // SAFETY: the supervisor put our end of the socket pair at this descriptor before
     // exec, and nothing else in this process owns it.
     let socket = unsafe { OwnedFd::from_raw_fd(STEM_FD) };
-    let _ = crate::script::standard_package();
+    prepare();
     let mut buffer = vec![0u8; MAX_MESSAGE];
     loop {
         let mut space = nix::cmsg_space!([RawFd; 2]);
@@ -261,11 +263,10 @@ pub fn serve(init_logging: fn(log::LevelFilter)) -> i32 {
                 let mut fds = Vec::new();
                 for cmsg in message.cmsgs().into_iter().flatten() {
                     if let ControlMessageOwned::ScmRights(raw) = cmsg {
-                        // SAFETY: the kernel just gave us these descriptors; we own them.
-                        fds.extend(
-                            raw.into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
+                        fds.extend(raw.into_iter().map(|fd| {
+                            // SAFETY: the kernel just gave us these descriptors; we own them.
+                            unsafe { OwnedFd::from_raw_fd(fd) }
+                        }));
                     }
                 }
                 (message.bytes, fds)
@@ -280,7 +281,7 @@ pub fn serve(init_logging: fn(log::LevelFilter)) -> i32 {
             serde_json::from_slice::<Request>(&buffer[..bytes]),
             <[OwnedFd; 2]>::try_from(fds),
         ) {
-            (Ok(request), Ok(streams)) => fork_node(request, streams, &socket, init_logging),
+            (Ok(request), Ok(streams)) => fork_node(request, streams, &socket, run_node),
             (Err(e), _) => Reply::Refused {
                 pid: None,
                 error: format!("the stem got an invalid request: {e}"),
@@ -303,7 +304,7 @@ fn fork_node(
     request: Request,
     streams: [OwnedFd; 2],
     socket: &OwnedFd,
-    init_logging: fn(log::LevelFilter),
+    run_node: fn(NodePayload) -> i32,
 ) -> Reply {
     let refused = |error: String| Reply::Refused { pid: None, error };
     let (status_read, status_write) = match pipe2(OFlag::O_CLOEXEC) {
@@ -343,7 +344,7 @@ fn fork_node(
             streams,
             status_write,
             socket.as_raw_fd(),
-            init_logging,
+            run_node,
         ));
     }
     drop(status_write);
@@ -370,7 +371,7 @@ fn run_forked(
     [stdout, stderr]: [OwnedFd; 2],
     status: OwnedFd,
     stem_socket: RawFd,
-    init_logging: fn(log::LevelFilter),
+    run_node: fn(NodePayload) -> i32,
 ) -> i32 {
     let name = request.name.clone();
     if let Err(error) = set_up(&request, stdout, stderr, stem_socket) {
@@ -379,26 +380,7 @@ fn run_forked(
     }
     let _ = nix::unistd::write(&status, b"ok");
     drop(status);
-    let level = request
-        .payload
-        .log_level
-        .parse()
-        .unwrap_or(log::LevelFilter::Info);
-    init_logging(level);
-    let mut settings = crate::runtime::Settings {
-        log_level: level,
-        ..crate::runtime::Settings::default()
-    };
-    if let Some(ms) = request.payload.call_time_ms {
-        settings.limits.call_time = Duration::from_millis(ms);
-    }
-    match crate::node::run(request.payload, &settings) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("rhai-supervisor: error: {e}");
-            1
-        }
-    }
+    run_node(request.payload)
 }
 
 fn set_up(

@@ -144,12 +144,9 @@ impl Evaluator for Local {
 
     fn status(&mut self) -> Result<Status, Unanswered> {
         self.ask(None, |event_loop| {
-            let shared = event_loop.shared();
-            let context = shared.borrow();
-            context
-                .supervisor
-                .as_ref()
-                .map(|s| s.status(""))
+            event_loop
+                .nodes()
+                .map(|nodes| nodes.borrow().status(""))
                 .ok_or_else(|| NOT_SUPERVISOR.to_string())
         })?
         .map_err(Unanswered::Failed)
@@ -170,11 +167,8 @@ impl Evaluator for Local {
                 records::field_names(&value)
             });
             let nodes = event_loop
-                .shared()
-                .borrow()
-                .supervisor
-                .as_ref()
-                .map(|s| s.node_names().map(str::to_string).collect())
+                .nodes()
+                .map(|n| n.borrow().node_names().map(str::to_string).collect())
                 .unwrap_or_default();
             Names {
                 names,

@@ -16,27 +16,26 @@
 //! a key, nothing can wake the editor: the terminal's settings are put back and the
 //! process leaves without it (`Gate` tells the two threads about each other).
 
-pub mod complete;
-pub mod evaluator;
-pub mod input;
-pub mod remote;
-pub mod render;
+pub(crate) mod complete;
+pub(crate) mod evaluator;
+pub(crate) mod input;
+pub(crate) mod remote;
+pub(crate) mod render;
 mod terminal;
 
 use std::cell::RefCell;
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::rc::Rc;
 use std::sync::{Arc, Mutex, PoisonError};
 
-pub use evaluator::{Evaluator, Local, Names, Reply, Unanswered};
+pub(crate) use evaluator::{Evaluator, Local, Reply, Unanswered};
 use input::{Command, Completeness};
 
 use crossbeam_channel::Sender;
 
-use crate::event_loop::{Event, EventLoop, Sigint};
-use crate::runtime::{Error, Runtime, Settings};
-use crate::script::{Role, ScriptError};
+use crate::event_loop::{Event, EventLoop};
+use crate::script::ScriptError;
 
 /// How wide values are laid out when the output is not a terminal.
 const PLAIN_WIDTH: usize = 100;
@@ -45,80 +44,86 @@ const PLAIN_WIDTH: usize = 100;
 const FRONT_END_STACK: usize = 8 * 1024 * 1024;
 const LAST_OUTPUT_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// Runs the REPL: loads `scripts` (and runs `zeek_init()`), then serves the loop on
-/// this thread and the front end on another until the session ends. Returns the exit
-/// status.
-pub fn run(
-    scripts: &[PathBuf],
-    socket: Option<PathBuf>,
-    settings: &Settings,
-) -> Result<i32, Error> {
-    let interactive = terminal::available();
-    let mut settings = settings.clone();
-    settings.sigint = Sigint::Interrupt;
-    let mut runtime = Runtime::new(Role::Supervisor, scripts, None, &settings)?;
-    if let Some(path) = socket {
-        runtime.listen(&path)?;
+/// Whether the REPL runs on a terminal (with the line editor) rather than on a pipe.
+pub fn interactive() -> bool {
+    terminal::available()
+}
+
+/// The REPL's front end on a thread of its own, while the loop runs on the caller's
+/// (`runtime::repl` assembles the two).
+pub struct FrontEnd {
+    thread: std::thread::JoinHandle<()>,
+    gate: Arc<Gate>,
+    /// Dropped when the loop has returned: the evaluator's requests end.
+    finished: Sender<()>,
+    saved_terminal: Option<terminal::SavedTerminal>,
+    interactive: bool,
+}
+
+impl FrontEnd {
+    /// Starts the front end, which hands inputs to the loop through `events`; each input
+    /// runs under `call_time` (`None`: no limit, as at a terminal where Ctrl-C stops a
+    /// statement).
+    pub fn start(
+        events: Sender<Event>,
+        interactive: bool,
+        call_time: Option<std::time::Duration>,
+    ) -> Result<FrontEnd, String> {
+        let (finished, loop_finished) = crossbeam_channel::bounded::<()>(0);
+        let evaluator: Box<dyn Evaluator + Send> =
+            Box::new(Local::new(events.clone(), loop_finished, call_time));
+        let gate = Arc::new(Gate::default());
+        let saved_terminal = if interactive {
+            terminal::SavedTerminal::save()
+        } else {
+            None
+        };
+        let front_gate = gate.clone();
+        let thread = std::thread::Builder::new()
+            .name("repl".into())
+            // Room for the parser's recursion on deeply nested input (see `input`).
+            .stack_size(FRONT_END_STACK)
+            .spawn(move || {
+                let _stop_if_lost = StopIfLost(events);
+                front_end(interactive, evaluator, front_gate)
+            })
+            .map_err(|e| format!("cannot start the REPL thread: {e}"))?;
+        Ok(FrontEnd {
+            thread,
+            gate,
+            finished,
+            saved_terminal,
+            interactive,
+        })
     }
-    runtime.start(scripts)?;
 
-    // On a terminal, Ctrl-C stops a statement that runs too long; from a pipe, the
-    // usual time limit does.
-    let call_time = (!interactive).then_some(settings.limits.call_time);
-    let (finished, loop_finished) = crossbeam_channel::bounded::<()>(0);
-    let evaluator: Box<dyn Evaluator + Send> =
-        Box::new(Local::new(runtime.sender(), loop_finished, call_time));
-    let gate = Arc::new(Gate::default());
-    let saved_terminal = if interactive {
-        terminal::SavedTerminal::save()
-    } else {
-        None
-    };
-    let front_gate = gate.clone();
-    let events = runtime.sender();
-    let front_end = std::thread::Builder::new()
-        .name("repl".into())
-        // Room for the parser's recursion on deeply nested input (see `input`).
-        .stack_size(FRONT_END_STACK)
-        .spawn(move || {
-            let _stop_if_lost = StopIfLost(events);
-            front_end(interactive, evaluator, front_gate)
-        });
-    let front_end = match front_end {
-        Ok(thread) => thread,
-        Err(e) => {
-            runtime.event_loop().terminate();
-            runtime.run();
-            return Err(Error::Setup(format!("cannot start the REPL thread: {e}")));
-        }
-    };
-
-    let code = runtime.run();
-    drop(finished);
-    if gate.finish() {
-        // The front end waits for a key (or a line) and cannot be woken: print what
-        // is left, put the terminal back, and let the process end without it.
-        if let Some(output) = gate.output() {
-            output.flush(LAST_OUTPUT_PATIENCE);
-        }
-        crate::console::set_sink(None);
-        if interactive {
-            if let Some(saved) = saved_terminal {
-                saved.restore();
+    /// The loop has returned: lets the front end finish, or leaves without it when it
+    /// waits for a key it cannot be woken from.
+    pub fn finish(self) {
+        drop(self.finished);
+        if self.gate.finish() {
+            // The front end waits for a key (or a line) and cannot be woken: print what
+            // is left, put the terminal back, and let the process end without it.
+            if let Some(output) = self.gate.output() {
+                output.flush(LAST_OUTPUT_PATIENCE);
             }
-            println!("\nthe supervisor has stopped; leaving the REPL");
+            crate::console::set_sink(None);
+            if self.interactive {
+                if let Some(saved) = self.saved_terminal {
+                    saved.restore();
+                }
+                println!("\nthe supervisor has stopped; leaving the REPL");
+            }
+        } else {
+            let _ = self.thread.join();
         }
-    } else {
-        let _ = front_end.join();
     }
-    Ok(code)
 }
 
 /// `repl --attach`: the REPL on this thread, evaluating in the supervisor that serves
 /// the control socket at `socket`. Leaving it leaves that supervisor running.
-pub fn attach(socket: &Path) -> Result<i32, Error> {
-    let client =
-        crate::control::Client::connect(socket).map_err(|e| Error::Setup(e.to_string()))?;
+pub fn attach(socket: &Path) -> Result<i32, String> {
+    let client = crate::control::Client::connect(socket).map_err(|e| e.to_string())?;
     let interactive = terminal::available();
     front_end(
         interactive,
@@ -471,6 +476,7 @@ mod tests {
 
     use super::*;
     use crate::config::Status;
+    use evaluator::Names;
 
     /// Plays back lines and keeps what the session shows.
     struct Script {

@@ -256,7 +256,7 @@ pub fn status_table(status: &Status) -> String {
     if status.nodes.is_empty() {
         return "no nodes".into();
     }
-    crate::control::ctl::status_table(status)
+    crate::control::show::status_table(status)
         .trim_end()
         .to_string()
 }

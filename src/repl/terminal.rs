@@ -31,8 +31,8 @@ use rustyline::{CompletionType, Config, EditMode, Editor, ExternalPrinter, Helpe
 use super::complete::{self, Want};
 use super::evaluator::{Evaluator, Names};
 use super::{Console, Gate, Read};
+use crate::config::Stream;
 use crate::console::{self, Sink};
-use crate::process::Stream;
 
 const PROMPT: &str = "sup> ";
 const CONTINUATION: &str = "...> ";

@@ -11,10 +11,9 @@ use rhai::{
     Dynamic, Engine, EvalAltResult, FnPtr, FuncRegistration, INT, Map, Module, NativeCallContext,
 };
 
-use super::records::{self, Record, from_map, kind};
-use super::{ExitRequest, Role, Shared};
-use crate::config::{ClusterEndpoint, ClusterRole, NodeConfig, NodeStatus, Status};
-use crate::process::Stream;
+use super::records::{self, from_map, kind};
+use super::{ExitRequest, Nodes, Role, Shared};
+use crate::config::{ClusterEndpoint, ClusterRole, Fields, NodeConfig, NodeStatus, Status, Stream};
 
 type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
 
@@ -23,14 +22,15 @@ pub const NOT_SUPERVISOR: &str = "supervisor mode not enabled";
 /// Zeek's answer when `Supervisor::node()` is used outside a supervised node.
 pub const NOT_SUPERVISED: &str = "not a supervised process";
 
-/// Registers everything scripts can call.
-pub fn register(engine: &mut Engine, shared: &Shared) {
+/// Registers everything scripts can call. `nodes` is the node table, in the supervisor
+/// role.
+pub fn register(engine: &mut Engine, shared: &Shared, nodes: Option<Nodes>) {
     records::register::<NodeConfig>(engine);
     records::register::<ClusterEndpoint>(engine);
     records::register::<NodeStatus>(engine);
     records::register::<Status>(engine);
     records::register_role(engine);
-    engine.register_static_module("Supervisor", supervisor_module(shared).into());
+    engine.register_static_module("Supervisor", supervisor_module(shared, nodes).into());
     engine.register_static_module("Cluster", cluster_module(shared).into());
     builtins(engine, shared);
 }
@@ -72,7 +72,7 @@ pub const SUPERVISOR_NAMES: &[&str] = &[
     "WORKER",
 ];
 
-fn supervisor_module(shared: &Shared) -> Module {
+fn supervisor_module(shared: &Shared, nodes: Option<Nodes>) -> Module {
     let mut m = Module::new();
     for role in ClusterRole::ALL {
         m.set_var(role.name(), role);
@@ -93,7 +93,7 @@ fn supervisor_module(shared: &Shared) -> Module {
         },
     );
 
-    let s = shared.clone();
+    let (s, table) = (shared.clone(), nodes.clone());
     FuncRegistration::new("create")
         .with_volatility(true)
         .set_into_module(
@@ -113,11 +113,9 @@ fn supervisor_module(shared: &Shared) -> Module {
                     ));
                 };
                 let created = uncounted(&s, || {
-                    let mut context = s.borrow_mut();
-                    context
-                        .supervisor
-                        .as_mut()
-                        .map(|supervisor| supervisor.create(config))
+                    table
+                        .as_ref()
+                        .map(|nodes| nodes.borrow_mut().create(config))
                 });
                 Ok(match created {
                     None => {
@@ -134,24 +132,26 @@ fn supervisor_module(shared: &Shared) -> Module {
         );
 
     for (name, op) in [("destroy", Op::Destroy), ("restart", Op::Restart)] {
-        let s = shared.clone();
+        let (s, table) = (shared.clone(), nodes.clone());
         FuncRegistration::new(name)
             .with_volatility(true)
-            .set_into_module(&mut m, move |node: &str| uncounted(&s, || op.run(&s, node)));
-        let s = shared.clone();
+            .set_into_module(&mut m, move |node: &str| {
+                uncounted(&s, || op.run(table.as_ref(), node))
+            });
+        let (s, table) = (shared.clone(), nodes.clone());
         FuncRegistration::new(name)
             .with_volatility(true)
-            .set_into_module(&mut m, move || uncounted(&s, || op.run(&s, "")));
+            .set_into_module(&mut m, move || uncounted(&s, || op.run(table.as_ref(), "")));
     }
 
-    let s = shared.clone();
+    let table = nodes.clone();
     FuncRegistration::new("status")
         .with_volatility(true)
-        .set_into_module(&mut m, move |node: &str| status(&s, node));
-    let s = shared.clone();
+        .set_into_module(&mut m, move |node: &str| status(table.as_ref(), node));
+    let table = nodes;
     FuncRegistration::new("status")
         .with_volatility(true)
-        .set_into_module(&mut m, move || status(&s, ""));
+        .set_into_module(&mut m, move || status(table.as_ref(), ""));
 
     let s = shared.clone();
     FuncRegistration::new("is_supervisor")
@@ -183,16 +183,16 @@ enum Op {
 }
 
 impl Op {
-    fn run(self, shared: &Shared, node: &str) -> bool {
-        let mut context = shared.borrow_mut();
+    fn run(self, nodes: Option<&Nodes>, node: &str) -> bool {
         let name = match self {
             Op::Destroy => "destroy",
             Op::Restart => "restart",
         };
-        let Some(supervisor) = context.supervisor.as_mut() else {
+        let Some(nodes) = nodes else {
             log::error!("Supervisor::{name}: {NOT_SUPERVISOR}");
             return false;
         };
+        let mut supervisor = nodes.borrow_mut();
         match self {
             Op::Destroy => supervisor.destroy(node),
             Op::Restart => supervisor.restart(node),
@@ -200,9 +200,9 @@ impl Op {
     }
 }
 
-fn status(shared: &Shared, node: &str) -> Status {
-    match &shared.borrow().supervisor {
-        Some(supervisor) => supervisor.status(node),
+fn status(nodes: Option<&Nodes>, node: &str) -> Status {
+    match nodes {
+        Some(nodes) => nodes.borrow().status(node),
         None => {
             log::error!("Supervisor::status: {NOT_SUPERVISOR}");
             Status::default()
@@ -216,7 +216,10 @@ fn cluster_module(shared: &Shared) -> Module {
     let mut m = Module::new();
     let context = shared.borrow();
     let (name, layout) = match &context.node {
-        Some(cfg) if !cfg.cluster.is_empty() => (cfg.name.clone(), cfg.get("cluster")),
+        Some(cfg) if !cfg.cluster.is_empty() => (
+            cfg.name.clone(),
+            cfg.get("cluster").unwrap_or(Dynamic::UNIT),
+        ),
         _ => (String::new(), Dynamic::from_map(Map::new())),
     };
     m.set_var("node", name);

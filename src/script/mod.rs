@@ -6,10 +6,12 @@
 //! timer closures) with the same scope, never the top level again, so global `let`
 //! variables keep their values across hook calls.
 //!
-//! `Context` is the state that native functions (`Supervisor::create`, `schedule`,
-//! `terminate`, ...) reach from inside a script: the role, the node table, the timers
-//! and a pending exit. It is shared (`Rc<RefCell>`) between the engine's functions and
-//! the loop; the loop never holds a borrow while a script runs.
+//! `Context` is the state that native functions (`schedule`, `terminate`, ...) reach
+//! from inside a script: the role, the node's own configuration, the timers and a
+//! pending exit. The node table is not here: it belongs to the loop, which lends it to
+//! the `Supervisor` module's functions (`Nodes`). Both are shared (`Rc<RefCell>`)
+//! between the engine's functions and the loop; the loop never holds a borrow while a
+//! script runs.
 //!
 //! `api` registers the `Supervisor` and `Cluster` modules and the builtins; `records`
 //! the record types.
@@ -31,9 +33,12 @@ use rhai::{
     Scope,
 };
 
-use crate::config::NodeConfig;
-use crate::process::Stream;
+use crate::config::{NodeConfig, Stream};
 use crate::supervisor::Supervisor;
+
+/// The node table as the `Supervisor` module's functions reach it: owned by the loop
+/// (`EventLoop`), borrowed for the length of one call.
+pub type Nodes = Rc<RefCell<Supervisor>>;
 
 /// Which process the scripts run in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,12 +62,13 @@ pub enum ExitRequest {
 
 /// What native functions reach from inside a script.
 pub struct Context {
+    /// Which process the scripts run in.
     pub role: Role,
-    /// The node table, in the supervisor role.
-    pub supervisor: Option<Supervisor>,
     /// This node's configuration, in a supervised node.
     pub node: Option<NodeConfig>,
+    /// `schedule`d closures.
     pub timers: Timers,
+    /// A pending `terminate()` or `exit(code)`.
     pub exit: Option<ExitRequest>,
     /// When the running script call must stop (`None`: not limited). Shared with the
     /// engine's progress check; native calls that start or stop processes move it on
@@ -70,13 +76,14 @@ pub struct Context {
     pub call_deadline: Rc<Cell<Option<Instant>>>,
 }
 
+/// The context as the engine and the loop share it.
 pub type Shared = Rc<RefCell<Context>>;
 
 impl Context {
+    /// A context for `role`, with nothing pending.
     pub fn new(role: Role) -> Context {
         Context {
             role,
-            supervisor: None,
             node: None,
             timers: Timers::default(),
             exit: None,
@@ -84,10 +91,12 @@ impl Context {
         }
     }
 
+    /// Shares the context.
     pub fn shared(self) -> Shared {
         Rc::new(RefCell::new(self))
     }
 
+    /// Asks for this process to end.
     pub fn request_exit(&mut self, request: ExitRequest) {
         // An explicit exit code wins over an earlier terminate().
         match (self.exit, request) {
@@ -108,6 +117,7 @@ pub struct Timers {
 }
 
 impl Timers {
+    /// Runs `callback` at `at`.
     pub fn add(&mut self, at: Instant, callback: FnPtr) {
         let id = self.next_id;
         self.next_id += 1;
@@ -115,6 +125,7 @@ impl Timers {
         self.callbacks.insert(id, callback);
     }
 
+    /// When the earliest callback is due.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.due.peek().map(|Reverse((at, _))| *at)
     }
@@ -130,10 +141,12 @@ impl Timers {
         }
     }
 
+    /// No callback is waiting.
     pub fn is_empty(&self) -> bool {
         self.due.is_empty()
     }
 
+    /// Forgets every callback (at shutdown).
     pub fn clear(&mut self) {
         self.due.clear();
         self.callbacks.clear();
@@ -145,18 +158,24 @@ impl Timers {
 pub struct Limits {
     /// Wall-clock time one call (a file's top level, a hook, a timer) may take.
     pub call_time: Duration,
+    /// How deep calls may nest.
     pub call_levels: usize,
+    /// How deep an expression may nest at the top level.
     pub expr_depth: usize,
+    /// How deep an expression may nest in a function.
     pub function_expr_depth: usize,
+    /// The longest string, in bytes.
     pub string_size: usize,
+    /// The most items in an array.
     pub array_size: usize,
+    /// The most entries in a map.
     pub map_size: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            call_time: Duration::from_secs(1),
+            call_time: crate::config::DEFAULT_CALL_TIME,
             call_levels: 48,
             expr_depth: 64,
             function_expr_depth: 48,
@@ -171,9 +190,13 @@ impl Default for Limits {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{}", self.render())]
 pub struct ScriptError {
+    /// The script file, when the error is in one.
     pub file: Option<String>,
+    /// The line, from 1.
     pub line: Option<usize>,
+    /// The column, from 1.
     pub column: Option<usize>,
+    /// What went wrong.
     pub message: String,
 }
 
@@ -294,14 +317,20 @@ pub fn standard_package() -> rhai::Shared<rhai::Module> {
 /// The hooks a script may define, by name and number of parameters.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
+    /// `zeek_init()`
     ZeekInit,
+    /// `zeek_done()`
     ZeekDone,
+    /// `node_status(node, pid)`
     NodeStatus,
+    /// `stdout_hook(node, line)`
     StdoutHook,
+    /// `stderr_hook(node, line)`
     StderrHook,
 }
 
 impl Hook {
+    /// Every hook.
     pub const ALL: [Hook; 5] = [
         Hook::ZeekInit,
         Hook::ZeekDone,
@@ -310,6 +339,7 @@ impl Hook {
         Hook::StderrHook,
     ];
 
+    /// The function name a script defines.
     pub fn name(self) -> &'static str {
         match self {
             Hook::ZeekInit => "zeek_init",
@@ -320,6 +350,7 @@ impl Hook {
         }
     }
 
+    /// How many parameters it takes.
     pub fn arity(self) -> usize {
         match self {
             Hook::ZeekInit | Hook::ZeekDone => 0,
@@ -348,7 +379,13 @@ pub struct Host {
 impl Host {
     /// A host for `shared`'s role. `interrupt`, when set (by a signal handler), stops a
     /// running call so the loop can handle the signal.
-    pub fn new(shared: Shared, limits: Limits, interrupt: Arc<AtomicBool>) -> Host {
+    /// `nodes` is the node table, in the supervisor role.
+    pub fn new(
+        shared: Shared,
+        nodes: Option<Nodes>,
+        limits: Limits,
+        interrupt: Arc<AtomicBool>,
+    ) -> Host {
         // `Engine::new` without its printing defaults, and with the standard library
         // built once per process (see `standard_package`).
         let mut engine = Engine::new_raw();
@@ -401,7 +438,7 @@ impl Host {
             }
             Ok(lookup.borrow().get(name).cloned())
         });
-        api::register(&mut engine, &shared);
+        api::register(&mut engine, &shared, nodes);
         Host {
             engine,
             program: AST::empty(),
@@ -415,10 +452,12 @@ impl Host {
         }
     }
 
+    /// The context the native functions reach.
     pub fn shared(&self) -> &Shared {
         &self.shared
     }
 
+    /// The engine.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
@@ -521,6 +560,7 @@ impl Host {
         self.engine.compile_with_scope(&self.scope, code)
     }
 
+    /// Whether the program defines `hook`.
     pub fn defines(&self, hook: Hook) -> bool {
         self.defined[hook as usize]
     }

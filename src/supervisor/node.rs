@@ -1,180 +1,150 @@
-//! One supervised node: its state machine and its revival policy.
+//! One supervised node and its state machine.
 //!
-//! The transitions are pure: each takes the current time and returns what the
-//! supervisor must do (`Action`); the supervisor does it (spawn, signal, schedule).
-//! That keeps every transition testable without processes.
+//! `Node::step` is the whole life of a node in one function: given what happened
+//! (`Input`) and the time, it moves the node to its next `State` and says what the
+//! supervisor must do (`Action`s: start a process, schedule a revival, stop or kill a
+//! process, forget the node). It has no effects of its own, so every pair of state and
+//! input is tested without processes or time. The pid of a node's process, and the
+//! deadline of its stop, exist only in the states where they mean something.
+//!
+//! Adding a state is a local change: a variant of `State`, its arms in `step` (the
+//! compiler lists the pairs not yet handled: there is no catch-all arm), and its name.
 
-use std::collections::VecDeque;
-use std::fmt;
 use std::time::{Duration, Instant};
 
 use nix::unistd::Pid;
 
 use super::output::OutputTail;
-use crate::config::{ExitInfo, NodeConfig, seconds};
-use crate::process::ProcId;
-use crate::process::rotate::RotatingFile;
+use super::policy::{Failure, Failures, PERMANENT_FAILURE_EXIT, RevivalPolicy, Verdict};
+use crate::config::{DEFAULT_STOP_TIMEOUT, ExitInfo, NodeConfig, seconds};
+use crate::process::{OutputFiles, ProcId};
 
-/// Where a node is in its life. The pid exists only where there is a process.
+/// A process of a node: its id over its whole life, its pid, and since when it runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NodeState {
-    /// Its process is alive, as far as the loop knows.
-    Running {
-        proc: ProcId,
-        pid: Pid,
-        since: Instant,
-    },
-    /// Its process ended on its own; a new one starts at `at`.
+pub struct Instance {
+    pub proc: ProcId,
+    pub pid: Pid,
+    pub since: Instant,
+}
+
+/// Where a node is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// Its process runs, as far as the loop knows.
+    Running(Instance),
+    /// Its process ended on its own (or could not start); a new one starts at `at`.
     Reviving { at: Instant },
-    /// `restart` asked its process to stop; a new one starts as soon as it has exited.
-    Restarting { proc: ProcId, pid: Pid },
+    /// Its process was asked to stop and gets SIGKILL at `deadline`; `then` says what
+    /// follows its exit.
+    Stopping {
+        instance: Instance,
+        deadline: Instant,
+        then: Then,
+    },
     /// It is not revived any more, until `restart`.
     Failed(Failure),
 }
 
-/// Why a node is no longer revived.
+/// What follows the exit of a process that is being stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// It exited with `PERMANENT_FAILURE_EXIT`.
-    PermanentExit,
-    /// It was revived `max_restarts` times within `restart_window`.
-    TooManyRestarts { restarts: u32, window: Duration },
+pub enum Then {
+    /// The node was destroyed: forget it.
+    Remove,
+    /// The node is restarted: start a new process.
+    Restart,
 }
 
-impl fmt::Display for Failure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Failure::PermanentExit => write!(
-                f,
-                "it exited with code {PERMANENT_FAILURE_EXIT}, which means: do not revive"
-            ),
-            Failure::TooManyRestarts { restarts, window } => write!(
-                f,
-                "it was revived {restarts} times within {}",
-                crate::supervisor::human(*window)
-            ),
-        }
-    }
-}
-
-/// The exit code with which a node says it must not be revived (s6's convention).
-pub const PERMANENT_FAILURE_EXIT: i32 = 125;
-
-impl NodeState {
+impl State {
+    /// The name `status()` shows.
     pub fn name(&self) -> &'static str {
         match self {
-            NodeState::Running { .. } => "running",
-            NodeState::Reviving { .. } => "reviving",
-            NodeState::Restarting { .. } => "restarting",
-            NodeState::Failed(_) => "failed",
+            State::Running(_) => "running",
+            State::Reviving { .. } => "reviving",
+            State::Stopping {
+                then: Then::Restart,
+                ..
+            } => "restarting",
+            State::Stopping {
+                then: Then::Remove, ..
+            } => "stopping",
+            State::Failed(_) => "failed",
+        }
+    }
+
+    /// The node's process, where it has one.
+    pub fn instance(&self) -> Option<&Instance> {
+        match self {
+            State::Running(instance) | State::Stopping { instance, .. } => Some(instance),
+            State::Reviving { .. } | State::Failed(_) => None,
         }
     }
 
     pub fn pid(&self) -> Option<Pid> {
-        match *self {
-            NodeState::Running { pid, .. } | NodeState::Restarting { pid, .. } => Some(pid),
-            NodeState::Reviving { .. } | NodeState::Failed(_) => None,
-        }
-    }
-
-    pub fn proc(&self) -> Option<ProcId> {
-        match *self {
-            NodeState::Running { proc, .. } | NodeState::Restarting { proc, .. } => Some(proc),
-            NodeState::Reviving { .. } | NodeState::Failed(_) => None,
-        }
+        self.instance().map(|i| i.pid)
     }
 }
 
-/// What the supervisor must do after a transition.
+/// What happened to a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A process was started for it (after `Action::Start`).
+    Started(Instance),
+    /// Starting a process failed (after `Action::Start`).
+    StartFailed,
+    /// Process `proc` ended with `exit`.
+    Exited {
+        proc: ProcId,
+        exit: Option<ExitInfo>,
+    },
+    /// A scheduled revival is due.
+    RevivalDue,
+    /// The stop timeout of process `proc` has passed.
+    KillDue { proc: ProcId },
+    /// `Supervisor::restart`.
+    Restart,
+    /// `Supervisor::destroy`, or shutdown.
+    Destroy,
+}
+
+/// What the supervisor must do after a step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Start a process for the node now.
+    /// Start a process for the node now, and report how it went (`Started` or
+    /// `StartFailed`).
     Start,
-    /// Start one at this time (schedule a revival).
+    /// Step with `RevivalDue` at this time.
     ReviveAt(Instant),
-    /// Ask this process to stop (SIGTERM now, SIGKILL after the stop timeout).
-    Stop(ProcId, Pid),
-    /// The node has failed for good: tell the script (`node_status(node, 0)`).
+    /// Send the stop signal to the process group of `pid` now, and step with `KillDue`
+    /// at `deadline`.
+    Stop { pid: Pid, deadline: Instant },
+    /// SIGKILL to the process group of `pid`.
+    Kill(Pid),
+    /// The node is gone: forget it.
+    Remove,
+    /// The node has failed for good: tell the script.
     Fail(Failure),
-    Nothing,
 }
 
-/// When a node that keeps failing is revived: Zeek's policy (1 s, doubled every third
-/// consecutive failure, forgotten after 30 s of uptime), with settable first and
-/// longest delays.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RevivalPolicy {
-    pub first_delay: Duration,
-    pub max_delay: Duration,
-    /// A process that ran at least this long ends a run of failures.
-    pub reset_after: Duration,
-    /// Revivals allowed within `restart_window` before the node is marked failed.
-    pub max_restarts: Option<u32>,
-    pub restart_window: Duration,
-}
-
-impl Default for RevivalPolicy {
-    fn default() -> Self {
-        RevivalPolicy {
-            first_delay: Duration::from_secs(1),
-            max_delay: Duration::from_secs(60),
-            reset_after: Duration::from_secs(30),
-            max_restarts: None,
-            restart_window: Duration::from_secs(60),
-        }
-    }
-}
-
-impl RevivalPolicy {
-    /// The policy of `config`, from its extension fields over the defaults.
-    pub fn of(config: &NodeConfig) -> RevivalPolicy {
-        let mut policy = RevivalPolicy::default();
-        if let Some(Ok(d)) = config.revival_delay.map(seconds) {
-            policy.first_delay = d;
-        }
-        if let Some(Ok(d)) = config.revival_max_delay.map(seconds) {
-            policy.max_delay = d;
-        }
-        policy.max_restarts = config.max_restarts.and_then(|n| u32::try_from(n).ok());
-        if let Some(Ok(d)) = config.restart_window.map(seconds) {
-            policy.restart_window = d;
-        }
-        policy
-    }
-
-    /// The wait before the revival that follows `failures` consecutive failures (>= 1).
-    pub fn delay(&self, failures: u32) -> Duration {
-        let doublings = failures.saturating_sub(1) / 3;
-        let factor = 1u32.checked_shl(doublings.min(31)).unwrap_or(u32::MAX);
-        self.first_delay
-            .checked_mul(factor)
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay.max(self.first_delay))
-    }
-}
+/// A starting process that failed is retried after at least this long, even with a
+/// revival delay of 0, so that a start that keeps failing never spins.
+pub const START_RETRY: Duration = Duration::from_millis(100);
 
 /// A node in the supervisor's table.
 #[derive(Debug)]
 pub struct Node {
     pub config: NodeConfig,
-    pub state: NodeState,
+    pub state: State,
     pub policy: RevivalPolicy,
     pub stop_timeout: Duration,
     /// Processes started after the first one (revivals and restarts).
     pub restarts: u64,
-    /// Consecutive premature exits, for the revival delay.
-    pub failures: u32,
+    pub failures: Failures,
     pub last_exit: Option<ExitInfo>,
     /// The last lines it wrote.
     pub output: OutputTail,
     /// Its stdout and stderr files, when the supervisor writes and rotates them.
-    pub files: [Option<RotatingFile>; 2],
-    /// When it was revived lately, for `max_restarts`.
-    revivals: VecDeque<Instant>,
+    pub files: OutputFiles,
 }
-
-/// The default time between SIGTERM and SIGKILL.
-pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The time between SIGTERM and SIGKILL for a node of `config`.
 pub fn stop_timeout(config: &NodeConfig) -> Duration {
@@ -186,131 +156,161 @@ pub fn stop_timeout(config: &NodeConfig) -> Duration {
 
 impl Node {
     /// A node whose first process was just started.
-    pub fn new(config: NodeConfig, proc: ProcId, pid: Pid, now: Instant) -> Node {
-        let stop_timeout = stop_timeout(&config);
+    pub fn new(config: NodeConfig, instance: Instance, files: OutputFiles) -> Node {
         Node {
             policy: RevivalPolicy::of(&config),
+            stop_timeout: stop_timeout(&config),
             config,
-            state: NodeState::Running {
-                proc,
-                pid,
-                since: now,
-            },
-            stop_timeout,
+            state: State::Running(instance),
             restarts: 0,
-            failures: 0,
+            failures: Failures::default(),
             last_exit: None,
             output: OutputTail::default(),
-            files: [None, None],
-            revivals: VecDeque::new(),
+            files,
         }
     }
 
-    /// Process `proc` ended with `exit`.
-    pub fn exited(&mut self, proc: ProcId, exit: Option<ExitInfo>, now: Instant) -> Action {
-        match self.state {
-            NodeState::Running { proc: p, since, .. } if p == proc => {
+    /// Moves the node on after `input` at `now`; returns what the supervisor must do.
+    pub fn step(&mut self, input: Input, now: Instant) -> Vec<Action> {
+        use Input as I;
+        use State as S;
+        let (next, actions) = match (self.state, input) {
+            // A process runs.
+            (S::Running(instance), I::Exited { proc, exit }) if proc == instance.proc => {
                 self.last_exit = exit;
                 if exit == Some(ExitInfo::Code(PERMANENT_FAILURE_EXIT)) {
-                    return self.fail(Failure::PermanentExit);
+                    (
+                        S::Failed(Failure::PermanentExit),
+                        vec![Action::Fail(Failure::PermanentExit)],
+                    )
+                } else {
+                    if now.duration_since(instance.since) >= self.policy.reset_after {
+                        self.failures.forget();
+                    }
+                    self.failed(now, Duration::ZERO)
                 }
-                if now.duration_since(since) >= self.policy.reset_after {
-                    self.failures = 0;
-                }
-                self.failed_once(now)
             }
-            NodeState::Restarting { proc: p, .. } if p == proc => {
-                self.last_exit = exit;
-                Action::Start
+            (S::Running(instance), I::Restart) => {
+                self.failures.clear();
+                self.stop(instance, Then::Restart, now)
             }
-            // An exit of a process this node no longer owns.
-            _ => Action::Nothing,
-        }
-    }
+            (S::Running(instance), I::Destroy) => self.stop(instance, Then::Remove, now),
+            (
+                S::Running(_),
+                I::Exited { .. }
+                | I::Started(_)
+                | I::StartFailed
+                | I::RevivalDue
+                | I::KillDue { .. },
+            ) => (self.state, vec![]),
 
-    /// One more failure: schedule the revival, or give up when there were too many.
-    fn failed_once(&mut self, now: Instant) -> Action {
-        self.failures = self.failures.saturating_add(1);
-        if let Some(max) = self.policy.max_restarts {
-            let window = self.policy.restart_window;
-            while self
-                .revivals
-                .front()
-                .is_some_and(|&t| now.duration_since(t) > window)
+            // Waiting to be revived; `Start` was asked for when the two below arrive.
+            (S::Reviving { at }, I::RevivalDue) if at <= now => (self.state, vec![Action::Start]),
+            (S::Reviving { .. }, I::Started(instance)) => {
+                self.restarts += 1;
+                (S::Running(instance), vec![])
+            }
+            (S::Reviving { .. }, I::StartFailed) => self.failed(now, START_RETRY),
+            (S::Reviving { .. }, I::Restart) => {
+                self.failures.clear();
+                (S::Reviving { at: now }, vec![Action::Start])
+            }
+            (S::Reviving { .. }, I::Destroy) => (self.state, vec![Action::Remove]),
+            (S::Reviving { .. }, I::RevivalDue | I::Exited { .. } | I::KillDue { .. }) => {
+                (self.state, vec![])
+            }
+
+            // Being stopped.
+            (S::Stopping { instance, then, .. }, I::Exited { proc, exit })
+                if proc == instance.proc =>
             {
-                self.revivals.pop_front();
+                self.last_exit = exit;
+                match then {
+                    Then::Remove => (self.state, vec![Action::Remove]),
+                    Then::Restart => (S::Reviving { at: now }, vec![Action::Start]),
+                }
             }
-            if self.revivals.len() >= max as usize {
-                return self.fail(Failure::TooManyRestarts {
-                    restarts: max,
-                    window,
-                });
+            (S::Stopping { instance, .. }, I::KillDue { proc }) if proc == instance.proc => {
+                (self.state, vec![Action::Kill(instance.pid)])
             }
-            self.revivals.push_back(now);
-        }
-        let delay = self.policy.delay(self.failures);
-        if delay.is_zero() {
-            Action::Start
-        } else {
-            let at = now + delay;
-            self.state = NodeState::Reviving { at };
-            Action::ReviveAt(at)
-        }
-    }
+            (
+                S::Stopping {
+                    instance,
+                    deadline,
+                    then: Then::Restart,
+                },
+                I::Destroy,
+            ) => (
+                S::Stopping {
+                    instance,
+                    deadline,
+                    then: Then::Remove,
+                },
+                vec![],
+            ),
+            (
+                S::Stopping {
+                    then: Then::Remove, ..
+                },
+                I::Destroy,
+            )
+            | (
+                S::Stopping { .. },
+                I::Restart
+                | I::Exited { .. }
+                | I::KillDue { .. }
+                | I::Started(_)
+                | I::StartFailed
+                | I::RevivalDue,
+            ) => (self.state, vec![]),
 
-    fn fail(&mut self, failure: Failure) -> Action {
-        self.state = NodeState::Failed(failure);
-        Action::Fail(failure)
-    }
-
-    /// A scheduled revival is due (or a stale one fired).
-    pub fn revival_due(&self, now: Instant) -> Action {
-        match self.state {
-            NodeState::Reviving { at } if at <= now => Action::Start,
-            _ => Action::Nothing,
-        }
-    }
-
-    /// `Supervisor::restart` for this node.
-    pub fn restart(&mut self) -> Action {
-        self.failures = 0;
-        self.revivals.clear();
-        match self.state {
-            NodeState::Running { proc, pid, .. } => {
-                self.state = NodeState::Restarting { proc, pid };
-                Action::Stop(proc, pid)
+            // Given up on.
+            (S::Failed(_), I::Restart) => {
+                self.failures.clear();
+                (S::Reviving { at: now }, vec![Action::Start])
             }
-            NodeState::Reviving { .. } | NodeState::Failed(_) => Action::Start,
-            NodeState::Restarting { .. } => Action::Nothing,
-        }
-    }
-
-    /// A new process was started for the node.
-    pub fn started(&mut self, proc: ProcId, pid: Pid, now: Instant) {
-        self.restarts += 1;
-        self.state = NodeState::Running {
-            proc,
-            pid,
-            since: now,
+            (S::Failed(_), I::Destroy) => (self.state, vec![Action::Remove]),
+            (
+                S::Failed(_),
+                I::Exited { .. }
+                | I::Started(_)
+                | I::StartFailed
+                | I::RevivalDue
+                | I::KillDue { .. },
+            ) => (self.state, vec![]),
         };
+        self.state = next;
+        actions
     }
 
-    /// Starting a new process failed: wait as if it had failed at once, but never retry
-    /// a failing spawn in a tight loop, even with a revival delay of 0.
-    pub fn start_failed(&mut self, now: Instant) -> Action {
-        match self.failed_once(now) {
-            Action::Start => {
-                let at = now + Duration::from_millis(100);
-                self.state = NodeState::Reviving { at };
-                Action::ReviveAt(at)
+    /// One more failure: revive after the policy's delay (at least `at_least`), or give
+    /// up when there were too many.
+    fn failed(&mut self, now: Instant, at_least: Duration) -> (State, Vec<Action>) {
+        match self.failures.add(&self.policy, now) {
+            Verdict::ReviveIn(delay) if delay.max(at_least).is_zero() => {
+                (State::Reviving { at: now }, vec![Action::Start])
             }
-            Action::ReviveAt(at) => {
-                let at = at.max(now + Duration::from_millis(100));
-                self.state = NodeState::Reviving { at };
-                Action::ReviveAt(at)
+            Verdict::ReviveIn(delay) => {
+                let at = now + delay.max(at_least);
+                (State::Reviving { at }, vec![Action::ReviveAt(at)])
             }
-            other => other,
+            Verdict::GiveUp(failure) => (State::Failed(failure), vec![Action::Fail(failure)]),
         }
+    }
+
+    fn stop(&self, instance: Instance, then: Then, now: Instant) -> (State, Vec<Action>) {
+        let deadline = now + self.stop_timeout;
+        (
+            State::Stopping {
+                instance,
+                deadline,
+                then,
+            },
+            vec![Action::Stop {
+                pid: instance.pid,
+                deadline,
+            }],
+        )
     }
 }
 
@@ -321,46 +321,49 @@ mod tests {
     const P1: ProcId = ProcId(1);
     const P2: ProcId = ProcId(2);
 
-    fn pid(n: i32) -> Pid {
-        Pid::from_raw(n)
+    fn instance(proc: ProcId, pid: i32, since: Instant) -> Instance {
+        Instance {
+            proc,
+            pid: Pid::from_raw(pid),
+            since,
+        }
+    }
+
+    fn node_with(config: NodeConfig, now: Instant) -> Node {
+        Node::new(config, instance(P1, 100, now), OutputFiles::default())
     }
 
     fn node(now: Instant) -> Node {
-        Node::new(NodeConfig::named("w1"), P1, pid(100), now)
+        node_with(NodeConfig::named("w1"), now)
+    }
+
+    fn exited(proc: ProcId, exit: Option<ExitInfo>) -> Input {
+        Input::Exited { proc, exit }
+    }
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
     }
 
     #[test]
-    fn zeek_delays_double_every_third_failure_up_to_the_cap() {
-        let policy = RevivalPolicy::default();
-        let secs: Vec<u64> = (1..=22).map(|f| policy.delay(f).as_secs()).collect();
-        assert_eq!(
-            secs,
-            [
-                1, 1, 1, 2, 2, 2, 4, 4, 4, 8, 8, 8, 16, 16, 16, 32, 32, 32, 60, 60, 60, 60
-            ]
-        );
-        let zero = RevivalPolicy {
-            first_delay: Duration::ZERO,
-            ..policy
-        };
-        assert_eq!(zero.delay(50), Duration::ZERO);
-        assert_eq!(policy.delay(u32::MAX), Duration::from_secs(60));
-    }
-
-    #[test]
-    fn running_to_reviving_on_exit_then_start_when_due() {
+    fn running_exits_then_revives_when_due() {
         let t0 = Instant::now();
         let mut n = node(t0);
-        let t1 = t0 + Duration::from_secs(2);
-        let action = n.exited(P1, Some(ExitInfo::Code(3)), t1);
-        assert_eq!(action, Action::ReviveAt(t1 + Duration::from_secs(1)));
+        let t1 = t0 + secs(2);
+        assert_eq!(
+            n.step(exited(P1, Some(ExitInfo::Code(3))), t1),
+            [Action::ReviveAt(t1 + secs(1))]
+        );
         assert_eq!(n.state.name(), "reviving");
         assert_eq!(n.state.pid(), None);
         assert_eq!(n.last_exit, Some(ExitInfo::Code(3)));
-        assert_eq!(n.revival_due(t1), Action::Nothing, "not yet due");
-        assert_eq!(n.revival_due(t1 + Duration::from_secs(1)), Action::Start);
-        n.started(P2, pid(101), t1 + Duration::from_secs(1));
-        assert_eq!(n.state.pid(), Some(pid(101)));
+        assert_eq!(n.step(Input::RevivalDue, t1), [], "not yet due");
+        assert_eq!(n.step(Input::RevivalDue, t1 + secs(1)), [Action::Start]);
+        n.step(
+            Input::Started(instance(P2, 101, t1 + secs(1))),
+            t1 + secs(1),
+        );
+        assert_eq!(n.state.pid(), Some(Pid::from_raw(101)));
         assert_eq!(n.restarts, 1);
     }
 
@@ -372,20 +375,21 @@ mod tests {
         let mut proc = P1;
         for expected in [1, 1, 1, 2, 2, 2, 4] {
             now += Duration::from_millis(10);
-            let Action::ReviveAt(at) = n.exited(proc, None, now) else {
+            let [Action::ReviveAt(at)] = n.step(exited(proc, None), now)[..] else {
                 panic!("expected a revival")
             };
-            assert_eq!(at - now, Duration::from_secs(expected));
+            assert_eq!(at - now, secs(expected));
             proc = ProcId(proc.0 + 1);
-            n.started(proc, pid(200), at);
+            assert_eq!(n.step(Input::RevivalDue, at), [Action::Start]);
+            n.step(Input::Started(instance(proc, 200, at)), at);
             now = at;
         }
         // a process that ran for 30 s ends the run of failures
-        now += Duration::from_secs(31);
-        let Action::ReviveAt(at) = n.exited(proc, None, now) else {
+        now += secs(31);
+        let [Action::ReviveAt(at)] = n.step(exited(proc, None), now)[..] else {
             panic!("expected a revival")
         };
-        assert_eq!(at - now, Duration::from_secs(1));
+        assert_eq!(at - now, secs(1));
     }
 
     #[test]
@@ -393,17 +397,21 @@ mod tests {
         let t0 = Instant::now();
         let mut cfg = NodeConfig::named("w1");
         cfg.revival_delay = Some(0.0);
-        let mut n = Node::new(cfg, P1, pid(100), t0);
-        assert_eq!(n.exited(P1, None, t0), Action::Start);
+        let mut n = node_with(cfg, t0);
+        assert_eq!(n.step(exited(P1, None), t0), [Action::Start]);
     }
 
     #[test]
-    fn exits_of_other_processes_are_ignored() {
+    fn exits_of_other_processes_are_ignored_in_every_state() {
         let t0 = Instant::now();
         let mut n = node(t0);
-        assert_eq!(n.exited(P2, None, t0), Action::Nothing);
+        assert_eq!(n.step(exited(P2, None), t0), []);
         assert_eq!(n.state.name(), "running");
         assert_eq!(n.last_exit, None);
+        n.step(Input::Restart, t0);
+        assert_eq!(n.step(exited(P2, None), t0), []);
+        assert_eq!(n.state.name(), "restarting");
+        assert_eq!(n.step(Input::KillDue { proc: P2 }, t0), []);
     }
 
     #[test]
@@ -411,37 +419,89 @@ mod tests {
         let t0 = Instant::now();
         // running: stop it, then start when it has exited
         let mut n = node(t0);
-        assert_eq!(n.restart(), Action::Stop(P1, pid(100)));
+        assert_eq!(
+            n.step(Input::Restart, t0),
+            [Action::Stop {
+                pid: Pid::from_raw(100),
+                deadline: t0 + DEFAULT_STOP_TIMEOUT
+            }]
+        );
         assert_eq!(n.state.name(), "restarting");
-        assert_eq!(n.state.pid(), Some(pid(100)));
-        assert_eq!(n.restart(), Action::Nothing, "already restarting");
-        assert_eq!(n.exited(P1, Some(ExitInfo::Signal(15)), t0), Action::Start);
-        // reviving: start now
+        assert_eq!(n.state.pid(), Some(Pid::from_raw(100)));
+        assert_eq!(n.step(Input::Restart, t0), [], "already restarting");
+        assert_eq!(
+            n.step(exited(P1, Some(ExitInfo::Signal(15))), t0),
+            [Action::Start]
+        );
+        n.step(Input::Started(instance(P2, 101, t0)), t0);
+        assert_eq!(n.state.name(), "running");
+        // reviving: start now, with the failures forgotten
         let mut n = node(t0);
-        n.exited(P1, None, t0);
-        assert_eq!(n.restart(), Action::Start);
-        assert_eq!(n.failures, 0);
+        n.step(exited(P1, None), t0);
+        assert_eq!(n.step(Input::Restart, t0), [Action::Start]);
+        assert_eq!(n.failures.count, 0);
+    }
+
+    #[test]
+    fn a_stop_that_times_out_is_a_kill() {
+        let t0 = Instant::now();
+        let mut cfg = NodeConfig::named("w1");
+        cfg.stop_timeout = Some(2.0);
+        let mut n = node_with(cfg, t0);
+        assert_eq!(
+            n.step(Input::Destroy, t0),
+            [Action::Stop {
+                pid: Pid::from_raw(100),
+                deadline: t0 + secs(2)
+            }]
+        );
+        assert_eq!(n.state.name(), "stopping");
+        assert_eq!(
+            n.step(Input::KillDue { proc: P1 }, t0 + secs(2)),
+            [Action::Kill(Pid::from_raw(100))]
+        );
+        assert_eq!(n.step(exited(P1, None), t0 + secs(2)), [Action::Remove]);
+    }
+
+    #[test]
+    fn destroy_during_a_restart_removes_the_node_after_its_exit() {
+        let t0 = Instant::now();
+        let mut n = node(t0);
+        n.step(Input::Restart, t0);
+        assert_eq!(n.step(Input::Destroy, t0), [], "the stop is under way");
+        assert_eq!(n.state.name(), "stopping");
+        assert_eq!(n.step(exited(P1, None), t0), [Action::Remove]);
+    }
+
+    #[test]
+    fn destroy_without_a_process_removes_at_once() {
+        let t0 = Instant::now();
+        let mut n = node(t0);
+        n.step(exited(P1, None), t0);
+        assert_eq!(n.step(Input::Destroy, t0), [Action::Remove]);
+        let mut n = node(t0);
+        n.step(exited(P1, Some(ExitInfo::Code(PERMANENT_FAILURE_EXIT))), t0);
+        assert_eq!(n.step(Input::Destroy, t0), [Action::Remove]);
     }
 
     #[test]
     fn the_permanent_failure_code_stops_revivals_until_restart() {
         let t0 = Instant::now();
         let mut n = node(t0);
-        let action = n.exited(P1, Some(ExitInfo::Code(PERMANENT_FAILURE_EXIT)), t0);
-        assert_eq!(action, Action::Fail(Failure::PermanentExit));
+        assert_eq!(
+            n.step(exited(P1, Some(ExitInfo::Code(PERMANENT_FAILURE_EXIT))), t0),
+            [Action::Fail(Failure::PermanentExit)]
+        );
         assert_eq!(n.state.name(), "failed");
         assert_eq!(n.state.pid(), None);
+        assert_eq!(n.step(Input::RevivalDue, t0 + secs(3600)), []);
         assert_eq!(
-            n.revival_due(t0 + Duration::from_secs(3600)),
-            Action::Nothing
-        );
-        assert_eq!(
-            n.exited(P1, None, t0),
-            Action::Nothing,
+            n.step(exited(P1, None), t0),
+            [],
             "a failed node has no process"
         );
-        assert_eq!(n.restart(), Action::Start);
-        n.started(P2, pid(101), t0);
+        assert_eq!(n.step(Input::Restart, t0), [Action::Start]);
+        n.step(Input::Started(instance(P2, 101, t0)), t0);
         assert_eq!(n.state.name(), "running");
     }
 
@@ -452,41 +512,28 @@ mod tests {
         cfg.revival_delay = Some(0.0);
         cfg.max_restarts = Some(3);
         cfg.restart_window = Some(10.0);
-        let mut n = Node::new(cfg, P1, pid(100), t0);
+        let mut n = node_with(cfg, t0);
         let mut now = t0;
         let mut proc = P1;
         for _ in 0..3 {
-            now += Duration::from_secs(1);
-            assert_eq!(n.exited(proc, Some(ExitInfo::Code(1)), now), Action::Start);
+            now += secs(1);
+            assert_eq!(
+                n.step(exited(proc, Some(ExitInfo::Code(1))), now),
+                [Action::Start]
+            );
             proc = ProcId(proc.0 + 1);
-            n.started(proc, pid(200), now);
+            n.step(Input::Started(instance(proc, 200, now)), now);
         }
-        now += Duration::from_secs(1);
-        let action = n.exited(proc, Some(ExitInfo::Code(1)), now);
+        now += secs(1);
+        let failure = Failure::TooManyRestarts {
+            restarts: 3,
+            window: secs(10),
+        };
         assert_eq!(
-            action,
-            Action::Fail(Failure::TooManyRestarts {
-                restarts: 3,
-                window: Duration::from_secs(10)
-            })
+            n.step(exited(proc, Some(ExitInfo::Code(1))), now),
+            [Action::Fail(failure)]
         );
-        // outside the window the count starts over
-        let mut n = Node::new(
-            {
-                let mut c = NodeConfig::named("w2");
-                c.revival_delay = Some(0.0);
-                c.max_restarts = Some(1);
-                c.restart_window = Some(10.0);
-                c
-            },
-            P1,
-            pid(100),
-            t0,
-        );
-        assert_eq!(n.exited(P1, None, t0), Action::Start);
-        n.started(P2, pid(101), t0);
-        let later = t0 + Duration::from_secs(11);
-        assert_eq!(n.exited(P2, None, later), Action::Start);
+        assert_eq!(n.state, State::Failed(failure));
     }
 
     #[test]
@@ -494,11 +541,27 @@ mod tests {
         let t0 = Instant::now();
         let mut cfg = NodeConfig::named("w1");
         cfg.revival_delay = Some(0.0);
-        let mut n = Node::new(cfg, P1, pid(100), t0);
-        let Action::ReviveAt(at) = n.start_failed(t0) else {
-            panic!("expected a retry")
-        };
-        assert!(at - t0 >= Duration::from_millis(100));
+        let mut n = node_with(cfg, t0);
+        assert_eq!(n.step(exited(P1, None), t0), [Action::Start]);
+        assert_eq!(
+            n.step(Input::StartFailed, t0),
+            [Action::ReviveAt(t0 + START_RETRY)]
+        );
         assert_eq!(n.state.name(), "reviving");
+    }
+
+    #[test]
+    fn stray_inputs_change_nothing() {
+        let t0 = Instant::now();
+        let mut n = node(t0);
+        for input in [
+            Input::Started(instance(P2, 5, t0)),
+            Input::StartFailed,
+            Input::RevivalDue,
+            Input::KillDue { proc: P1 },
+        ] {
+            assert_eq!(n.step(input, t0), [], "{input:?} while running");
+            assert_eq!(n.state, State::Running(instance(P1, 100, t0)));
+        }
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 
 use crate::config::OutputLine;
-use crate::process::Stream;
+use crate::config::Stream;
 
 /// Lines kept per stream and node.
 pub const TAIL_LINES: usize = 100;

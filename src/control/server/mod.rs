@@ -14,14 +14,15 @@
 //! client can make us hold is bounded: a line (`MAX_LINE`), one answer, a number of
 //! clients, and the time it may take to send a line, to be idle, or to read its answer.
 //!
-//! The socket file: bound under a umask that makes it 0600 (then set 0600 explicitly,
-//! in case a default ACL widened it), peers checked with `SO_PEERCRED` (same user or
-//! root), a stale file from a dead supervisor replaced, a live one left alone, and the
-//! file removed at shutdown if it is still ours.
+//! The socket file is `socket`'s business, a connection `conn`'s; peers are checked
+//! with `SO_PEERCRED` (same user or root).
 
-use std::io::{self, Read};
-use std::os::fd::{AsFd, AsRawFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+mod conn;
+mod socket;
+
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -33,17 +34,15 @@ use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::socket::{
-    AddressFamily, MsgFlags, SockFlag, SockType, UnixAddr, connect, getsockopt, send, socket,
-    sockopt::PeerCredentials,
-};
-use nix::sys::stat::{Mode, umask};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde_json::Value;
 
 use super::handle::{Peer, execute};
 use super::{MAX_LINE, Response, decode, too_long};
 use crate::event_loop::{Event, EventLoop};
 use crate::process::os_error;
+use conn::{Conn, read_available, reject, respond, write_pending};
+use socket::{bind, remove_if_ours};
 
 /// How much a client may make the control thread hold or wait for.
 #[derive(Clone, Copy, Debug)]
@@ -77,12 +76,22 @@ impl Default for Limits {
 /// The control socket cannot be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenError {
+    /// A live supervisor answers on the socket.
     #[error(
         "cannot listen on control socket '{0}': another supervisor is serving it (stop that one, or use --socket PATH or --no-socket)"
     )]
-    InUse(String),
+    InUse(
+        /// The socket's path.
+        String,
+    ),
+    /// The socket cannot be made.
     #[error("cannot listen on control socket '{path}': {reason}")]
-    Failed { path: String, reason: String },
+    Failed {
+        /// The socket's path.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// A running control thread. Dropping it removes the socket file, answers what is still
@@ -192,114 +201,6 @@ impl Drop for Server {
     }
 }
 
-/// Binds a listening socket at `path`, mode 0600: replaces a stale socket file, refuses
-/// to take over a live one.
-fn bind(path: &Path) -> Result<UnixListener, ListenError> {
-    let failed = |reason: String| ListenError::Failed {
-        path: path.display().to_string(),
-        reason,
-    };
-    match bind_private(path) {
-        Ok(listener) => return Ok(listener),
-        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
-        Err(e) => return Err(failed(bind_error(path, &e))),
-    }
-    // Something is at `path`. A supervisor that answers keeps it; a socket nobody
-    // listens on was left by a supervisor that died, and is replaced.
-    let metadata = std::fs::symlink_metadata(path).map_err(|e| failed(os_error(&e)))?;
-    if !metadata.file_type().is_socket() {
-        return Err(failed("a file that is not a socket is in the way".into()));
-    }
-    match probe(path) {
-        Probe::Live => return Err(ListenError::InUse(path.display().to_string())),
-        Probe::Stale => {}
-        Probe::Unknown(reason) => {
-            return Err(failed(format!(
-                "a socket is there and cannot be checked: {reason}"
-            )));
-        }
-    }
-    log::info!(
-        "replacing stale control socket '{}' (no supervisor answers on it)",
-        path.display()
-    );
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(failed(format!(
-                "cannot remove the stale socket: {}",
-                os_error(&e)
-            )));
-        }
-    }
-    bind_private(path).map_err(|e| failed(bind_error(path, &e)))
-}
-
-fn bind_error(path: &Path, error: &io::Error) -> String {
-    if error.kind() == io::ErrorKind::InvalidInput {
-        // std refuses paths that do not fit in `sun_path`.
-        format!(
-            "the path is too long for a Unix socket ({} bytes; at most 107)",
-            path.as_os_str().len()
-        )
-    } else {
-        os_error(error)
-    }
-}
-
-/// `bind` with a umask that leaves the file to its owner, then mode 0600 for certain.
-fn bind_private(path: &Path) -> io::Result<UnixListener> {
-    let old = umask(Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(path);
-    umask(old);
-    let listener = bound?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
-}
-
-enum Probe {
-    Live,
-    Stale,
-    Unknown(String),
-}
-
-/// Whether a supervisor listens at `path`. A nonblocking connect: a listener whose
-/// backlog is full (a busy supervisor) counts as live instead of blocking us.
-fn probe(path: &Path) -> Probe {
-    let attempt = || -> nix::Result<()> {
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::Stream,
-            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
-        let address = UnixAddr::new(path)?;
-        connect(fd.as_raw_fd(), &address)
-    };
-    match attempt() {
-        Ok(()) | Err(Errno::EAGAIN) | Err(Errno::EINPROGRESS) => Probe::Live,
-        Err(Errno::ECONNREFUSED) | Err(Errno::ENOENT) => Probe::Stale,
-        Err(e) => Probe::Unknown(e.desc().to_lowercase()),
-    }
-}
-
-/// Removes the socket file if it is still the one we bound.
-fn remove_if_ours(path: &Path, identity: (u64, u64)) {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if (m.dev(), m.ino()) == identity => {
-            if let Err(e) = std::fs::remove_file(path) {
-                log::warn!(
-                    "cannot remove control socket '{}': {}",
-                    path.display(),
-                    os_error(&e)
-                );
-            }
-        }
-        _ => {}
-    }
-}
-
 /// An answer from the loop for connection `conn`.
 struct Reply {
     conn: u64,
@@ -319,125 +220,6 @@ struct Serve {
     limits: Limits,
     accept_paused_until: Option<Instant>,
     buffer: Vec<u8>,
-}
-
-/// One client.
-struct Conn {
-    id: u64,
-    stream: UnixStream,
-    peer: Peer,
-    /// Bytes read; those from `start` on are not yet taken as lines. Taking a line moves
-    /// `start`, and the taken bytes are dropped before more are read, so many small
-    /// requests sent ahead cost no copying per line.
-    input: Vec<u8>,
-    start: usize,
-    /// Where the search for the next newline goes on: `input[start..scanned]` has none.
-    scanned: usize,
-    /// The answer being written, and how much of it is written.
-    output: Vec<u8>,
-    written: usize,
-    output_since: Instant,
-    /// The id of the request the loop is working on.
-    in_flight: Option<Value>,
-    /// The client shut down its sending side: no more requests will come.
-    read_closed: bool,
-    /// The client is gone (or was dropped): answers are not written, the socket is not
-    /// polled any more; lines it sent before are still served, in order.
-    gone: bool,
-    /// No more lines are taken; the connection ends once its answer is written.
-    closing: bool,
-    /// Since when the connection waits for a request, and since when for the rest of a
-    /// started line.
-    waiting_since: Instant,
-    line_since: Option<Instant>,
-    answered: u64,
-}
-
-impl Conn {
-    fn output_pending(&self) -> bool {
-        self.written < self.output.len()
-    }
-
-    /// Whether the connection can be dropped.
-    fn done(&self) -> bool {
-        self.closing && self.in_flight.is_none() && (self.gone || !self.output_pending())
-    }
-
-    /// When the connection has waited too long for what it waits for.
-    fn deadline(&self, limits: &Limits) -> Option<Instant> {
-        if self.gone {
-            return None;
-        }
-        if self.output_pending() {
-            return Some(self.output_since + limits.write_timeout);
-        }
-        if self.in_flight.is_some() || self.closing {
-            return None;
-        }
-        if let Some(since) = self.line_since {
-            return Some(since + limits.request_timeout);
-        }
-        if self.answered == 0 {
-            Some(self.waiting_since + limits.request_timeout)
-        } else {
-            Some(self.waiting_since + limits.idle_timeout)
-        }
-    }
-
-    /// The bytes not yet taken as lines.
-    fn pending(&self) -> usize {
-        self.input.len() - self.start
-    }
-
-    /// The next complete line, without its newline.
-    fn take_line(&mut self) -> Option<Vec<u8>> {
-        let Some(found) = memchr::memchr(b'\n', &self.input[self.scanned..]) else {
-            self.scanned = self.input.len();
-            return None;
-        };
-        let at = self.scanned + found;
-        let line = self.input[self.start..at].to_vec();
-        self.start = at + 1;
-        self.scanned = self.start;
-        self.line_since = if self.pending() == 0 {
-            None
-        } else {
-            Some(Instant::now())
-        };
-        Some(line)
-    }
-
-    /// The rest, when no newline will come to end it.
-    fn take_rest(&mut self) -> Vec<u8> {
-        let rest = self.input[self.start..].to_vec();
-        self.input.clear();
-        (self.start, self.scanned) = (0, 0);
-        rest
-    }
-
-    /// Drops the bytes already taken, before more are read.
-    fn compact(&mut self) {
-        if self.start > 0 {
-            self.input.drain(..self.start);
-            self.scanned -= self.start;
-            self.start = 0;
-        }
-    }
-
-    fn events(&self) -> PollFlags {
-        let mut events = PollFlags::empty();
-        if self.output_pending() {
-            events |= PollFlags::POLLOUT;
-        }
-        // Read only while all input was searched for a line (none is waiting) and there
-        // is room for one: what a client sends ahead stays in its socket buffer, and a
-        // line over the limit is seen as such without reading all of it.
-        let line_waiting = self.scanned < self.input.len();
-        if !self.read_closed && !self.closing && !line_waiting && self.pending() <= MAX_LINE {
-            events |= PollFlags::POLLIN;
-        }
-        events
-    }
 }
 
 impl Serve {
@@ -473,7 +255,7 @@ impl Serve {
                 };
                 for (index, conn) in self.conns.iter().enumerate() {
                     // A gone client is no longer polled: it would report POLLHUP forever.
-                    if !conn.gone {
+                    if !conn.is_gone() {
                         fds.push(PollFd::new(conn.stream.as_fd(), conn.events()));
                         owners.push(index);
                     }
@@ -542,7 +324,7 @@ impl Serve {
             log::debug!("dropping control client (pid {}): it {why}", conn.peer.pid);
             // No message: a client reading later would take it for the answer to its
             // next request. A client that finds the connection closed reconnects.
-            conn.gone = true;
+            conn.set_gone();
             conn.closing = true;
         }
     }
@@ -628,25 +410,7 @@ impl Serve {
             peer.pid,
             peer.uid
         );
-        let now = Instant::now();
-        self.conns.push(Conn {
-            id: self.next_conn,
-            stream,
-            peer,
-            input: Vec::new(),
-            start: 0,
-            scanned: 0,
-            output: Vec::new(),
-            written: 0,
-            output_since: now,
-            in_flight: None,
-            read_closed: false,
-            gone: false,
-            closing: false,
-            waiting_since: now,
-            line_since: None,
-            answered: 0,
-        });
+        self.conns.push(Conn::new(self.next_conn, stream, peer));
         self.next_conn += 1;
     }
 
@@ -654,13 +418,13 @@ impl Serve {
     fn service(&mut self, index: usize, flags: PollFlags) {
         let conn = &mut self.conns[index];
         if flags.intersects(PollFlags::POLLERR | PollFlags::POLLNVAL) {
-            conn.gone = true;
+            conn.set_gone();
             read_available(conn, &mut self.buffer, 2 * MAX_LINE);
             return;
         }
         if flags.contains(PollFlags::POLLHUP) {
             // Gone: what it sent before hanging up is still served (its answers are not).
-            conn.gone = true;
+            conn.set_gone();
             read_available(conn, &mut self.buffer, 2 * MAX_LINE);
             return;
         }
@@ -677,7 +441,10 @@ impl Serve {
     fn advance(&mut self, index: usize) {
         loop {
             let conn = &mut self.conns[index];
-            if conn.in_flight.is_some() || conn.closing || (!conn.gone && conn.output_pending()) {
+            if conn.in_flight.is_some()
+                || conn.closing
+                || (!conn.is_gone() && conn.output_pending())
+            {
                 return;
             }
             let line = match conn.take_line() {
@@ -691,7 +458,7 @@ impl Serve {
                     conn.closing = true;
                     return;
                 }
-                None if conn.read_closed || conn.gone => {
+                None if conn.read_closed() || conn.is_gone() => {
                     if conn.pending() == 0 {
                         conn.closing = true;
                         return;
@@ -777,7 +544,7 @@ impl Serve {
         }
         let deadline = Instant::now() + SHUTDOWN_FLUSH;
         loop {
-            self.conns.retain(|c| !c.gone && c.output_pending());
+            self.conns.retain(|c| !c.is_gone() && c.output_pending());
             let now = Instant::now();
             if self.conns.is_empty() || now >= deadline {
                 return;
@@ -798,73 +565,6 @@ impl Serve {
             }
         }
     }
-}
-
-/// Queues an answer for a client and writes what the socket takes now.
-fn respond(conn: &mut Conn, response: &Response) {
-    conn.answered += 1;
-    if conn.gone {
-        return;
-    }
-    if !conn.output_pending() {
-        conn.output.clear();
-        conn.written = 0;
-        conn.output_since = Instant::now();
-    }
-    conn.output.extend_from_slice(&response.to_line());
-    write_pending(conn);
-}
-
-/// Writes as much of the pending answer as the socket takes without blocking.
-fn write_pending(conn: &mut Conn) {
-    while conn.output_pending() {
-        let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
-        match send(conn.stream.as_raw_fd(), &conn.output[conn.written..], flags) {
-            Ok(n) => conn.written += n,
-            Err(Errno::EINTR) => continue,
-            Err(Errno::EAGAIN) => return,
-            Err(_) => {
-                // EPIPE, ECONNRESET: it left without its answer.
-                conn.gone = true;
-                break;
-            }
-        }
-    }
-    conn.output.clear();
-    conn.written = 0;
-    conn.waiting_since = Instant::now();
-}
-
-/// Reads what the client sent, without blocking, until more than `limit` bytes wait.
-fn read_available(conn: &mut Conn, buffer: &mut [u8], limit: usize) {
-    conn.compact();
-    while conn.pending() <= limit && !conn.read_closed {
-        match (&conn.stream).read(buffer) {
-            Ok(0) => conn.read_closed = true,
-            Ok(n) => {
-                if conn.pending() == 0 && conn.line_since.is_none() {
-                    conn.line_since = Some(Instant::now());
-                }
-                conn.input.extend_from_slice(&buffer[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(_) => {
-                conn.read_closed = true;
-                conn.gone = true;
-            }
-        }
-    }
-}
-
-/// Tells a client why it is not served, if it listens right away, and hangs up.
-fn reject(stream: &UnixStream, error: &str) {
-    let line = Response::error(Value::Null, error).to_line();
-    let _ = send(
-        stream.as_raw_fd(),
-        &line,
-        MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT,
-    );
 }
 
 /// A poll timeout that does not wake before `wait` is over.

@@ -6,9 +6,10 @@ use std::io::{Read, Write};
 
 use serde_json::Value;
 
-use super::{Client, Command, Response, Target, decode_config};
 use crate::cli::{CtlArgs, CtlCommand};
-use crate::config::{ExitInfo, NodeStatus, OutputLine, Status};
+use crate::config::{NodeStatus, OutputLine, Status};
+use crate::control::show::status_table;
+use crate::control::{Client, Command, Response, SOCKET_ENV, Target, decode_config};
 
 /// The supervisor did what was asked.
 pub const EXIT_OK: i32 = 0;
@@ -34,7 +35,7 @@ pub fn run(args: &CtlArgs) -> i32 {
         Err(error) => {
             complain(&format!(
                 "{error} (is a supervisor running? its socket is chosen with --socket PATH or {})",
-                super::SOCKET_ENV
+                SOCKET_ENV
             ));
             return EXIT_UNREACHABLE;
         }
@@ -161,62 +162,6 @@ fn print_result(command: &Command, response: &Response) {
     }
 }
 
-/// `NAME STATE PID RESTARTS UPTIME LAST EXIT`, one row per node, columns aligned.
-pub fn status_table(status: &Status) -> String {
-    let mut rows = vec![[
-        "NAME".to_string(),
-        "STATE".into(),
-        "PID".into(),
-        "RESTARTS".into(),
-        "UPTIME".into(),
-        "LAST EXIT".into(),
-    ]];
-    for (name, node) in &status.nodes {
-        rows.push([
-            name.clone(),
-            node.state.clone(),
-            node.pid.map_or("-".into(), |p| p.to_string()),
-            node.restarts.to_string(),
-            node.uptime.map_or("-".into(), uptime),
-            node.exit.map_or("-".into(), |e| match e {
-                ExitInfo::Code(code) => format!("code {code}"),
-                ExitInfo::Signal(signal) => ExitInfo::signal_name(signal),
-            }),
-        ]);
-    }
-    let mut widths = [0; 6];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut table = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (column, cell) in row.iter().enumerate() {
-            if column + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                line.push_str(&format!("{cell:<width$}  ", width = widths[column]));
-            }
-        }
-        table.push_str(line.trim_end());
-        table.push('\n');
-    }
-    table
-}
-
-/// `42s`, `5m03s`, `2h05m`, `3d04h`.
-pub fn uptime(seconds: f64) -> String {
-    let s = seconds.max(0.0) as u64;
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-    }
-}
-
 fn complain(message: &str) {
     write_err(format!("rhai-supervisor: error: {message}\n").as_bytes());
 }
@@ -228,40 +173,4 @@ fn write_out(bytes: &[u8]) {
 
 fn write_err(bytes: &[u8]) {
     let _ = std::io::stderr().lock().write_all(bytes);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::NodeConfig;
-
-    #[test]
-    fn uptimes_read_naturally() {
-        assert_eq!(uptime(0.4), "0s");
-        assert_eq!(uptime(59.9), "59s");
-        assert_eq!(uptime(183.0), "3m03s");
-        assert_eq!(uptime(7500.0), "2h05m");
-        assert_eq!(uptime(273_600.0), "3d04h");
-    }
-
-    #[test]
-    fn the_status_table_is_aligned() {
-        let mut status = Status::default();
-        let mut w1 = NodeStatus::new(NodeConfig::named("w1"));
-        w1.state = "running".into();
-        w1.pid = Some(4242);
-        w1.uptime = Some(65.0);
-        let mut long = NodeStatus::new(NodeConfig::named("logger-with-a-long-name"));
-        long.state = "reviving".into();
-        long.restarts = 12;
-        long.exit = Some(ExitInfo::Signal(9));
-        status.nodes.insert("w1".into(), w1);
-        status.nodes.insert("logger-with-a-long-name".into(), long);
-        let expected = "\
-NAME                     STATE     PID   RESTARTS  UPTIME  LAST EXIT
-logger-with-a-long-name  reviving  -     12        -       SIGKILL
-w1                       running   4242  0         1m05s   -
-";
-        assert_eq!(status_table(&status), expected);
-    }
 }

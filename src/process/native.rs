@@ -1,0 +1,265 @@
+//! The real backend: plans and spawns with `plan` and `spawn` (command nodes) or the
+//! `stem` (script nodes), hands every process to the I/O thread (`reactor`), reaps by
+//! pid, and, as a subreaper, tracks what nodes leave behind (`leftovers`).
+//!
+//! Must live on the loop thread: the parent-death signal of every node is tied to the
+//! thread that started it, and the loop thread lives as long as the supervisor.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use super::leftovers::Leftovers;
+use super::plan::{Launcher, NodePayload, SpawnPlan, plan};
+use super::reactor::{Watch, Watcher};
+use super::spawn::{Slots, Spawned, spawn, streams, watch};
+use super::stem::{self, Stem, StemError};
+use super::{Backend, Ended, OutputFiles, ProcId, Start, Started, errno_text, signal_group};
+use crate::config::{ExitInfo, NodeConfig};
+
+pub struct Native {
+    launcher: Launcher,
+    watcher: Watcher,
+    /// How command nodes get their streams and a stack (see `spawn::Slots`).
+    slots: Slots,
+    /// The process that forks script nodes, once one was needed.
+    stem: Option<Stem>,
+    self_pid: Pid,
+    /// Leader pids of live instances: never reaped or swept as leftovers.
+    leaders: HashMap<Pid, ProcId>,
+    live: HashSet<ProcId>,
+    /// Present when this process is a child subreaper: adopted leftovers of nodes are
+    /// then tracked, stopped and reaped.
+    leftovers: Option<Leftovers>,
+}
+
+impl Native {
+    /// A backend that starts nodes as `launcher` says and hands them to `watcher`.
+    /// With `adopting` (this process is a child subreaper), what nodes leave behind is
+    /// stopped and reaped.
+    pub fn new(launcher: Launcher, watcher: Watcher, slots: Slots, adopting: bool) -> Native {
+        Native {
+            launcher,
+            watcher,
+            slots,
+            stem: None,
+            self_pid: nix::unistd::getpid(),
+            leaders: HashMap::new(),
+            live: HashSet::new(),
+            leftovers: adopting.then(Leftovers::default),
+        }
+    }
+
+    fn spawn_plan(&mut self, plan: &SpawnPlan, proc: ProcId, wait: bool) -> Result<Pid, String> {
+        let owner = super::tree::owner_tag(self.self_pid, proc);
+        let spawned = match &plan.payload {
+            Some(payload) if self.launcher.stem => {
+                self.spawn_by_stem(plan, payload, &owner, wait)?
+            }
+            _ => spawn(plan, self.self_pid, &owner, &mut self.slots, wait)?,
+        };
+        let pid = spawned.pid;
+        self.leaders.insert(pid, proc);
+        self.live.insert(proc);
+        self.watcher.watch(Watch {
+            proc,
+            name: plan.name.clone(),
+            pidfd: spawned.pidfd,
+            stdout: spawned.stdout,
+            stderr: spawned.stderr,
+        });
+        Ok(pid)
+    }
+
+    /// Starts a script node by having the stem fork it; starts a stem first if there is
+    /// none, replaces one that fails, and falls back to exec when none can be had.
+    fn spawn_by_stem(
+        &mut self,
+        plan: &SpawnPlan,
+        payload: &NodePayload,
+        owner: &str,
+        wait: bool,
+    ) -> Result<Spawned, String> {
+        let [(stdout_end, stdout), (stderr_end, stderr)] = streams(plan)?;
+        let request = stem::Request::new(plan, payload, self.self_pid, owner);
+        for _ in 0..2 {
+            let stem = match &mut self.stem {
+                Some(stem) => stem,
+                None => match Stem::start(&self.launcher.node_program, self.self_pid) {
+                    Ok(stem) => self.stem.insert(stem),
+                    Err(e) => {
+                        log::warn!("cannot start the stem ({e}); script nodes are started by exec");
+                        self.launcher.stem = false;
+                        return spawn(plan, self.self_pid, owner, &mut self.slots, wait);
+                    }
+                },
+            };
+            match stem.spawn(&request, &stdout_end, &stderr_end) {
+                Ok(pid) => {
+                    let pidfd = watch(pid, &plan.name)?;
+                    return Ok(Spawned {
+                        pid,
+                        pidfd,
+                        stdout,
+                        stderr,
+                    });
+                }
+                Err(StemError::Refused { pid, error }) => {
+                    if let Some(pid) = pid {
+                        stem::collect(pid);
+                    }
+                    return Err(error);
+                }
+                Err(StemError::Broken(e)) => {
+                    log::warn!("the stem failed ({e}); starting another");
+                    self.stem = None;
+                }
+            }
+        }
+        log::warn!("the stem keeps failing; script nodes are started by exec");
+        self.launcher.stem = false;
+        spawn(plan, self.self_pid, owner, &mut self.slots, wait)
+    }
+
+    fn reap_adopted(&mut self) {
+        let Some(leftovers) = self.leftovers.as_mut() else {
+            return;
+        };
+        let stem = self.stem.as_ref().map(Stem::pid);
+        if let Some(died) = leftovers.reap_adopted(|pid| self.leaders.contains_key(&pid), stem) {
+            // The stem died: its handle collects it, and the next script node gets a
+            // new one.
+            log::warn!("the stem (pid {died}) has died");
+            self.stem = None;
+            self.reap_adopted();
+        }
+    }
+}
+
+impl Backend for Native {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+
+    fn start(
+        &mut self,
+        config: &NodeConfig,
+        proc: ProcId,
+        start: Start,
+    ) -> Result<Started, String> {
+        let plan = plan(config, &self.launcher)?;
+        let files = match start {
+            Start::First => OutputFiles::open(config, &self.launcher.cwd)?,
+            Start::Again => OutputFiles::default(),
+        };
+        let pid = self.spawn_plan(&plan, proc, start == Start::Again)?;
+        log::info!("node '{}' started (pid {pid})", plan.name);
+        Ok(Started { pid, files })
+    }
+
+    fn signal_group(&mut self, pid: Pid, signal: Signal) {
+        signal_group(pid, signal);
+    }
+
+    fn ended(&mut self, proc: ProcId, pid: Pid, stopping: bool, stop_timeout: Duration) -> Ended {
+        self.leaders.remove(&pid);
+        self.live.remove(&proc);
+        // Whatever is left of the node's process group goes with its leader: at once
+        // when it was being stopped, politely when it died on its own. The leader is
+        // still a zombie, so the group id cannot name anything else.
+        signal_group(
+            pid,
+            if stopping {
+                Signal::SIGKILL
+            } else {
+                Signal::SIGTERM
+            },
+        );
+        let exit = reap(pid);
+        // A child that failed between clone and exec says why; otherwise its exit does.
+        let what = match self.slots.finished(pid) {
+            Some(why) => why,
+            None => exit.map_or("ended".to_string(), |e| e.to_string()),
+        };
+        if self.leftovers.is_some() {
+            let now = Instant::now();
+            let kill_at = if stopping { now } else { now + stop_timeout };
+            if let Some(leftovers) = self.leftovers.as_mut() {
+                leftovers.retire(proc, kill_at);
+            }
+            self.reap_adopted();
+        }
+        Ended { exit, what }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.leftovers.as_ref().and_then(Leftovers::next_deadline)
+    }
+
+    fn fire_due(&mut self, now: Instant) {
+        if let Some(leftovers) = self.leftovers.as_mut() {
+            leftovers.fire_due(now);
+        }
+    }
+
+    fn tidy(&mut self, now: Instant) {
+        // Children that have exec'd since the last turn give their spawn slots (and the
+        // slots' copies of their output pipes) back, which costs a look at each slot.
+        self.slots.reap();
+        if let Some(leftovers) = self.leftovers.as_mut() {
+            let (leaders, live) = (&self.leaders, &self.live);
+            leftovers.sweep(
+                now,
+                self.self_pid,
+                |pid| leaders.contains_key(&pid),
+                |proc| live.contains(&proc),
+            );
+        }
+    }
+
+    fn child_exited(&mut self) {
+        self.reap_adopted();
+        if let Some(leftovers) = self.leftovers.as_mut() {
+            leftovers.child_exited();
+        }
+    }
+
+    fn shut_down(&mut self) {
+        // No node will start any more.
+        self.stem = None;
+        if let Some(leftovers) = self.leftovers.as_mut() {
+            leftovers.shut_down();
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.leftovers.as_ref().is_none_or(Leftovers::is_idle)
+    }
+}
+
+/// Collects the exit status of our child `pid`, which the reactor saw exit (its pidfd
+/// became readable), so this does not block.
+fn reap(pid: Pid) -> Option<ExitInfo> {
+    for _ in 0..10_000 {
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Some(ExitInfo::Code(code)),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Some(ExitInfo::Signal(signal as i32)),
+            Ok(WaitStatus::StillAlive) => {
+                // A pidfd is readable only once the process has exited; if the status is
+                // not there yet, it will be in a moment (the kernel publishes both together).
+                std::thread::yield_now();
+            }
+            Ok(_) => continue,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => {
+                log::warn!("cannot collect exit status of pid {pid}: {}", errno_text(e));
+                return None;
+            }
+        }
+    }
+    log::warn!("pid {pid} was reported gone but its exit status never arrived");
+    None
+}

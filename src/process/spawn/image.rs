@@ -1,0 +1,261 @@
+//! What a command node's child runs between clone and exec, and everything it reads:
+//! the `Image` (argv, envp, directory, CPU set, limits) is built before the clone and
+//! left alone until the child is done with it; the child makes only raw system calls.
+
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsString, c_char};
+use std::os::fd::RawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use nix::libc;
+use nix::unistd::Pid;
+
+use super::super::plan::SpawnPlan;
+use super::super::raw;
+
+/// What the child was doing when it failed; the value is what it reports (never 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub(super) enum Step {
+    Descriptors = 1,
+    Streams = 2,
+    Directory = 3,
+    Core = 4,
+    Exec = 5,
+}
+
+impl Step {
+    pub(super) fn from_code(code: u32) -> Step {
+        match code {
+            1 => Step::Descriptors,
+            2 => Step::Streams,
+            3 => Step::Directory,
+            4 => Step::Core,
+            _ => Step::Exec,
+        }
+    }
+
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            Step::Descriptors => "cannot set up the descriptors",
+            Step::Streams => "cannot set up the standard streams",
+            Step::Directory => "cannot enter the directory",
+            Step::Core => "cannot pin to the core",
+            Step::Exec => "cannot start the program",
+        }
+    }
+}
+
+/// What the child needs, all of it made before the clone and left alone until the
+/// child is done with it.
+pub(super) struct Image {
+    program: CString,
+    /// Owners of what the pointer arrays point to.
+    _argv: Vec<CString>,
+    _envp: Vec<CString>,
+    argv_ptrs: Vec<*const c_char>,
+    envp_ptrs: Vec<*const c_char>,
+    directory: Option<CString>,
+    cpus: Option<libc::cpu_set_t>,
+    /// stdin, stdout, stderr, as placed in the slot (set by `Slots::launch`).
+    pub(super) slots: [RawFd; 3],
+    /// The descriptors the child's own table keeps (the slots and below).
+    pub(super) keep_below: RawFd,
+    death_signal: libc::c_int,
+    supervisor: libc::pid_t,
+    nofile: Option<libc::rlimit>,
+    /// Where the child says why it failed (in the slot's `Shared`; set by
+    /// `Slots::launch`).
+    pub(super) failed: *const AtomicU64,
+}
+
+impl Image {
+    /// Everything the child of `plan` touches, built now: it runs on borrowed memory and
+    /// may not allocate. `program` is the resolved path; the slot's part is filled in by
+    /// `Slots::launch`.
+    pub(super) fn new(
+        plan: &SpawnPlan,
+        program: &Path,
+        owner: &str,
+        supervisor: Pid,
+    ) -> Result<Image, String> {
+        let c = |bytes: &[u8]| {
+            CString::new(bytes)
+                .map_err(|_| "an argument or variable contains a NUL byte".to_string())
+        };
+        let program_c = c(program.as_os_str().as_bytes())?;
+        let mut argv = vec![c(plan.program.as_os_str().as_bytes())?];
+        for arg in &plan.args {
+            argv.push(c(arg.as_bytes())?);
+        }
+        let mut envp = Vec::new();
+        for (key, value) in environment(plan, owner) {
+            let mut entry = key.into_vec();
+            entry.push(b'=');
+            entry.extend_from_slice(value.as_bytes());
+            envp.push(c(&entry)?);
+        }
+        let argv_ptrs: Vec<*const c_char> = argv
+            .iter()
+            .map(|a| a.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let envp_ptrs: Vec<*const c_char> = envp
+            .iter()
+            .map(|e| e.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let directory = match &plan.directory {
+            Some(dir) => Some(c(dir.as_os_str().as_bytes())?),
+            None => None,
+        };
+        let cpus = match plan.cpu {
+            Some(core) if core < libc::CPU_SETSIZE as usize => {
+                // SAFETY: cpu_set_t is plain bits; all zeros is the empty set, and `core`
+                // is below CPU_SETSIZE, so CPU_SET stays within it.
+                let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+                // SAFETY: as above.
+                unsafe { libc::CPU_SET(core, &mut set) };
+                Some(set)
+            }
+            Some(core) => return Err(format!("cpu_affinity {core}: no such core")),
+            None => None,
+        };
+        Ok(Image {
+            program: program_c,
+            _argv: argv,
+            _envp: envp,
+            argv_ptrs,
+            envp_ptrs,
+            directory,
+            cpus,
+            slots: [-1; 3],
+            keep_below: 0,
+            death_signal: plan.death_signal as libc::c_int,
+            supervisor: supervisor.as_raw(),
+            nofile: plan.nofile.map(|(soft, hard)| libc::rlimit {
+                rlim_cur: soft,
+                rlim_max: hard,
+            }),
+            failed: std::ptr::null(),
+        })
+    }
+}
+
+/// The signals a node gets at their default action: every one this program or a
+/// library it uses may catch or ignore, and those a launching shell may ignore.
+const RESET_SIGNALS: [libc::c_int; 16] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGHUP,
+    libc::SIGPIPE,
+    libc::SIGCHLD,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGWINCH,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGALRM,
+    libc::SIGTSTP,
+    libc::SIGCONT,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
+];
+
+pub(super) extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `spawn` passes a pointer to its `Image`, alive until the child is done.
+    let image = unsafe { &*arg.cast::<Image>() };
+    image.exec()
+}
+
+impl Image {
+    /// In the child, between clone and exec: only raw system calls, no libc (which
+    /// would write the supervisor's `errno`), no allocation; it never returns.
+    fn exec(&self) -> ! {
+        let fail = |step: Step, result: isize| -> ! {
+            let errno = (-result) as u64 & 0xffff_ffff;
+            // SAFETY: `failed` points into the slot, alive until the child is done; the
+            // store is seen by the supervisor once the kernel clears the slot's word.
+            unsafe {
+                (*self.failed).store((step as u64) << 32 | errno, Ordering::Release);
+                raw::exit_group(127)
+            }
+        };
+        // SAFETY: each call is a plain system call on values prepared before the clone.
+        unsafe {
+            // A table of our own, of the low descriptors only.
+            let r = raw::close_range(self.keep_below as u32, u32::MAX, libc::CLOSE_RANGE_UNSHARE);
+            if r < 0 {
+                let r = raw::unshare(libc::CLONE_FILES);
+                if r < 0 {
+                    fail(Step::Descriptors, r);
+                }
+            }
+            // Handlers of the supervisor (and of the libraries it uses) must not run
+            // here: the memory is shared. And a node starts with every signal at its
+            // default action, as a service should, whatever the supervisor inherited:
+            // a shell starts background jobs with SIGINT and SIGQUIT ignored, Rust
+            // ignores SIGPIPE.
+            for signal in RESET_SIGNALS {
+                raw::default_action(signal);
+            }
+            for (target, &fd) in self.slots.iter().enumerate() {
+                let r = raw::dup3(fd, target as libc::c_int);
+                if r < 0 {
+                    fail(Step::Streams, r);
+                }
+            }
+            if raw::close_range(3, u32::MAX, 0) < 0 {
+                for &fd in &self.slots {
+                    raw::close(fd);
+                }
+            }
+            raw::setpgid_self();
+            raw::set_death_signal(self.death_signal);
+            if raw::getppid() != self.supervisor {
+                raw::exit_group(1);
+            }
+            if let Some(dir) = &self.directory {
+                let r = raw::chdir(dir.as_ptr());
+                if r < 0 {
+                    fail(Step::Directory, r);
+                }
+            }
+            if let Some(set) = &self.cpus {
+                let r = raw::set_affinity(set);
+                if r < 0 {
+                    fail(Step::Core, r);
+                }
+            }
+            if let Some(limit) = &self.nofile {
+                raw::set_nofile(limit);
+            }
+            raw::unblock_all();
+            let r = raw::execve(
+                self.program.as_ptr(),
+                self.argv_ptrs.as_ptr(),
+                self.envp_ptrs.as_ptr(),
+            );
+            fail(Step::Exec, r)
+        }
+    }
+}
+
+/// The node's environment: the supervisor's, without `env_remove`, with the plan's
+/// entries and the owner tag.
+pub(super) fn environment(plan: &SpawnPlan, owner: &str) -> Vec<(OsString, OsString)> {
+    // The supervisor's own environment does not change while it runs: read it once.
+    static BASE: std::sync::OnceLock<BTreeMap<OsString, OsString>> = std::sync::OnceLock::new();
+    let mut env = BASE.get_or_init(|| std::env::vars_os().collect()).clone();
+    for key in &plan.env_remove {
+        env.remove(key);
+    }
+    for (key, value) in &plan.env {
+        env.insert(key.clone(), value.clone());
+    }
+    env.insert(super::super::tree::OWNER_ENV.into(), owner.into());
+    env.into_iter().collect()
+}
