@@ -1,19 +1,40 @@
 //! rhai-supervisor: process supervision policy written in Rhai, with Zeek's Supervisor
 //! API (`Supervisor::create`, `destroy`, `restart`, `status`, ...).
 //!
-//! # Theory of operation
+//! # Modules, top to bottom
 //!
-//! Data flows one way, **script → supervisor → process backend**, and everything that
-//! happens comes back as an event on one loop.
+//! Each names only those below it (`tests/layers.rs` keeps it so):
 //!
-//! Threads:
+//! | module | what it owns |
+//! |---|---|
+//! | `main.rs`, `cli`, `ctl`, `node` | the command line, `ctl`, and what runs inside a script node (and the stem) |
+//! | `runtime` | assembling one process of any role: signals, the I/O thread, the loop, the control socket, the REPL's front end |
+//! | `control`, `repl` | front ends: control requests and typed statements, handed to the loop as tasks |
+//! | `event_loop` | the one loop: owns the engine and the node table, turns events into calls |
+//! | `script` | the Rhai side: engine and limits, globals, hooks, the `Supervisor` and `Cluster` modules, records' registration |
+//! | `supervisor` | policy: the node table, each node's state machine (`supervisor::node`), revival and backoff, deadlines |
+//! | `process` | mechanism: the `Backend` trait and the native backend (plan, spawn, stem, reactor, leftovers) |
+//! | `config`, `console` | shared leaves: the records (one field table each) and constants; where output goes |
+//!
+//! # Who owns what
+//!
+//! The **node table** (`supervisor::Supervisor`) is owned by the loop
+//! (`event_loop::EventLoop`, its field `nodes`), in the supervisor role only. The loop
+//! lends it, as an `Rc<RefCell>` (`script::Nodes`), to the engine's `Supervisor::`
+//! functions, which borrow it for the length of one call; the loop never holds a
+//! borrow while a script runs. The table owns its nodes; a node's state
+//! (`supervisor::node::State`) is the one place its process's pid and stop deadline
+//! live. The supervisor reaches processes only through `process::Backend`.
+//!
+//! # Threads
+//!
 //! - the **loop thread** (the main thread) owns all state: the Rhai engine and the
-//!   loaded program (`script::Host`), the node table (`supervisor::Supervisor`), the
-//!   timers. It spawns every node (the parent-death signal is tied to the thread that
-//!   forks, and this one lives as long as the process). It blocks on one channel with
-//!   the next deadline as timeout (`event_loop`), so an idle supervisor uses no CPU;
+//!   loaded program (`script::Host`), the node table, the timers. It spawns every node
+//!   (the parent-death signal is tied to the thread that forks, and this one lives as
+//!   long as the process). It blocks on one channel with the next deadline as timeout
+//!   (`event_loop`), so an idle supervisor uses no CPU;
 //! - the **I/O thread** (`process::reactor`) waits with epoll on every node's pidfd and
-//!   output pipes and on the signal self-pipe, and sends `Event`s to the loop: output
+//!   output pipes and on the signal self-pipe, and sends `IoEvent`s to the loop: output
 //!   lines, exits (after the exiting node's output), SIGTERM/SIGINT;
 //! - the **control thread** (`control::server`, in `run` unless `--no-socket`) serves
 //!   every client of the control socket with `poll`: it reads request lines, decodes
@@ -30,27 +51,37 @@
 //! library built, it forks each script node on request so that the node is the
 //! supervisor's own child but skips exec and the library's construction.
 //!
-//! No thread per node or per client; the channel is bounded, so a node that writes faster than the
-//! loop handles lines is slowed by its full pipe instead of growing our memory.
+//! No thread per node or per client; the channel is bounded, so a node that writes
+//! faster than the loop handles lines is slowed by its full pipe instead of growing our
+//! memory.
 //!
-//! How an event travels, e.g. a node dies: its pidfd becomes readable → the I/O thread
-//! drains the node's pipes (`Event::Output`), then sends `Event::Exited` → the loop
-//! hands it to `Supervisor::process_exited`, which reaps the pid and asks the node's
-//! state machine (`supervisor::node`) what next → a revival deadline is scheduled →
-//! when due, the loop calls `Supervisor::fire_due`, which plans (`process::plan`) and
-//! spawns (`process::spawn`) a new process, hands its pidfd and pipes to the I/O thread,
-//! and leaves a `Notice` → the loop calls the script's `node_status(node, pid)`.
+//! # How a call travels, read downward
+//!
+//! A script calls `Supervisor::create(cfg)` → `script::api` converts the map into a
+//! `config::NodeConfig` and calls `supervisor::Supervisor::create`, which checks it and
+//! asks the backend (`process::Native::start`) to plan it (`process::plan`) and spawn it
+//! (`process::spawn`: a clone that execs; `process::stem` for a script node), then hands
+//! its pidfd and pipes to the I/O thread, and records the node in the `Running` state
+//! with a `Notice` → after the script call, the loop calls the script's
+//! `node_status(node, pid)`.
+//!
+//! The node dies: its pidfd becomes readable → the I/O thread drains its pipes
+//! (`IoEvent::Output`), then sends `IoEvent::Exited` → the loop hands it to
+//! `Supervisor::process_exited`, which has the backend reap it (`Backend::ended`) and
+//! steps the node's state machine (`Node::step`) → the step says `ReviveAt(t)`, a
+//! deadline the loop waits for → when due, `Supervisor::fire_due` steps the node with
+//! `RevivalDue`, which says `Start`, and the backend starts a new process.
 //!
 //! A control request travels the same way: `ctl create` writes a line → the control
 //! thread decodes it (`control::decode`) and queues an `Event::Task` → the loop runs it
 //! (`control::handle`: `Supervisor::create`, as a script would) and sends the response
-//! to the control thread, which writes it to the client → after the task the loop calls
-//! `node_status` for the new node, as after any script call.
+//! to the control thread, which writes it to the client.
 //!
-//! Script-facing pieces live in `script` (engine, limits, hooks, the `Supervisor` and
-//! `Cluster` modules, the record types); what a child runs is in `node`; assembling a
-//! process of any role is `runtime`.
-
+//! # The embedding API
+//!
+//! `Runtime` (with `Settings`) runs a supervisor in another program; the records of
+//! `config` are what it creates nodes from; `node::serve_if_node` lets the program
+//! serve its own script nodes; `control::Client` drives a running supervisor.
 #![warn(missing_docs)]
 
 #[doc(hidden)]

@@ -220,7 +220,7 @@ impl Runtime {
     /// `Supervisor::create` from Rust. An error in the supervisor role only.
     pub fn create(&mut self, config: NodeConfig) -> Result<(), String> {
         match self.event_loop.nodes() {
-            Some(nodes) => nodes.borrow_mut().create(config),
+            Some(nodes) => nodes.borrow_mut().create(config).map_err(|e| e.to_string()),
             None => Err(crate::script::api::NOT_SUPERVISOR.into()),
         }
     }

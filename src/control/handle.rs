@@ -58,7 +58,7 @@ fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result
         Command::Create(config) => {
             let name = config.name.clone();
             log::info!("control client (pid {}) creates node '{name}'", peer.pid);
-            supervisor.create(*config)?;
+            supervisor.create(*config).map_err(|e| e.to_string())?;
             let mut status = supervisor.status(&name);
             match status.nodes.remove(&name) {
                 Some(node) => to_json(&node),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::{Backend, Ended, OutputFiles, ProcId, Start, Started};
+use super::{Backend, Ended, OutputFiles, ProcId, Start, StartError, Started};
 use crate::config::{ExitInfo, NodeConfig};
 
 /// What the fake's world holds; shared between the backend and the test.
@@ -90,10 +90,10 @@ impl Backend for Fake {
         config: &NodeConfig,
         proc: ProcId,
         start: Start,
-    ) -> Result<Started, String> {
+    ) -> Result<Started, StartError> {
         let mut world = self.world.borrow_mut();
         if let Some(error) = world.refuse.take() {
-            return Err(error);
+            return Err(StartError::Program(error));
         }
         let pid = Pid::from_raw(world.next_pid);
         world.next_pid += 1;

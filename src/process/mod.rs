@@ -75,6 +75,22 @@ pub struct Started {
     pub files: OutputFiles,
 }
 
+/// Why a node's process could not be started. Each message names the node and, where
+/// the configuration is at fault, the field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StartError {
+    /// The configuration asks for what cannot be had: a directory, a core, a script,
+    /// an environment entry, an output file.
+    #[error("{0}")]
+    Config(String),
+    /// The program cannot be started: missing, not executable, of an unknown format.
+    #[error("{0}")]
+    Program(String),
+    /// The machine refused: a pipe, a process, a descriptor, the stem.
+    #[error("{0}")]
+    System(String),
+}
+
 /// How a process ended, as the backend collected it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Ended {
@@ -92,8 +108,12 @@ pub trait Backend {
     /// Starts instance `proc` of the node `config`: plans it (paths, directory, checks),
     /// starts its process in a process group of its own, and hands the process's exit
     /// and output to the I/O thread. An error says why, naming the node and the field.
-    fn start(&mut self, config: &NodeConfig, proc: ProcId, start: Start)
-    -> Result<Started, String>;
+    fn start(
+        &mut self,
+        config: &NodeConfig,
+        proc: ProcId,
+        start: Start,
+    ) -> Result<Started, StartError>;
 
     /// Sends `signal` to the process group led by `pid`. A group that is already gone
     /// is not an error: the node may have exited on its own a moment ago.

@@ -17,7 +17,9 @@ use super::plan::{Launcher, NodePayload, SpawnPlan, plan};
 use super::reactor::{Watch, Watcher};
 use super::spawn::{Slots, Spawned, spawn, streams, watch};
 use super::stem::{self, Stem, StemError};
-use super::{Backend, Ended, OutputFiles, ProcId, Start, Started, errno_text, signal_group};
+use super::{
+    Backend, Ended, OutputFiles, ProcId, Start, StartError, Started, errno_text, signal_group,
+};
 use crate::config::{ExitInfo, NodeConfig};
 
 pub struct Native {
@@ -53,7 +55,12 @@ impl Native {
         }
     }
 
-    fn spawn_plan(&mut self, plan: &SpawnPlan, proc: ProcId, wait: bool) -> Result<Pid, String> {
+    fn spawn_plan(
+        &mut self,
+        plan: &SpawnPlan,
+        proc: ProcId,
+        wait: bool,
+    ) -> Result<Pid, StartError> {
         let owner = super::tree::owner_tag(self.self_pid, proc);
         let spawned = match &plan.payload {
             Some(payload) if self.launcher.stem => {
@@ -82,7 +89,7 @@ impl Native {
         payload: &NodePayload,
         owner: &str,
         wait: bool,
-    ) -> Result<Spawned, String> {
+    ) -> Result<Spawned, StartError> {
         let [(stdout_end, stdout), (stderr_end, stderr)] = streams(plan)?;
         let request = stem::Request::new(plan, payload, self.self_pid, owner);
         for _ in 0..2 {
@@ -99,7 +106,7 @@ impl Native {
             };
             match stem.spawn(&request, &stdout_end, &stderr_end) {
                 Ok(pid) => {
-                    let pidfd = watch(pid, &plan.name)?;
+                    let pidfd = watch(pid, &plan.name).map_err(StartError::System)?;
                     return Ok(Spawned {
                         pid,
                         pidfd,
@@ -111,7 +118,7 @@ impl Native {
                     if let Some(pid) = pid {
                         stem::collect(pid);
                     }
-                    return Err(error);
+                    return Err(StartError::Config(error));
                 }
                 Err(StemError::Broken(e)) => {
                     log::warn!("the stem failed ({e}); starting another");
@@ -149,10 +156,12 @@ impl Backend for Native {
         config: &NodeConfig,
         proc: ProcId,
         start: Start,
-    ) -> Result<Started, String> {
-        let plan = plan(config, &self.launcher)?;
+    ) -> Result<Started, StartError> {
+        let plan = plan(config, &self.launcher).map_err(StartError::Config)?;
         let files = match start {
-            Start::First => OutputFiles::open(config, &self.launcher.cwd)?,
+            Start::First => {
+                OutputFiles::open(config, &self.launcher.cwd).map_err(StartError::Config)?
+            }
             Start::Again => OutputFiles::default(),
         };
         let pid = self.spawn_plan(&plan, proc, start == Start::Again)?;

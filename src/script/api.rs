@@ -125,7 +125,7 @@ fn supervisor_module(shared: &Shared, nodes: Option<Nodes>) -> Module {
                     Some(Ok(())) => String::new(),
                     Some(Err(e)) => {
                         log::warn!("Supervisor::create: {e}");
-                        e
+                        e.to_string()
                     }
                 })
             },

@@ -29,7 +29,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::config::{NodeConfig, NodeStatus, OutputLine, Status, Stream};
-use crate::process::{Backend, ProcId, Start, lines};
+use crate::process::{Backend, ProcId, Start, StartError, lines};
 pub use node::{Action, Input, Instance, Node, State, Then};
 use output::TAIL_LINES;
 pub use policy::human;
@@ -41,6 +41,21 @@ pub enum Notice {
     Started { node: String, pid: Pid },
     /// `node` failed for good and is not revived: `node_status(node, 0)`.
     Failed { node: String },
+}
+
+/// Why `create` refused. The words are Zeek's where Zeek has them.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CreateError {
+    /// The configuration is not valid (a name, a field's value).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("node with name '{0}' already exists")]
+    Exists(String),
+    #[error("the supervisor is shutting down")]
+    ShuttingDown,
+    /// Its process could not be started.
+    #[error(transparent)]
+    Start(#[from] StartError),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,13 +101,13 @@ impl Supervisor {
     }
 
     /// `Supervisor::create`: starts a node, or says why not.
-    pub fn create(&mut self, config: NodeConfig) -> Result<(), String> {
-        config.validate()?;
+    pub fn create(&mut self, config: NodeConfig) -> Result<(), CreateError> {
+        config.validate().map_err(CreateError::Invalid)?;
         if self.names.contains_key(&config.name) {
-            return Err(format!("node with name '{}' already exists", config.name));
+            return Err(CreateError::Exists(config.name));
         }
         if self.stopping {
-            return Err("the supervisor is shutting down".into());
+            return Err(CreateError::ShuttingDown);
         }
         let slot = self
             .free

@@ -10,6 +10,7 @@ use nix::unistd::Pid;
 
 use super::*;
 use crate::config::ExitInfo;
+use crate::process::StartError;
 use crate::process::fake::{Fake, World};
 
 fn supervisor() -> (Supervisor, Rc<RefCell<World>>) {
@@ -62,18 +63,19 @@ fn create_starts_a_process_and_refuses_what_zeek_refuses() {
             pid: pid_of(&sup, "w1")
         }]
     );
+    let exists = sup.create(command("w1")).unwrap_err();
+    assert_eq!(exists, CreateError::Exists("w1".into()));
+    assert_eq!(exists.to_string(), "node with name 'w1' already exists");
     assert_eq!(
-        sup.create(command("w1")).unwrap_err(),
-        "node with name 'w1' already exists"
-    );
-    assert_eq!(
-        sup.create(NodeConfig::named("a b")).unwrap_err(),
+        sup.create(NodeConfig::named("a b"))
+            .unwrap_err()
+            .to_string(),
         "node names must not contain spaces: 'a b'"
     );
     world.borrow_mut().refuse = Some("node 'w2': cannot start 'nope'".into());
     assert_eq!(
         sup.create(command("w2")).unwrap_err(),
-        "node 'w2': cannot start 'nope'"
+        CreateError::Start(StartError::Program("node 'w2': cannot start 'nope'".into()))
     );
     assert!(
         sup.status("w2").nodes.is_empty(),

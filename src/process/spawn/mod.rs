@@ -30,7 +30,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::unistd::{Pid, pipe2};
 
 use super::plan::{Output, SpawnPlan};
-use super::{errno_text, os_error, raw};
+use super::{StartError, errno_text, os_error, raw};
 use image::Image;
 pub use slots::Slots;
 
@@ -54,38 +54,37 @@ pub fn spawn(
     owner: &str,
     slots: &mut Slots,
     wait: bool,
-) -> Result<Spawned, String> {
+) -> Result<Spawned, StartError> {
     let name = &plan.name;
     let fail = |what: String| format!("node '{name}': {what}");
     let (program, meta) = program::resolve(plan).map_err(|reason| {
-        fail(format!(
+        StartError::Program(fail(format!(
             "cannot start '{}': {reason}",
             plan.program.display()
-        ))
+        )))
     })?;
     if let Some(dir) = &plan.directory {
         nix::unistd::access(dir.as_path(), nix::unistd::AccessFlags::X_OK).map_err(|e| {
-            fail(format!(
+            StartError::Config(fail(format!(
                 "cannot enter the directory '{}': {}",
                 dir.display(),
                 errno_text(e)
-            ))
+            )))
         })?;
     }
     // Wait for the exec when asked, when the program is not known to exec (so that its
     // failure is reported here), and on architectures where the child cannot avoid libc.
     let wait = wait || !raw::AVAILABLE || !slots.known_format(&program, &meta);
     let [(stdout_end, stdout), (stderr_end, stderr)] = streams(plan)?;
-    let image = Image::new(plan, &program, owner, supervisor).map_err(fail)?;
-    let pid = slots
-        .launch(image, [stdout_end, stderr_end], plan, wait)
-        .map_err(fail)?;
+    let image =
+        Image::new(plan, &program, owner, supervisor).map_err(|e| StartError::Config(fail(e)))?;
+    let pid = slots.launch(image, [stdout_end, stderr_end], plan, wait)?;
     let pidfd = match watch(pid, name) {
         Ok(fd) => fd,
         Err(e) => {
             // `watch` killed and reaped it.
             slots.finished(pid);
-            return Err(e);
+            return Err(StartError::System(e));
         }
     };
     Ok(Spawned {
@@ -111,25 +110,35 @@ pub fn watch(pid: Pid, name: &str) -> Result<OwnedFd, String> {
 
 /// The node's stdout and stderr: for each, the child's end and, when captured, the
 /// supervisor's (non-blocking) read end.
-pub fn streams(plan: &SpawnPlan) -> Result<[(OwnedFd, Option<OwnedFd>); 2], String> {
-    let name = &plan.name;
-    let stdout = stream(&plan.stdout, "stdout_file").map_err(|e| format!("node '{name}': {e}"))?;
-    let stderr = stream(&plan.stderr, "stderr_file").map_err(|e| format!("node '{name}': {e}"))?;
+pub fn streams(plan: &SpawnPlan) -> Result<[(OwnedFd, Option<OwnedFd>); 2], StartError> {
+    let stdout = stream(&plan.name, &plan.stdout, "stdout_file")?;
+    let stderr = stream(&plan.name, &plan.stderr, "stderr_file")?;
     Ok([stdout, stderr])
 }
 
-fn stream(output: &Output, field: &str) -> Result<(OwnedFd, Option<OwnedFd>), String> {
+fn stream(
+    name: &str,
+    output: &Output,
+    field: &str,
+) -> Result<(OwnedFd, Option<OwnedFd>), StartError> {
     match output {
         Output::Capture | Output::Rotated(_) => {
-            let (read, write) = pipe2(OFlag::O_CLOEXEC)
-                .map_err(|e| format!("cannot create a pipe: {}", errno_text(e)))?;
+            let system = |what: &str, e| {
+                StartError::System(format!("node '{name}': {what}: {}", errno_text(e)))
+            };
+            let (read, write) =
+                pipe2(OFlag::O_CLOEXEC).map_err(|e| system("cannot create a pipe", e))?;
             fcntl(&read, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                .map_err(|e| format!("cannot set up a pipe: {}", errno_text(e)))?;
+                .map_err(|e| system("cannot set up a pipe", e))?;
             Ok((write, Some(read)))
         }
         Output::File(path) => {
             let file = open_output(path).map_err(|e| {
-                format!("cannot open {field} '{}': {}", path.display(), os_error(&e))
+                StartError::Config(format!(
+                    "node '{name}': cannot open {field} '{}': {}",
+                    path.display(),
+                    os_error(&e)
+                ))
             })?;
             Ok((file.into(), None))
         }

@@ -13,7 +13,7 @@ use nix::libc;
 use nix::unistd::Pid;
 
 use super::super::plan::SpawnPlan;
-use super::super::{errno_text, os_error, raw};
+use super::super::{StartError, errno_text, os_error, raw};
 use super::image::{Image, Step, child_main};
 use super::program::Programs;
 
@@ -287,14 +287,18 @@ impl Slots {
         streams: [OwnedFd; 2],
         plan: &SpawnPlan,
         wait: bool,
-    ) -> Result<Pid, String> {
+    ) -> Result<Pid, StartError> {
+        let name = &plan.name;
+        let system = |what: String| StartError::System(format!("node '{name}': {what}"));
         let index = self.free_slot();
         let keep_below = self.keep_below;
         let null = self.null.as_raw_fd();
         let slot = &mut self.slots[index];
         if slot.stack.is_none() {
-            slot.stack =
-                Some(Stack::new().map_err(|e| format!("cannot make a stack: {}", os_error(&e)))?);
+            slot.stack = Some(
+                Stack::new()
+                    .map_err(|e| system(format!("cannot make a stack: {}", os_error(&e))))?,
+            );
         }
         // The slot carries this node's stdout and stderr until its exec.
         let fill = |index: usize, fd: RawFd| -> Result<(), Errno> {
@@ -307,7 +311,10 @@ impl Slots {
         drop((stdout_end, stderr_end));
         if let Err(e) = filled {
             slot.hand_back(null);
-            return Err(format!("cannot pass the streams: {}", errno_text(e)));
+            return Err(system(format!(
+                "cannot pass the streams: {}",
+                errno_text(e)
+            )));
         }
         image.slots = [null, slot.fds[0].as_raw_fd(), slot.fds[1].as_raw_fd()];
         image.keep_below = keep_below;
@@ -353,11 +360,11 @@ impl Slots {
             Err(e) => {
                 slot.shared.busy.store(0, Ordering::Relaxed);
                 slot.hand_back(null);
-                return Err(format!(
+                return Err(system(format!(
                     "cannot start '{}': {}",
                     plan.program.display(),
                     errno_text(e)
-                ));
+                )));
             }
         };
         // The child joins its own process group first thing, but may not have run yet:
@@ -375,7 +382,7 @@ impl Slots {
             self.release(index);
             if let Some(why) = self.failures.remove(&pid) {
                 let _ = nix::sys::wait::waitpid(pid, None);
-                return Err(why);
+                return Err(StartError::Program(format!("node '{name}': {why}")));
             }
         }
         Ok(pid)
