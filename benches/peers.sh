@@ -75,4 +75,4 @@ echo "== measure"
     --rhai target/release/rhai-supervisor --pause "$cache/bin/pause" \
     --cache "$cache" --bench benches/peers --out "$out" "${args[@]}"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$out/machine.txt"
-echo "== results: $out/summary.md (raw: results.tsv, revival-samples.tsv, notes.txt)"
+echo "== results: $out/summary.md, chart.svg (raw: results.tsv, revival-samples.tsv, notes.txt)"

@@ -10,6 +10,9 @@
 //! - `reliability`: faults in scripts, nodes and the OS; crash loops; leaks
 //! - `control`: the control socket and `ctl`: every command, the socket file (mode,
 //!   stale, taken, removed), bad and hostile clients, many clients, exit statuses
+//! - `docs`: the documentation against the program: every Rhai block compiles, the
+//!   README's and the guide's scripts run with the output they show, every record
+//!   field, command and option is in the reference, every link leads somewhere
 //! - `repl`: the interactive REPL through a pseudo-terminal (prompt, multi-line input,
 //!   errors, Ctrl-C, completion, history, nodes, output above the prompt), and the
 //!   same REPL reading a pipe
@@ -22,6 +25,7 @@ mod util;
 mod api;
 mod cli;
 mod control;
+mod docs;
 mod layers;
 mod nodes;
 mod output;

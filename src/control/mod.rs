@@ -5,8 +5,8 @@
 //! This module owns the protocol: the requests (`Request`, `Command`), how a request
 //! line is decoded (`decode`, a pure function, also driven by the fuzz target in
 //! `fuzz/`), and the responses (`Response`). One JSON object per line each way; every
-//! response echoes the `id` of its request. The README's "Controlling a running
-//! supervisor" section is the reference for other programs.
+//! response echoes the `id` of its request. `docs/reference/control.md` is the
+//! reference for other programs.
 //!
 //! - `server` is the control thread of a supervisor (`Runtime::listen`): one thread
 //!   that accepts and reads every client with `poll`, hands each complete request to the

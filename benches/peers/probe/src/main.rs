@@ -9,6 +9,7 @@
 //! interleaved (run 1 of every peer, then run 2, ...) so that ratios can be taken pair
 //! by pair within one run on a noisy machine.
 
+mod chart;
 mod events;
 mod peers;
 mod procfs;
@@ -27,7 +28,7 @@ use peers::{Paths, Peer, Variant};
 
 const USAGE: &str = "usage: peerbench --rhai BIN --pause BIN --cache DIR --bench DIR --out DIR \
 [--n 50,200,1000] [--runs 3] [--only rhai,bash,...] [--idle-secs 10] [--revivals 20] \
-[--revivals-default 20] [--no-script-nodes] | peerbench --report OUT_DIR";
+[--revivals-default 20] [--no-script-nodes] | peerbench --report OUT_DIR | peerbench --chart RESULTS.tsv OUT.svg";
 
 struct Options {
     ns: Vec<usize>,
@@ -88,6 +89,19 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("peerbench: error: cannot write the report: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.first().map(String::as_str) == Some("--chart") {
+        let (Some(tsv), Some(svg)) = (args.get(1), args.get(2)) else {
+            eprintln!("{USAGE}");
+            return ExitCode::from(2);
+        };
+        return match report::write_chart(&PathBuf::from(tsv), &PathBuf::from(svg)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("peerbench: error: cannot write the chart: {e}");
                 ExitCode::FAILURE
             }
         };
@@ -248,7 +262,10 @@ fn run(o: &Options) -> io::Result<()> {
     ));
     drop(results);
     report::write(&o.out)?;
-    println!("report: {}", o.out.join("summary.md").display());
+    println!(
+        "report: {} and chart.svg",
+        o.out.join("summary.md").display()
+    );
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The report: `summary.md` from `results.tsv` (one figure per run), with the median
 //! over runs of each figure and, for rhai-supervisor against each peer, the median of
-//! the ratios taken run by run.
+//! the ratios taken run by run; and `chart.svg`, start-up and revival latency against N
+//! for every peer (see `chart`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -9,6 +10,7 @@ use std::io;
 use std::path::Path;
 
 use crate::Row;
+use crate::chart::{self, Panel, Series};
 use crate::peers::{ALL, Peer};
 
 pub fn median(values: &[f64]) -> f64 {
@@ -27,8 +29,10 @@ pub fn percentile(values: &[f64], q: f64) -> f64 {
     v[lo] + (v[hi] - v[lo]) * (pos - lo as f64)
 }
 
-fn read_rows(out: &Path) -> io::Result<Vec<Row>> {
-    let text = fs::read_to_string(out.join("results.tsv"))?;
+/// The rows of a results file; lines that are not rows (the header, `#` comments) are
+/// skipped.
+fn read_rows(tsv: &Path) -> io::Result<Vec<Row>> {
+    let text = fs::read_to_string(tsv)?;
     Ok(text
         .lines()
         .skip(1)
@@ -108,8 +112,9 @@ fn fmt_ratio(r: f64) -> String {
     }
 }
 
-pub fn write(out: &Path) -> io::Result<()> {
-    let rows = read_rows(out)?;
+/// The figures of a results file, and how many runs it holds.
+fn load(tsv: &Path) -> io::Result<(Data, usize)> {
+    let rows = read_rows(tsv)?;
     let mut values: BTreeMap<(String, String, usize), BTreeMap<usize, f64>> = BTreeMap::new();
     let mut ns = BTreeSet::new();
     let mut subjects = BTreeSet::new();
@@ -133,7 +138,81 @@ pub fn write(out: &Path) -> io::Result<()> {
         ns: ns.into_iter().collect(),
         subjects: peers,
     };
-    let nruns = runs.len();
+    Ok((data, runs.len()))
+}
+
+/// `chart.svg` from the figures of `tsv`, written to `svg` (`peerbench --chart`): for a
+/// results file of another run, or one written by hand from published tables.
+pub fn write_chart(tsv: &Path, svg: &Path) -> io::Result<()> {
+    let (data, _) = load(tsv)?;
+    if !data.subjects.iter().any(|s| {
+        ["startup_ms", "revival_min_ms"]
+            .iter()
+            .any(|m| data.ns.iter().any(|&n| data.median(s, m, n).is_some()))
+    }) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{} has no startup_ms or revival_min_ms figures",
+                tsv.display()
+            ),
+        ));
+    }
+    fs::write(svg, chart(&data))
+}
+
+/// Start-up and revival latency (restart delay at its minimum) against N, one line per
+/// peer, both axes logarithmic.
+fn chart(data: &Data) -> String {
+    let panel = |title: &str, metric: &str| Panel {
+        title: title.to_string(),
+        series: data
+            .subjects
+            .iter()
+            .filter_map(|s| {
+                let points: Vec<(f64, f64)> = data
+                    .ns
+                    .iter()
+                    .filter_map(|&n| Some((n as f64, data.median(s, metric, n)?.0)))
+                    .collect();
+                let peer = Peer::from_name(s)?;
+                (!points.is_empty()).then(|| Series {
+                    label: plain_label(s),
+                    color: color(peer),
+                    bold: peer == Peer::Rhai,
+                    dashed: peer == Peer::S6Ready,
+                    points,
+                })
+            })
+            .collect(),
+    };
+    chart::svg(
+        "rhai-supervisor beside other supervisors, N children",
+        "Each point is the median over runs (benches/peers.sh; method and tables in BENCHMARKS.md). Lower is better.",
+        "ms",
+        &[
+            panel("Start-up: launch until all N run", "startup_ms"),
+            panel("Revival after kill -9, minimum delay", "revival_min_ms"),
+        ],
+    )
+}
+
+fn color(peer: Peer) -> &'static str {
+    match peer {
+        Peer::Rhai => "#c0392b",
+        Peer::Bash => "#555555",
+        Peer::Supervisord => "#1f77b4",
+        Peer::Circus => "#ff7f0e",
+        Peer::S6 => "#2ca02c",
+        Peer::S6Ready => "#2ca02c",
+        Peer::Runit => "#9467bd",
+        Peer::Pm2 => "#8c564b",
+    }
+}
+
+pub fn write(out: &Path) -> io::Result<()> {
+    let (data, nruns) = load(&out.join("results.tsv"))?;
+    fs::write(out.join("chart.svg"), chart(&data))?;
     let mut md = String::new();
     let _ = writeln!(
         md,
@@ -343,6 +422,15 @@ pub fn write(out: &Path) -> io::Result<()> {
         }
     }
     fs::write(out.join("summary.md"), md)
+}
+
+/// The label without Markdown, for the chart.
+fn plain_label(subject: &str) -> String {
+    match subject {
+        "bash" => "bash wait -n loop".to_string(),
+        "s6-ready" => "s6 + readiness".to_string(),
+        other => label(other).replace("**", "").replace('`', ""),
+    }
 }
 
 fn label(subject: &str) -> String {
