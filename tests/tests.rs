@@ -1,6 +1,7 @@
 //! Integration tests: the real binary, real processes, real signals and files.
 //!
 //! Modules:
+//! - `layers`: the shape of the source: layers point one way, every unsafe block says why
 //! - `cli`: command line, exit codes, error messages with positions, `exec`
 //! - `api`: the `Supervisor` module, record types, Zeek's answers to bad requests
 //! - `supervision`: revival, destroy, restart, shutdown, the supervisor's death
