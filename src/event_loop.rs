@@ -15,9 +15,9 @@ use std::time::Instant;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
 use nix::sys::signal::Signal;
-use rhai::{INT, ImmutableString};
+use rhai::{Dynamic, INT, ImmutableString};
 
-use crate::config::Stream;
+use crate::config::{ExitInfo, Stream};
 use crate::process::ProcId;
 use crate::process::lines;
 use crate::process::reactor::IoEvent;
@@ -184,7 +184,25 @@ impl EventLoop {
             }) => self.output(proc, &node, stream, &lines),
             Event::Io(IoEvent::Exited { proc }) => {
                 if let Some(nodes) = &self.nodes {
-                    nodes.borrow_mut().process_exited(proc);
+                    let mut nodes = nodes.borrow_mut();
+                    // A node_exit hook may keep the node down: revivals then wait for it.
+                    nodes.set_exit_hook(self.host.defines(Hook::NodeExit));
+                    nodes.process_exited(proc);
+                }
+            }
+            Event::Io(IoEvent::Notify { pid, notification }) => {
+                if let Some(nodes) = &self.nodes {
+                    nodes.borrow_mut().notified(pid, notification);
+                }
+            }
+            Event::Io(IoEvent::FdReady { proc }) => {
+                if let Some(nodes) = &self.nodes {
+                    nodes.borrow_mut().fd_ready(proc);
+                }
+            }
+            Event::Io(IoEvent::Probed { id, result }) => {
+                if let Some(nodes) = &self.nodes {
+                    nodes.borrow_mut().probed(id, result);
                 }
             }
             Event::Io(IoEvent::Signal(signal)) => self.signal(signal),
@@ -283,11 +301,38 @@ impl EventLoop {
                 break;
             }
             for notice in notices {
-                let args = match notice {
-                    Notice::Started { node, pid } => (node, pid.as_raw() as INT),
-                    Notice::Failed { node } => (node, 0),
+                let called = match notice {
+                    Notice::Started { node, pid } => self
+                        .host
+                        .call_hook(Hook::NodeStatus, (node, pid.as_raw() as INT)),
+                    Notice::Failed { node } => self.host.call_hook(Hook::NodeStatus, (node, 0 as INT)),
+                    Notice::Ready { node } => self.host.call_hook(Hook::NodeReady, (node,)),
+                    Notice::Exited { node, exit, uptime } => {
+                        let mut info = rhai::Map::new();
+                        let (code, signal) = match exit {
+                            Some(ExitInfo::Code(code)) => ((code as INT).into(), Dynamic::UNIT),
+                            Some(ExitInfo::Signal(s)) => {
+                                (Dynamic::UNIT, ExitInfo::signal_name(s).into())
+                            }
+                            None => (Dynamic::UNIT, Dynamic::UNIT),
+                        };
+                        info.insert("code".into(), code);
+                        info.insert("signal".into(), signal);
+                        info.insert("uptime".into(), (uptime as rhai::FLOAT).into());
+                        let answer =
+                            self.host
+                                .call_hook(Hook::NodeExit, (node.clone(), Dynamic::from_map(info)));
+                        if let Ok(Some(value)) = &answer {
+                            if value.as_bool() == Ok(false) {
+                                if let Some(nodes) = &self.nodes {
+                                    nodes.borrow_mut().keep_down(&node);
+                                }
+                            }
+                        }
+                        answer
+                    }
                 };
-                if let Err(error) = self.host.call_hook(Hook::NodeStatus, args) {
+                if let Err(error) = called {
                     log::error!("{error}");
                 }
             }

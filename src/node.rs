@@ -71,6 +71,12 @@ pub fn take_payload() -> Result<NodePayload, String> {
 pub fn run(payload: NodePayload, settings: &Settings) -> Result<i32, Error> {
     let mut runtime = Runtime::new(Role::Node, &[], Some(payload.config), settings)?;
     runtime.start(&payload.scripts)?;
+    if payload.ready_after_init {
+        // The node has no readiness of its own: it is ready once zeek_init() returned.
+        if let Err(e) = crate::process::notify::send("READY=1") {
+            log::warn!("cannot tell the supervisor this node is ready: {e}");
+        }
+    }
     let code = runtime.run();
     // The process ends now: tearing the engine down would cost more than the node's
     // whole start did.

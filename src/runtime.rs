@@ -123,7 +123,7 @@ impl Runtime {
             None
         };
         let (events, event_rx) = crossbeam_channel::bounded(EVENT_QUEUE);
-        let reactor = Reactor::start(events.clone(), &signals)
+        let reactor = Reactor::start(events.clone(), &signals, role == Role::Supervisor)
             .map_err(|e| setup("cannot start the I/O thread", e))?;
 
         let mut context = Context::new(role);
@@ -136,6 +136,7 @@ impl Runtime {
                     .map_err(|e| setup("cannot find this program", e))?,
             };
             launcher.child_nofile = nofile;
+            launcher.notify_socket = reactor.notify_socket().map(str::to_string);
             launcher.call_time = settings.limits.call_time;
             let Some(slots) = slots else {
                 return Err(Error::Setup("no spawn slots".into()));

@@ -12,6 +12,7 @@
 //! (`ExitInfo`), and the constants more than one layer needs.
 
 pub mod record;
+pub mod shapes;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,7 +22,10 @@ use std::time::Duration;
 use rhai::{Dynamic, INT, Map};
 
 pub use record::Fields;
-use record::{Codec, Omit, SetError, kind, read_record_map, record, record_map, wrong};
+use record::{Codec, Json, Omit, Seconds, SetError, kind, read_record_map, record, record_map, wrong};
+pub use shapes::{
+    Check, Condition, Dependencies, Dependency, Health, KillMode, Ready, RestartPolicy, SignalName,
+};
 
 /// The socket a supervisor listens on, and `ctl` talks to, when none is given: in the
 /// current directory.
@@ -284,11 +288,11 @@ record! {
         /// Extension: run this program (argv) as the node instead of a script node.
         command: Option<Vec<String>>,
         /// Extension: the first revival delay in seconds (default 1).
-        revival_delay: Option<f64> => record::Seconds,
+        revival_delay: Option<f64> => Seconds,
         /// Extension: the longest revival delay in seconds (default 60).
-        revival_max_delay: Option<f64> => record::Seconds,
+        revival_max_delay: Option<f64> => Seconds,
         /// Extension: seconds between SIGTERM and SIGKILL when the node is stopped (default 10).
-        stop_timeout: Option<f64> => record::Seconds,
+        stop_timeout: Option<f64> => Seconds,
         /// Extension: rotate `stdout_file`/`stderr_file` when they would grow past this
         /// size; the supervisor then writes them.
         output_max_bytes: Option<i64>,
@@ -298,7 +302,31 @@ record! {
         /// failed (default: no limit).
         max_restarts: Option<i64>,
         /// Extension: the window for `max_restarts`, in seconds (default 60).
-        restart_window: Option<f64> => record::Seconds,
+        restart_window: Option<f64> => Seconds,
+        /// Extension: how readiness is told: `"notify"`, `#{fd: N}`, `#{log: REGEX}`,
+        /// `#{tcp: PORT}`, `#{exec: [...]}`, `#{http: URL}` (default: a command node is
+        /// ready once exec'd, a script node once `zeek_init()` returned).
+        ready: Option<Ready> => Json,
+        /// Extension: seconds between two tries of a polled readiness check (default 0.1).
+        ready_interval: Option<f64> => Seconds,
+        /// Extension: seconds a started node may take to become ready (default 90).
+        ready_timeout: Option<f64> => Seconds,
+        /// Extension: nodes that must meet a condition before this one starts: names
+        /// (ready), or a map name → condition or `#{condition, restart: true}`.
+        depends_on: Option<Dependencies> => Json,
+        /// Extension: `"always"` (default), `"on-failure"` or `"never"`.
+        restart: Option<RestartPolicy> => Json,
+        /// Extension: a liveness check once ready: `#{exec|tcp|http: ..., interval,
+        /// timeout, failures}`.
+        health: Option<Health> => Json,
+        /// Extension: seconds within which a `ready: "notify"` node must send
+        /// `WATCHDOG=1`.
+        watchdog: Option<f64> => Seconds,
+        /// Extension: the signal `destroy`, `restart` and shutdown send first (default TERM).
+        stop_signal: Option<SignalName> => Json,
+        /// Extension: whom the stop signal reaches: `"group"` (default), `"mixed"`,
+        /// `"process"`.
+        kill_mode: Option<KillMode> => Json,
     }
 }
 
@@ -387,7 +415,54 @@ impl NodeConfig {
                 ));
             }
         }
+        if let Some(deps) = &self.depends_on {
+            if deps.0.contains_key(&self.name) {
+                return Err(format!(
+                    "node '{}': depends_on names the node itself",
+                    self.name
+                ));
+            }
+        }
+        let speaks_notify = match &self.ready {
+            Some(Ready::Notify) => true,
+            None => self.command.is_none(),
+            Some(_) => false,
+        };
+        if self.watchdog.is_some() && !speaks_notify {
+            return Err(format!(
+                "node '{}': watchdog needs ready: \"notify\" (the node sends WATCHDOG=1 on the notification socket)",
+                self.name
+            ));
+        }
+        match &self.ready {
+            Some(Ready::Fd(_)) if self.command.is_none() => {
+                return Err(format!(
+                    "node '{}': ready: #{{fd: N}} is for command nodes; a script node says it is ready with sd_notify(\"READY=1\") under ready: \"notify\"",
+                    self.name
+                ));
+            }
+            Some(Ready::Log(_))
+                if self.stdout_file.is_some()
+                    && self.stderr_file.is_some()
+                    && self.output_max_bytes.is_none() =>
+            {
+                return Err(format!(
+                    "node '{}': ready: #{{log: ...}} needs output that passes through the supervisor (stdout_file and stderr_file both go straight to files)",
+                    self.name
+                ));
+            }
+            _ => {}
+        }
+        if self.ready_interval == Some(0.0) {
+            return Err(format!(
+                "node '{}': ready_interval must be more than 0 seconds",
+                self.name
+            ));
+        }
         for (field, value) in [
+            ("ready_interval", self.ready_interval),
+            ("ready_timeout", self.ready_timeout),
+            ("watchdog", self.watchdog),
             ("revival_delay", self.revival_delay),
             ("revival_max_delay", self.revival_max_delay),
             ("stop_timeout", self.stop_timeout),
@@ -463,7 +538,8 @@ record! {
         node: NodeConfig,
         /// The live process; absent while the node waits to be revived.
         pid: Option<i64>,
-        /// `running`, `reviving`, `restarting` or `failed`.
+        /// `waiting`, `starting`, `running`, `reviving`, `restarting`, `stopping`,
+        /// `exited` or `failed`.
         state: String,
         /// How many times the process was started again after the first start.
         restarts: i64,
@@ -471,6 +547,14 @@ record! {
         exit: Option<ExitInfo>,
         /// Seconds since the live process started.
         uptime: Option<f64>,
+        /// While `waiting`: the dependencies not met yet.
+        waiting_for: Option<Vec<String>>,
+        /// What the node last said with `STATUS=` (the notify protocol).
+        status_text: Option<String>,
+        /// `"ok"` or `"failing (2/3): why"`, for a node with a health check.
+        health: Option<String>,
+        /// While `stopping` or `restarting`: seconds since it was asked to stop.
+        stopping_for: Option<f64>,
     }
     json_only {
         /// The last lines of its captured output (filled in by `status(name)` for one node).
@@ -489,6 +573,10 @@ impl NodeStatus {
             restarts: 0,
             exit: None,
             uptime: None,
+            waiting_for: None,
+            status_text: None,
+            health: None,
+            stopping_for: None,
             output: Vec::new(),
         }
     }

@@ -424,3 +424,80 @@ pub fn read_record_map<R: Clone + Send + Sync + 'static>(value: &BTreeMap<String
             .collect(),
     )
 }
+
+/// A structured field (`shapes::Shape`): a script's value is read as JSON data and
+/// parsed as JSON is, so both ways in give the same value and the same errors.
+pub struct Json;
+
+impl<T: super::shapes::Shape> Codec<Option<T>> for Json {
+    fn read(value: &Option<T>) -> Dynamic {
+        value
+            .as_ref()
+            .map_or(Dynamic::UNIT, |v| from_json(&v.to_value()))
+    }
+    fn write(v: Dynamic, at: &str) -> Result<Option<T>, String> {
+        if v.is_unit() {
+            return Ok(None);
+        }
+        let json = to_json(&v, at)?;
+        T::parse(&json, at).map(Some)
+    }
+}
+
+/// A script's plain value (strings, numbers, bools, arrays, maps, `()`) as JSON data.
+pub fn to_json(v: &Dynamic, at: &str) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    if v.is_unit() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = v.as_bool() {
+        return Ok(Value::Bool(b));
+    }
+    if let Ok(i) = v.as_int() {
+        return Ok(Value::from(i));
+    }
+    if let Ok(f) = v.as_float() {
+        return serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .ok_or_else(|| format!("{at}: {f} is not a number"));
+    }
+    if let Some(s) = text(v) {
+        return Ok(Value::String(s));
+    }
+    if let Some(array) = v.read_lock::<Array>() {
+        return array
+            .iter()
+            .enumerate()
+            .map(|(i, item)| to_json(item, &format!("{at}[{i}]")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array);
+    }
+    if let Some(map) = v.read_lock::<Map>() {
+        return map
+            .iter()
+            .map(|(k, item)| Ok((k.to_string(), to_json(item, &format!("{at}.{k}"))?)))
+            .collect::<Result<serde_json::Map<_, _>, String>>()
+            .map(Value::Object);
+    }
+    Err(format!("{at} cannot hold a {}", kind(v)))
+}
+
+/// JSON data as a script's value.
+pub fn from_json(v: &serde_json::Value) -> Dynamic {
+    use serde_json::Value;
+    match v {
+        Value::Null => Dynamic::UNIT,
+        Value::Bool(b) => (*b).into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => (i as INT).into(),
+            None => (n.as_f64().unwrap_or(0.0) as FLOAT).into(),
+        },
+        Value::String(s) => s.clone().into(),
+        Value::Array(items) => Dynamic::from_array(items.iter().map(from_json).collect()),
+        Value::Object(map) => Dynamic::from_map(
+            map.iter()
+                .map(|(k, item)| (k.as_str().into(), from_json(item)))
+                .collect(),
+        ),
+    }
+}

@@ -107,6 +107,7 @@ fn string_list(v: &Value, at: &str) -> Result<Vec<String>, String> {
 pub struct Target {
     /// A host name or an address (IPv6 in brackets when written with a port).
     pub host: String,
+    /// The port.
     pub port: u16,
 }
 
@@ -156,6 +157,7 @@ impl Target {
 pub struct Url {
     /// As written.
     pub text: String,
+    /// Where it connects.
     pub target: Target,
     /// The path and query, from `/`.
     pub path: String,
@@ -318,6 +320,7 @@ serde_by_shape!(Ready, "ready");
 /// A liveness check of a ready node.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Health {
+    /// What is tried.
     pub check: Check,
     /// Seconds between two tries (default 10).
     pub interval: Option<f64>,
@@ -328,8 +331,11 @@ pub struct Health {
 }
 
 impl Health {
+    /// Seconds between two tries when `interval` is not set.
     pub const DEFAULT_INTERVAL: f64 = 10.0;
+    /// Seconds one try may take when `timeout` is not set.
     pub const DEFAULT_TIMEOUT: f64 = 2.0;
+    /// Consecutive failures that restart the node when `failures` is not set.
     pub const DEFAULT_FAILURES: u32 = 3;
 }
 
@@ -407,6 +413,7 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// As scripts write it.
     pub fn name(self) -> &'static str {
         match self {
             Condition::Started => "started",
@@ -437,6 +444,7 @@ impl Condition {
 /// One dependency of a node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dependency {
+    /// When it is met.
     pub condition: Condition,
     /// The dependent is stopped when the dependency's process ends or restarts, and
     /// started again when the condition holds again.
@@ -555,6 +563,7 @@ pub enum RestartPolicy {
 }
 
 impl RestartPolicy {
+    /// As scripts write it.
     pub fn name(self) -> &'static str {
         match self {
             RestartPolicy::Always => "always",
@@ -584,6 +593,91 @@ impl Shape for RestartPolicy {
     }
 }
 serde_by_shape!(RestartPolicy, "restart");
+
+/// A signal, written as a name (`"QUIT"`, `"SIGQUIT"`) or a number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignalName(pub nix::sys::signal::Signal);
+
+impl SignalName {
+    /// Reads `QUIT`, `sigquit`, `SIGQUIT` or a number; `None` for anything else.
+    pub fn lookup(text: &str) -> Option<nix::sys::signal::Signal> {
+        use std::str::FromStr;
+        let upper = text.trim().to_ascii_uppercase();
+        if let Ok(n) = upper.parse::<i32>() {
+            return nix::sys::signal::Signal::try_from(n).ok();
+        }
+        let name = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        nix::sys::signal::Signal::from_str(&name).ok()
+    }
+}
+
+impl fmt::Display for SignalName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+impl Shape for SignalName {
+    fn parse(v: &Value, at: &str) -> Result<SignalName, String> {
+        let text = match v {
+            Value::String(s) => s.clone(),
+            Value::Number(n) if n.is_i64() => n.to_string(),
+            other => return Err(wrong(at, "a signal name or number", other)),
+        };
+        SignalName::lookup(&text)
+            .map(SignalName)
+            .ok_or_else(|| format!("{at}: unknown signal '{text}' (a name such as \"TERM\" or \"SIGQUIT\", or a number from 1 to 31)"))
+    }
+
+    fn to_value(&self) -> Value {
+        Value::from(self.0.as_str().trim_start_matches("SIG"))
+    }
+}
+serde_by_shape!(SignalName, "stop_signal");
+
+/// Whom the stop signal reaches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum KillMode {
+    /// The node's whole process group (or cgroup).
+    #[default]
+    Group,
+    /// The main process; SIGKILL to whatever is left of the group at the stop timeout.
+    Mixed,
+    /// The main process only, ever.
+    Process,
+}
+
+impl KillMode {
+    /// As scripts write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            KillMode::Group => "group",
+            KillMode::Mixed => "mixed",
+            KillMode::Process => "process",
+        }
+    }
+}
+
+impl Shape for KillMode {
+    fn parse(v: &Value, at: &str) -> Result<KillMode, String> {
+        let Value::String(text) = v else {
+            return Err(wrong(at, "\"group\", \"mixed\" or \"process\"", v));
+        };
+        [KillMode::Group, KillMode::Mixed, KillMode::Process]
+            .into_iter()
+            .find(|m| m.name() == text)
+            .ok_or_else(|| format!("{at}: unknown mode '{text}' (one of: group, mixed, process)"))
+    }
+
+    fn to_value(&self) -> Value {
+        Value::from(self.name())
+    }
+}
+serde_by_shape!(KillMode, "kill_mode");
 
 #[cfg(test)]
 mod tests {
@@ -648,6 +742,20 @@ mod tests {
         assert!(err.contains("unknown condition 'up'"), "{err}");
         assert!(p(json!({"db": {"when": "x"}})).unwrap_err().contains("no field 'when'"));
         assert!(p(json!([1])).unwrap_err().contains("must be a node name"));
+    }
+
+    #[test]
+    fn signals_by_name_or_number() {
+        use nix::sys::signal::Signal;
+        let p = |v: Value| SignalName::parse(&v, "stop_signal").map(|s| s.0);
+        assert_eq!(p(json!("QUIT")), Ok(Signal::SIGQUIT));
+        assert_eq!(p(json!("SIGhup")), Ok(Signal::SIGHUP));
+        assert_eq!(p(json!(9)), Ok(Signal::SIGKILL));
+        for bad in [json!("NOPE"), json!(0), json!(-9), json!(true)] {
+            assert!(p(bad.clone()).unwrap_err().starts_with("stop_signal"), "{bad}");
+        }
+        assert_eq!(SignalName(Signal::SIGQUIT).to_value(), json!("QUIT"));
+        assert_eq!(KillMode::parse(&json!("mixed"), "kill_mode"), Ok(KillMode::Mixed));
     }
 
     #[test]

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::{Backend, Ended, OutputFiles, ProcId, Start, StartError, Started};
-use crate::config::{ExitInfo, NodeConfig};
+use super::{Backend, Ended, OutputFiles, ProcId, Remnants, Start, StartError, Started};
+use crate::config::{Check, ExitInfo, NodeConfig};
 
 /// What the fake's world holds; shared between the backend and the test.
 #[derive(Debug)]
@@ -22,6 +22,12 @@ pub struct World {
     pub started: Vec<(String, ProcId, Pid, Start)>,
     /// Every signal sent to a process group, in order.
     pub signals: Vec<(Pid, Signal)>,
+    /// Every signal sent to a single process, in order.
+    pub process_signals: Vec<(Pid, Signal)>,
+    /// Every check tried: its id and what it checks.
+    pub probes: Vec<(ProcId, Check)>,
+    /// What remnants each ended process was left with.
+    pub remnants: Vec<(ProcId, Remnants)>,
     /// How each process will have ended, when the test says so; otherwise a signalled
     /// one is killed by its last signal and another exits with 0.
     pub exits: HashMap<ProcId, ExitInfo>,
@@ -33,6 +39,13 @@ pub struct World {
 }
 
 impl World {
+    fn spawn(&mut self, proc: ProcId) -> Pid {
+        let pid = Pid::from_raw(self.next_pid);
+        self.next_pid += 1;
+        self.live.insert(proc, pid);
+        pid
+    }
+
     pub fn advance(&mut self, by: Duration) {
         self.now += by;
     }
@@ -66,6 +79,9 @@ impl Fake {
             next_pid: 1000,
             started: Vec::new(),
             signals: Vec::new(),
+            process_signals: Vec::new(),
+            probes: Vec::new(),
+            remnants: Vec::new(),
             exits: HashMap::new(),
             refuse: None,
             live: HashMap::new(),
@@ -95,12 +111,16 @@ impl Backend for Fake {
         if let Some(error) = world.refuse.take() {
             return Err(StartError::Program(error));
         }
-        let pid = Pid::from_raw(world.next_pid);
-        world.next_pid += 1;
+        if start == Start::Check {
+            return Ok(Started {
+                pid: None,
+                files: OutputFiles::default(),
+            });
+        }
+        let pid = world.spawn(proc);
         world.started.push((config.name.clone(), proc, pid, start));
-        world.live.insert(proc, pid);
         Ok(Started {
-            pid,
+            pid: Some(pid),
             files: OutputFiles::default(),
         })
     }
@@ -109,12 +129,37 @@ impl Backend for Fake {
         self.world.borrow_mut().signals.push((pid, signal));
     }
 
-    fn ended(&mut self, proc: ProcId, pid: Pid, _stopping: bool, _stop_timeout: Duration) -> Ended {
+    fn signal_process(&mut self, pid: Pid, signal: Signal) {
+        self.world.borrow_mut().process_signals.push((pid, signal));
+    }
+
+    fn probe(
+        &mut self,
+        _config: &NodeConfig,
+        probe: ProcId,
+        check: &Check,
+        _timeout: Duration,
+    ) -> Result<Option<Pid>, String> {
+        let mut world = self.world.borrow_mut();
+        world.probes.push((probe, check.clone()));
+        match check {
+            Check::Exec(_) => Ok(Some(world.spawn(probe))),
+            Check::Tcp(_) | Check::Http(_) => Ok(None),
+        }
+    }
+
+    fn sender_of(&self, pid: Pid) -> Option<ProcId> {
+        self.world.borrow().proc_of(pid)
+    }
+
+    fn ended(&mut self, proc: ProcId, pid: Pid, remnants: Remnants) -> Ended {
         let mut world = self.world.borrow_mut();
         world.live.remove(&proc);
+        world.remnants.push((proc, remnants));
         let last_signal = world
             .signals
             .iter()
+            .chain(&world.process_signals)
             .rev()
             .find(|(p, s)| *p == pid && *s != Signal::SIGCONT)
             .map(|(_, s)| *s);

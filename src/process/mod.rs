@@ -32,7 +32,9 @@ pub mod fake;
 mod leftovers;
 pub mod lines;
 mod native;
+pub mod notify;
 pub mod plan;
+pub mod probe;
 mod raw;
 pub mod reactor;
 pub mod rotate;
@@ -42,11 +44,11 @@ pub mod tree;
 
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, killpg};
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
 
 pub use crate::config::Stream;
-use crate::config::{ExitInfo, NodeConfig};
+use crate::config::{Check, ExitInfo, NodeConfig};
 pub use native::Native;
 pub use rotate::OutputFiles;
 
@@ -62,6 +64,9 @@ pub enum Start {
     /// and the call returns without waiting for the program's exec (a burst of creates
     /// from a script gains more from not waiting).
     First,
+    /// `create` of a node that waits for its dependencies: everything `First` checks
+    /// and opens, but no process yet.
+    Check,
     /// A revival or a restart: the call returns once the program runs, so that the
     /// loop's other work does not delay it.
     Again,
@@ -70,9 +75,22 @@ pub enum Start {
 /// A process that was started.
 #[derive(Debug)]
 pub struct Started {
-    pub pid: Pid,
-    /// The node's rotated output files, for `Start::First` (empty otherwise).
+    /// Its pid; none for `Start::Check`.
+    pub pid: Option<Pid>,
+    /// The node's rotated output files, for `Start::First` and `Start::Check` (empty
+    /// otherwise).
     pub files: OutputFiles,
+}
+
+/// What becomes of what is left of a process group whose leader has ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Remnants {
+    /// SIGKILL now: the node was being stopped.
+    Kill,
+    /// SIGTERM now and SIGKILL after this long: the node died on its own.
+    Stop(Duration),
+    /// Nothing: the node's kill mode is `process`.
+    Leave,
 }
 
 /// Why a node's process could not be started. Each message names the node and, where
@@ -119,10 +137,27 @@ pub trait Backend {
     /// is not an error: the node may have exited on its own a moment ago.
     fn signal_group(&mut self, pid: Pid, signal: Signal);
 
+    /// Sends `signal` to the process `pid` only.
+    fn signal_process(&mut self, pid: Pid, signal: Signal);
+
     /// Instance `proc`, led by `pid`, has ended (the I/O thread said so): collects its
-    /// exit status and stops what is left of its group, at once when it was being
-    /// stopped (`stopping`), else politely with SIGKILL after `stop_timeout`.
-    fn ended(&mut self, proc: ProcId, pid: Pid, stopping: bool, stop_timeout: Duration) -> Ended;
+    /// exit status and deals with what is left of its group as `remnants` says.
+    fn ended(&mut self, proc: ProcId, pid: Pid, remnants: Remnants) -> Ended;
+
+    /// Starts one try of `check` for the node `config`, named `probe`, bounded by
+    /// `timeout`. A network check ends with `IoEvent::Probed`; an `exec` check is a
+    /// process (its pid is returned) whose output and exit come like a node's.
+    fn probe(
+        &mut self,
+        config: &NodeConfig,
+        probe: ProcId,
+        check: &Check,
+        timeout: Duration,
+    ) -> Result<Option<Pid>, String>;
+
+    /// The instance that process `pid` belongs to (its leader, or a descendant), for a
+    /// notification it sent.
+    fn sender_of(&self, pid: Pid) -> Option<ProcId>;
 
     /// The earliest time at which `fire_due` has work.
     fn next_deadline(&self) -> Option<Instant>;
@@ -154,6 +189,14 @@ pub fn signal_group(pid: Pid, signal: Signal) {
             "cannot send {signal} to process group {pid}: {}",
             errno_text(e)
         ),
+    }
+}
+
+/// Sends `signal` to the process `pid`; one that is gone is not an error.
+pub fn signal_process(pid: Pid, signal: Signal) {
+    match kill(pid, signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => log::warn!("cannot send {signal} to process {pid}: {}", errno_text(e)),
     }
 }
 

@@ -14,13 +14,15 @@ use nix::unistd::Pid;
 
 use super::leftovers::Leftovers;
 use super::plan::{Launcher, NodePayload, SpawnPlan, plan};
+use super::probe::{HttpGet, NetProbe};
 use super::reactor::{Watch, Watcher};
 use super::spawn::{Slots, Spawned, spawn, streams, watch};
 use super::stem::{self, Stem, StemError};
 use super::{
-    Backend, Ended, OutputFiles, ProcId, Start, StartError, Started, errno_text, signal_group,
+    Backend, Ended, OutputFiles, ProcId, Remnants, Start, StartError, Started, errno_text,
+    signal_group, signal_process, tree,
 };
-use crate::config::{ExitInfo, NodeConfig};
+use crate::config::{Check, ExitInfo, NodeConfig};
 
 pub struct Native {
     launcher: Launcher,
@@ -77,6 +79,7 @@ impl Native {
             pidfd: spawned.pidfd,
             stdout: spawned.stdout,
             stderr: spawned.stderr,
+            ready: spawned.ready,
         });
         Ok(pid)
     }
@@ -112,6 +115,7 @@ impl Native {
                         pidfd,
                         stdout,
                         stderr,
+                        ready: None,
                     });
                 }
                 Err(StemError::Refused { pid, error }) => {
@@ -159,34 +163,100 @@ impl Backend for Native {
     ) -> Result<Started, StartError> {
         let plan = plan(config, &self.launcher).map_err(StartError::Config)?;
         let files = match start {
-            Start::First => {
+            Start::First | Start::Check => {
                 OutputFiles::open(config, &self.launcher.cwd).map_err(StartError::Config)?
             }
             Start::Again => OutputFiles::default(),
         };
+        if start == Start::Check {
+            // What the spawn would refuse about the program, refused now.
+            super::spawn::check_program(&plan)?;
+            return Ok(Started { pid: None, files });
+        }
         let pid = self.spawn_plan(&plan, proc, start == Start::Again)?;
         log::info!("node '{}' started (pid {pid})", plan.name);
-        Ok(Started { pid, files })
+        Ok(Started {
+            pid: Some(pid),
+            files,
+        })
     }
 
     fn signal_group(&mut self, pid: Pid, signal: Signal) {
         signal_group(pid, signal);
     }
 
-    fn ended(&mut self, proc: ProcId, pid: Pid, stopping: bool, stop_timeout: Duration) -> Ended {
+    fn signal_process(&mut self, pid: Pid, signal: Signal) {
+        signal_process(pid, signal);
+    }
+
+    fn probe(
+        &mut self,
+        config: &NodeConfig,
+        probe: ProcId,
+        check: &Check,
+        timeout: Duration,
+    ) -> Result<Option<Pid>, String> {
+        let target = match check {
+            Check::Exec(argv) => {
+                let plan = super::plan::check(config, argv, &self.launcher)?;
+                return self
+                    .spawn_plan(&plan, probe, false)
+                    .map(Some)
+                    .map_err(|e| e.to_string());
+            }
+            Check::Tcp(target) => target,
+            Check::Http(url) => &url.target,
+        };
+        // Host names are looked up at each try; an address or localhost costs nothing.
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&(target.host.as_str(), target.port))
+            .map_err(|e| format!("cannot resolve '{}': {e}", target.host))?
+            .next()
+            .ok_or_else(|| format!("'{}' has no address", target.host))?;
+        let http = match check {
+            Check::Http(url) => Some(HttpGet {
+                host: url.target.to_string(),
+                path: url.path.clone(),
+            }),
+            Check::Tcp(_) | Check::Exec(_) => None,
+        };
+        self.watcher.probe(NetProbe {
+            id: probe,
+            addr,
+            http,
+            timeout,
+        });
+        Ok(None)
+    }
+
+    fn sender_of(&self, pid: Pid) -> Option<ProcId> {
+        // The node itself, or a descendant still in its tree: up the chain of parents.
+        let mut at = pid;
+        for _ in 0..32 {
+            if let Some(proc) = self.leaders.get(&at) {
+                return Some(*proc);
+            }
+            match tree::parent_of(at.as_raw()) {
+                Some(parent) if parent > 1 && parent != self.self_pid.as_raw() => {
+                    at = Pid::from_raw(parent)
+                }
+                _ => break,
+            }
+        }
+        // Adopted by us, or the chain is long: its instance's tag says.
+        tree::owner_of(pid, self.self_pid).filter(|proc| self.live.contains(proc))
+    }
+
+    fn ended(&mut self, proc: ProcId, pid: Pid, remnants: Remnants) -> Ended {
         self.leaders.remove(&pid);
         self.live.remove(&proc);
         // Whatever is left of the node's process group goes with its leader: at once
         // when it was being stopped, politely when it died on its own. The leader is
         // still a zombie, so the group id cannot name anything else.
-        signal_group(
-            pid,
-            if stopping {
-                Signal::SIGKILL
-            } else {
-                Signal::SIGTERM
-            },
-        );
+        match remnants {
+            Remnants::Kill => signal_group(pid, Signal::SIGKILL),
+            Remnants::Stop(_) => signal_group(pid, Signal::SIGTERM),
+            Remnants::Leave => {}
+        }
         let exit = reap(pid);
         // A child that failed between clone and exec says why; otherwise its exit does.
         let what = match self.slots.finished(pid) {
@@ -195,8 +265,12 @@ impl Backend for Native {
         };
         if self.leftovers.is_some() {
             let now = Instant::now();
-            let kill_at = if stopping { now } else { now + stop_timeout };
-            if let Some(leftovers) = self.leftovers.as_mut() {
+            let kill_at = match remnants {
+                Remnants::Kill => Some(now),
+                Remnants::Stop(timeout) => Some(now + timeout),
+                Remnants::Leave => None,
+            };
+            if let (Some(leftovers), Some(kill_at)) = (self.leftovers.as_mut(), kill_at) {
                 leftovers.retire(proc, kill_at);
             }
             self.reap_adopted();

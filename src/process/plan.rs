@@ -15,8 +15,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::os_error;
-use crate::config::NodeConfig;
+use super::{notify, os_error};
+use crate::config::{NodeConfig, Ready};
 
 /// The environment variable through which a script node receives its `NodePayload`.
 pub const NODE_ENV: &str = "RHAI_SUPERVISOR_NODE";
@@ -33,6 +33,10 @@ pub struct NodePayload {
     /// The supervisor's time limit for one script call, in milliseconds.
     #[serde(default)]
     pub call_time_ms: Option<u64>,
+    /// The node says `READY=1` on its notification socket once its `zeek_init()` has
+    /// returned (it has no `ready` of its own).
+    #[serde(default)]
+    pub ready_after_init: bool,
 }
 
 /// The supervisor-wide inputs to every plan.
@@ -56,6 +60,8 @@ pub struct Launcher {
     pub stem: bool,
     /// The time limit for one script call that script nodes get.
     pub call_time: std::time::Duration,
+    /// The supervisor's notification socket, for the nodes that speak the protocol.
+    pub notify_socket: Option<String>,
 }
 
 impl Launcher {
@@ -73,6 +79,7 @@ impl Launcher {
             // RHAI_SUPERVISOR_NO_STEM=1 starts every script node by exec instead.
             stem: std::env::var_os("RHAI_SUPERVISOR_NO_STEM").is_none(),
             call_time: crate::config::DEFAULT_CALL_TIME,
+            notify_socket: None,
         })
     }
 }
@@ -118,7 +125,20 @@ pub struct SpawnPlan {
     pub nofile: Option<(u64, u64)>,
     /// What a script node starts from (also in `env`, for a node that is exec'd).
     pub payload: Option<NodePayload>,
+    /// The descriptor on which the node says it is ready (`ready: #{fd: N}`).
+    pub ready_fd: Option<i32>,
+    /// `WATCHDOG_PID` is set to the node's own pid (it has a `watchdog`).
+    pub watchdog_pid: bool,
 }
+
+/// Variables of the notification protocol, which a node gets only from its own
+/// supervisor, never from the supervisor's environment (they would make it talk to the
+/// supervisor's service manager).
+const NOTIFY_ENV: [&str; 3] = [
+    notify::SOCKET_ENV,
+    notify::WATCHDOG_USEC_ENV,
+    notify::WATCHDOG_PID_ENV,
+];
 
 /// Plans `config` for a start now. Creates the node's directory.
 pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, String> {
@@ -180,6 +200,19 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
     if !config.cluster.is_empty() {
         env.push(("CLUSTER_NODE".into(), name.into()));
     }
+    // A script node always speaks the protocol (it says it is ready after zeek_init()
+    // unless it has a `ready` of its own); a command node when asked to.
+    let speaks_notify = config.command.is_none() || config.ready == Some(Ready::Notify);
+    if let (true, Some(socket)) = (speaks_notify, &launcher.notify_socket) {
+        env.push((notify::SOCKET_ENV.into(), socket.into()));
+    }
+    let watchdog = config.watchdog.and_then(|s| crate::config::seconds(s).ok());
+    if let Some(period) = watchdog {
+        env.push((
+            notify::WATCHDOG_USEC_ENV.into(),
+            period.as_micros().to_string().into(),
+        ));
+    }
 
     let mut script_payload = None;
     let (program, args, death_signal, env_remove) = match &config.command {
@@ -196,12 +229,9 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
             };
             // A plain program leaves nothing to clean up if the supervisor vanishes.
             let args = args.iter().map(OsString::from).collect();
-            (
-                PathBuf::from(program),
-                args,
-                Signal::SIGKILL,
-                vec![NODE_ENV.into()],
-            )
+            let mut remove = vec![NODE_ENV.into()];
+            remove.extend(NOTIFY_ENV.map(OsString::from));
+            (PathBuf::from(program), args, Signal::SIGKILL, remove)
         }
         None => {
             let scripts = node_scripts(config, launcher).map_err(fail)?;
@@ -210,6 +240,7 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
                 scripts,
                 log_level: launcher.log_level.to_string(),
                 call_time_ms: Some(launcher.call_time.as_millis() as u64),
+                ready_after_init: config.ready.is_none(),
             };
             let json = serde_json::to_string(&payload)
                 .map_err(|e| fail(format!("cannot encode the node's configuration: {e}")))?;
@@ -222,7 +253,7 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
                 launcher.node_program.clone(),
                 args,
                 Signal::SIGTERM,
-                Vec::new(),
+                NOTIFY_ENV.map(OsString::from).to_vec(),
             )
         }
     };
@@ -240,7 +271,28 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
         death_signal,
         nofile: launcher.child_nofile,
         payload: script_payload,
+        ready_fd: match config.ready {
+            Some(Ready::Fd(fd)) => Some(fd),
+            _ => None,
+        },
+        watchdog_pid: watchdog.is_some(),
     })
+}
+
+/// Plans one try of an `exec` check of `config`'s node: `argv` in the node's directory
+/// and environment, its output captured (for the message of a failed try).
+pub fn check(config: &NodeConfig, argv: &[String], launcher: &Launcher) -> Result<SpawnPlan, String> {
+    let mut node = config.clone();
+    node.command = Some(argv.to_vec());
+    node.stdout_file = None;
+    node.stderr_file = None;
+    node.output_max_bytes = None;
+    node.ready = None;
+    node.watchdog = None;
+    node.cpu_affinity = None;
+    let mut plan = plan(&node, launcher)?;
+    plan.name = Arc::from(format!("{} check", config.name));
+    Ok(plan)
 }
 
 /// The scripts a script node loads, in order, resolved and checked.
@@ -339,6 +391,7 @@ mod tests {
             child_nofile: None,
             stem: false,
             call_time: std::time::Duration::from_secs(1),
+            notify_socket: Some("@test".into()),
         }
     }
 

@@ -152,6 +152,11 @@ pub unsafe fn set_death_signal(signal: c_int) -> isize {
     }
 }
 
+pub unsafe fn getpid() -> pid_t {
+    // SAFETY: a system call without arguments.
+    unsafe { syscall4(l::SYS_getpid, 0, 0, 0, 0) as pid_t }
+}
+
 pub unsafe fn getppid() -> pid_t {
     // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe { syscall4(l::SYS_getppid, 0, 0, 0, 0) as pid_t }

@@ -10,7 +10,13 @@
 //!   an unfinished last line, and only then sends `IoEvent::Exited`, so every line a
 //!   node wrote reaches the loop before its exit does;
 //! - the signals it is given (SIGTERM and SIGINT; SIGCHLD for a subreaper) become
-//!   `IoEvent::Signal`.
+//!   `IoEvent::Signal`;
+//! - datagrams on the notification socket (`notify`) become `IoEvent::Notify`, one per
+//!   sender and wake-up, whatever a node sends;
+//! - a newline on a node's readiness descriptor (`ready: #{fd: N}`) becomes
+//!   `IoEvent::FdReady`;
+//! - network checks (`probe`) are run here, with their timeouts as the only deadlines
+//!   this thread ever has, and end as `IoEvent::Probed`.
 //!
 //! The channel to the loop is bounded: when the loop falls behind, `send` blocks, this
 //! thread stops reading, the pipes fill, and writing nodes block. An output event holds
@@ -31,7 +37,15 @@ use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTime
 use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::signal::Signal;
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+use nix::unistd::Pid;
+
 use super::lines::LineBuffer;
+use super::notify::{Listener, Notification};
+use super::probe::{NetProbe, Running};
 use super::{ProcId, Stream, errno_text};
 
 /// What the I/O thread tells the loop.
@@ -48,6 +62,18 @@ pub enum IoEvent {
     Exited { proc: ProcId },
     /// A signal the I/O thread was given reached this process.
     Signal(Signal),
+    /// Process `pid` (by its credentials) said this on the notification socket.
+    Notify {
+        pid: Pid,
+        notification: Notification,
+    },
+    /// Process `proc` wrote a newline to its readiness descriptor.
+    FdReady { proc: ProcId },
+    /// A network check ended.
+    Probed {
+        id: ProcId,
+        result: Result<(), String>,
+    },
 }
 
 /// How much one pipe may deliver before others get their turn: one buffer.
@@ -60,9 +86,15 @@ const EXIT_DRAIN_BUDGET: usize = 4 * 1024 * 1024;
 
 const TOKEN_WAKE: u64 = u64::MAX;
 const TOKEN_SIGNALS: u64 = u64::MAX - 1;
+const TOKEN_NOTIFY: u64 = u64::MAX - 2;
+/// Tokens of network checks: this bit and the check's index.
+const TOKEN_PROBE: u64 = 1 << 62;
 const KIND_PIDFD: u64 = 0;
 const KIND_STDOUT: u64 = 1;
 const KIND_STDERR: u64 = 2;
+const KIND_READY: u64 = 3;
+/// How many notification datagrams are read before other descriptors get their turn.
+const NOTIFY_BUDGET: usize = 1024;
 
 /// A process for the reactor to watch.
 #[derive(Debug)]
@@ -72,16 +104,21 @@ pub struct Watch {
     pub pidfd: OwnedFd,
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// The read end of its readiness descriptor (`ready: #{fd: N}`).
+    pub ready: Option<OwnedFd>,
 }
 
 enum Command {
     Watch(Watch),
+    Probe(NetProbe),
     Stop,
 }
 
 /// The I/O thread itself: dropping it stops the thread and its signal routing.
 pub struct Reactor {
     watcher: Watcher,
+    /// The notification socket's name, when there is one.
+    notify_socket: Option<String>,
     thread: Option<JoinHandle<()>>,
     signal_ids: Vec<signal_hook::SigId>,
 }
@@ -94,10 +131,12 @@ pub struct Watcher {
 }
 
 impl Reactor {
-    /// Starts the I/O thread, which sends to `events`, and routes `signals` to it.
+    /// Starts the I/O thread, which sends to `events`, and routes `signals` to it. With
+    /// `notify`, it also listens on a notification socket of its own.
     pub fn start<E: From<IoEvent> + Send + 'static>(
         events: Sender<E>,
         signals: &[Signal],
+        notify: bool,
     ) -> io::Result<Reactor> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let waker = Arc::new(EventFd::from_flags(
@@ -127,8 +166,22 @@ impl Reactor {
             flags.push((signal, flag));
         }
 
+        let notify = if notify {
+            let listener = Listener::bind()?;
+            epoll.add(
+                listener.fd(),
+                EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_NOTIFY),
+            )?;
+            Some(listener)
+        } else {
+            None
+        };
+        let notify_socket = notify.as_ref().map(|l| l.name().to_string());
         let (commands, command_rx) = crossbeam_channel::unbounded();
         let io = Io {
+            notify,
+            probes: Vec::new(),
+            probe_deadlines: BinaryHeap::new(),
             epoll,
             waker: waker.clone(),
             signal_pipe: signal_read,
@@ -143,6 +196,7 @@ impl Reactor {
             .name("rhai-supervisor-io".into())
             .spawn(move || io.run())?;
         Ok(Reactor {
+            notify_socket,
             watcher: Watcher { commands, waker },
             thread: Some(thread),
             signal_ids,
@@ -152,12 +206,22 @@ impl Reactor {
     pub fn watcher(&self) -> Watcher {
         self.watcher.clone()
     }
+
+    /// The name nodes find in `NOTIFY_SOCKET`.
+    pub fn notify_socket(&self) -> Option<&str> {
+        self.notify_socket.as_deref()
+    }
 }
 
 impl Watcher {
     /// Hands a freshly spawned process to the I/O thread.
     pub fn watch(&self, watch: Watch) {
         self.send(Command::Watch(watch));
+    }
+
+    /// Runs a network check; its end comes as `IoEvent::Probed`.
+    pub fn probe(&self, probe: NetProbe) {
+        self.send(Command::Probe(probe));
     }
 
     fn send(&self, command: Command) {
@@ -187,6 +251,7 @@ struct Slot {
     name: Arc<str>,
     pidfd: Option<OwnedFd>,
     pipes: [Option<Pipe>; 2],
+    ready: Option<OwnedFd>,
 }
 
 struct Pipe {
@@ -195,6 +260,10 @@ struct Pipe {
 }
 
 struct Io<E> {
+    notify: Option<Listener>,
+    /// Network checks under way, by index (their tokens), and when each times out.
+    probes: Vec<Option<Running>>,
+    probe_deadlines: BinaryHeap<Reverse<(Instant, usize)>>,
     epoll: Epoll,
     waker: Arc<EventFd>,
     signal_pipe: UnixStream,
@@ -218,7 +287,16 @@ impl<E: From<IoEvent>> Io<E> {
     fn run(mut self) {
         let mut ready = vec![EpollEvent::empty(); 256];
         loop {
-            let n = match self.epoll.wait(&mut ready, EpollTimeout::NONE) {
+            // The only deadlines here are those of network checks under way.
+            let timeout = match self.probe_deadlines.peek() {
+                Some(Reverse((at, _))) => {
+                    let ms = at.saturating_duration_since(Instant::now()).as_millis() + 1;
+                    EpollTimeout::try_from(ms.min(i32::MAX as u128) as i32)
+                        .unwrap_or(EpollTimeout::NONE)
+                }
+                None => EpollTimeout::NONE,
+            };
+            let n = match self.epoll.wait(&mut ready, timeout) {
                 Ok(n) => n,
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
@@ -230,13 +308,109 @@ impl<E: From<IoEvent>> Io<E> {
                 let outcome = match event.data() {
                     TOKEN_WAKE => self.take_commands(),
                     TOKEN_SIGNALS => self.take_signals(),
+                    TOKEN_NOTIFY => self.take_notifications(),
+                    token if token & TOKEN_PROBE != 0 => {
+                        self.advance_probe((token & !TOKEN_PROBE) as usize)
+                    }
                     token => self.ready(token),
                 };
                 if outcome.is_err() {
                     return;
                 }
             }
+            if self.expire_probes().is_err() {
+                return;
+            }
         }
+    }
+
+    fn take_notifications(&mut self) -> Result<(), Closed> {
+        let Some(listener) = &self.notify else {
+            return Ok(());
+        };
+        for (pid, notification) in listener.receive(NOTIFY_BUDGET) {
+            self.send(IoEvent::Notify { pid, notification })?;
+        }
+        Ok(())
+    }
+
+    fn start_probe(&mut self, probe: NetProbe) -> Result<(), Closed> {
+        let id = probe.id;
+        let running = match Running::start(probe, Instant::now()) {
+            Ok(running) => running,
+            Err(error) => {
+                return self.send(IoEvent::Probed {
+                    id,
+                    result: Err(error),
+                });
+            }
+        };
+        let index = match self.probes.iter().position(Option::is_none) {
+            Some(i) => i,
+            None => {
+                self.probes.push(None);
+                self.probes.len() - 1
+            }
+        };
+        if let Err(e) = self.epoll.add(
+            running.fd(),
+            EpollEvent::new(running.interest(), TOKEN_PROBE | index as u64),
+        ) {
+            return self.send(IoEvent::Probed {
+                id,
+                result: Err(format!("cannot wait for the check: {}", errno_text(e))),
+            });
+        }
+        self.probe_deadlines
+            .push(Reverse((running.deadline, index)));
+        self.probes[index] = Some(running);
+        Ok(())
+    }
+
+    fn advance_probe(&mut self, index: usize) -> Result<(), Closed> {
+        let Some(Some(running)) = self.probes.get_mut(index) else {
+            return Ok(());
+        };
+        match running.advance() {
+            None => {
+                let mut event = EpollEvent::new(running.interest(), TOKEN_PROBE | index as u64);
+                let _ = self.epoll.modify(running.fd(), &mut event);
+                Ok(())
+            }
+            Some(result) => self.finish_probe(index, result),
+        }
+    }
+
+    fn finish_probe(&mut self, index: usize, result: Result<(), String>) -> Result<(), Closed> {
+        let Some(running) = self.probes.get_mut(index).and_then(Option::take) else {
+            return Ok(());
+        };
+        let _ = self.epoll.delete(running.fd());
+        self.send(IoEvent::Probed {
+            id: running.probe.id,
+            result,
+        })
+    }
+
+    /// Checks whose time is up fail.
+    fn expire_probes(&mut self) -> Result<(), Closed> {
+        let now = Instant::now();
+        while let Some(Reverse((at, index))) = self.probe_deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.probe_deadlines.pop();
+            // A deadline of a check that ended already, or of an earlier one in its place.
+            let due = matches!(self.probes.get(index), Some(Some(r)) if r.deadline == at);
+            if due {
+                let error = self.probes[index]
+                    .as_ref()
+                    .map(Running::timed_out)
+                    .unwrap_or_default();
+                self.finish_probe(index, Err(error))?;
+            }
+        }
+        Ok(())
     }
 
     fn take_commands(&mut self) -> Result<(), Closed> {
@@ -244,6 +418,7 @@ impl<E: From<IoEvent>> Io<E> {
         while let Ok(command) = self.commands.try_recv() {
             match command {
                 Command::Watch(watch) => self.add(watch),
+                Command::Probe(probe) => self.start_probe(probe)?,
                 Command::Stop => return Err(Closed),
             }
         }
@@ -289,6 +464,9 @@ impl<E: From<IoEvent>> Io<E> {
         if let Some(fd) = &watch.stderr {
             register(fd, KIND_STDERR);
         }
+        if let Some(fd) = &watch.ready {
+            register(fd, KIND_READY);
+        }
         let pipe = |fd: Option<OwnedFd>| {
             fd.map(|fd| Pipe {
                 fd,
@@ -300,6 +478,7 @@ impl<E: From<IoEvent>> Io<E> {
             name: watch.name,
             pidfd: Some(watch.pidfd),
             pipes: [pipe(watch.stdout), pipe(watch.stderr)],
+            ready: watch.ready,
         });
     }
 
@@ -311,8 +490,41 @@ impl<E: From<IoEvent>> Io<E> {
         match token & 3 {
             KIND_PIDFD => self.exited(index),
             KIND_STDOUT => self.read(index, 0, READ_BUDGET, false),
-            _ => self.read(index, 1, READ_BUDGET, false),
+            KIND_STDERR => self.read(index, 1, READ_BUDGET, false),
+            _ => self.read_ready(index),
         }
+    }
+
+    /// The readiness descriptor is readable: a newline means ready; the end of it, or
+    /// what else is written, closes it.
+    fn read_ready(&mut self, index: usize) -> Result<(), Closed> {
+        let Some(slot) = self.slots[index].as_mut() else {
+            return Ok(());
+        };
+        let Some(fd) = &slot.ready else {
+            return Ok(());
+        };
+        let mut buffer = [0u8; 512];
+        let (ready, done) = match nix::unistd::read(fd, &mut buffer) {
+            Ok(0) => (false, true),
+            Ok(n) => {
+                let ready = buffer[..n].contains(&b'\n');
+                (ready, ready)
+            }
+            Err(Errno::EAGAIN) | Err(Errno::EINTR) => (false, false),
+            Err(_) => (false, true),
+        };
+        let proc = slot.proc;
+        if done {
+            if let Some(fd) = slot.ready.take() {
+                let _ = self.epoll.delete(&fd);
+            }
+            self.release_if_done(index);
+        }
+        if ready {
+            self.send(IoEvent::FdReady { proc })?;
+        }
+        Ok(())
     }
 
     /// Reads up to `budget` bytes from one pipe and sends the complete lines, one event
@@ -392,6 +604,9 @@ impl<E: From<IoEvent>> Io<E> {
         if let Some(pidfd) = slot.pidfd.take() {
             let _ = self.epoll.delete(&pidfd);
         }
+        if let Some(ready) = slot.ready.take() {
+            let _ = self.epoll.delete(&ready);
+        }
         let proc = slot.proc;
         for which in 0..2 {
             self.read(index, which, EXIT_DRAIN_BUDGET, true)?;
@@ -402,7 +617,7 @@ impl<E: From<IoEvent>> Io<E> {
 
     fn release_if_done(&mut self, index: usize) {
         if let Some(slot) = &self.slots[index] {
-            if slot.pidfd.is_none() && slot.pipes.iter().all(Option::is_none) {
+            if slot.pidfd.is_none() && slot.ready.is_none() && slot.pipes.iter().all(Option::is_none) {
                 self.slots[index] = None;
                 self.free.push(index);
             }

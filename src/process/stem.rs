@@ -62,6 +62,10 @@ pub struct Request {
     pub payload: NodePayload,
     pub directory: Option<PathBuf>,
     pub env: Vec<(String, String)>,
+    /// Removed from the stem's environment (which is the supervisor's).
+    pub env_remove: Vec<String>,
+    /// `WATCHDOG_PID` is set to the node's own pid.
+    pub watchdog_pid: bool,
     pub cpu: Option<usize>,
     pub nofile: Option<(u64, u64)>,
     pub owner: String,
@@ -85,6 +89,12 @@ impl Request {
                     )
                 })
                 .collect(),
+            env_remove: plan
+                .env_remove
+                .iter()
+                .map(|k| k.to_string_lossy().into_owned())
+                .collect(),
+            watchdog_pid: plan.watchdog_pid,
             cpu: plan.cpu,
             nofile: plan.nofile,
             owner: owner.to_string(),
@@ -411,6 +421,15 @@ fn set_up(
     }
     // SAFETY (set_var, remove_var): this forked process has a single thread.
     unsafe {
+        for key in &request.env_remove {
+            std::env::remove_var(key);
+        }
+        if request.watchdog_pid {
+            std::env::set_var(
+                super::notify::WATCHDOG_PID_ENV,
+                std::process::id().to_string(),
+            );
+        }
         for (key, value) in &request.env {
             std::env::set_var(key, value);
         }

@@ -75,7 +75,7 @@ fn listed_children(pid: i32) -> Option<Vec<i32>> {
 
 /// The parent of `pid`, from `/proc/PID/stat` (the fields after the command name, which
 /// may itself contain spaces and parentheses).
-fn parent_of(pid: i32) -> Option<i32> {
+pub fn parent_of(pid: i32) -> Option<i32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
     let state = fields.next()?;

@@ -80,7 +80,7 @@ pub struct Candidate {
 }
 
 /// Functions whose first argument is a node name.
-const NODE_FUNCTIONS: &[&str] = &["destroy", "restart", "status"];
+const NODE_FUNCTIONS: &[&str] = &["destroy", "restart", "status", "signal"];
 
 /// Builtins beside the `Supervisor` module, and Rhai's own most used functions.
 const BUILTINS: &[&str] = &[
@@ -91,6 +91,7 @@ const BUILTINS: &[&str] = &[
     "exit",
     "getenv",
     "schedule",
+    "sd_notify",
     "type_of",
     "to_string",
     "to_debug",
@@ -477,7 +478,7 @@ mod tests {
         assert!(matches!(&want, Want::Field { path, .. } if path.is_empty()));
         assert_eq!(
             replacements(&want, &names()),
-            ["restart_window", "restarts"]
+            ["restart", "restart_window", "restarts"]
         );
         let want = at_end("Supervisor::WORKER.na");
         assert_eq!(replacements(&want, &Names::default()), ["name"]);
@@ -491,7 +492,10 @@ mod tests {
         let want = at_end("Sup");
         assert_eq!(replacements(&want, &names()), ["Supervisor::"]);
         let want = at_end("fn node_");
-        assert_eq!(replacements(&want, &names()), ["node_status"]);
+        assert_eq!(
+            replacements(&want, &names()),
+            ["node_exit", "node_ready", "node_status"]
+        );
         let want = at_end("ter");
         assert_eq!(replacements(&want, &names()), ["terminate"]);
     }

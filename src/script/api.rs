@@ -1,5 +1,6 @@
 //! The script API: the `Supervisor` module (Zeek's names), the `Cluster` module of a
-//! node, and the builtins `terminate`, `exit`, `getenv`, `eprint`, `schedule`.
+//! node, and the builtins `terminate`, `exit`, `getenv`, `eprint`, `schedule`,
+//! `sd_notify`.
 //!
 //! A thin adapter: it converts values and errors and calls the node table; policy
 //! lives in `supervisor`. Every function with an effect is registered volatile, so the
@@ -250,6 +251,16 @@ fn builtins(engine: &mut Engine, shared: &Shared) {
             engine.register_fn("exit", move |ctx: NativeCallContext| exit(&ctx, 0));
         }
     }
+    // Every role: a node tells its supervisor (or the supervisor tells systemd).
+    engine.register_fn("sd_notify", |text: &str| -> bool {
+        match crate::process::notify::send(text) {
+            Ok(sent) => sent,
+            Err(e) => {
+                log::warn!("sd_notify: cannot send to $NOTIFY_SOCKET: {e}");
+                false
+            }
+        }
+    });
     engine.register_fn("getenv", |name: &str| -> Dynamic {
         std::env::var(name).map_or(Dynamic::UNIT, Into::into)
     });

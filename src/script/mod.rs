@@ -327,16 +327,22 @@ pub enum Hook {
     StdoutHook,
     /// `stderr_hook(node, line)`
     StderrHook,
+    /// `node_ready(node)`
+    NodeReady,
+    /// `node_exit(node, exit)`
+    NodeExit,
 }
 
 impl Hook {
     /// Every hook.
-    pub const ALL: [Hook; 5] = [
+    pub const ALL: [Hook; 7] = [
         Hook::ZeekInit,
         Hook::ZeekDone,
         Hook::NodeStatus,
         Hook::StdoutHook,
         Hook::StderrHook,
+        Hook::NodeReady,
+        Hook::NodeExit,
     ];
 
     /// The function name a script defines.
@@ -347,6 +353,8 @@ impl Hook {
             Hook::NodeStatus => "node_status",
             Hook::StdoutHook => "stdout_hook",
             Hook::StderrHook => "stderr_hook",
+            Hook::NodeReady => "node_ready",
+            Hook::NodeExit => "node_exit",
         }
     }
 
@@ -354,7 +362,8 @@ impl Hook {
     pub fn arity(self) -> usize {
         match self {
             Hook::ZeekInit | Hook::ZeekDone => 0,
-            Hook::NodeStatus | Hook::StdoutHook | Hook::StderrHook => 2,
+            Hook::NodeReady => 1,
+            Hook::NodeStatus | Hook::StdoutHook | Hook::StderrHook | Hook::NodeExit => 2,
         }
     }
 }

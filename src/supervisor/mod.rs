@@ -1,19 +1,23 @@
 //! The node table and the policy that keeps nodes alive: Zeek's
 //! `Supervisor::create/destroy/restart/status`, revival with backoff, SIGKILL after
-//! `stop_timeout`, `max_restarts`, shutdown.
+//! `stop_timeout`, `max_restarts`, readiness, dependencies, ordered stops, health.
 //!
 //! `Supervisor` owns every node (`node::Node`) in a table of slots, with an index of the
 //! live ones by name. A destroyed node leaves the index at once (its name can be used
 //! again) but keeps its slot, in the `stopping` state, until its process has exited.
-//! Each node's state machine (`Node::step`) decides; the supervisor carries out its
-//! actions through the process backend (`process::Backend`), and keeps the deadlines
-//! they ask for (revivals, SIGKILLs), which the loop asks for (`next_deadline`) and hands
-//! back when due (`fire_due`). Starts are reported as `Notice`s for the loop to turn
-//! into `node_status` calls, so no script runs while the table is borrowed.
+//! Each node's state machine (`Node::step`) decides what happens to it; the supervisor
+//! carries out its actions through the process backend (`process::Backend`), keeps the
+//! deadlines they ask for (revivals, SIGKILLs, readiness and health checks, watchdogs),
+//! which the loop asks for (`next_deadline`) and hands back when due (`fire_due`), and
+//! looks after what a node's change means for others (`settle`): dependents that may
+//! start, or must restart with it, and nodes being stopped in order that may go now.
+//! What the script should hear of is left as `Notice`s for the loop to turn into hook
+//! calls, so no script runs while the table is borrowed.
 //!
 //! A process id (`ProcId`) names the node's slot and a serial number, so an exit finds
 //! its node without a second table, and an exit of an earlier process of a slot is
-//! told apart from that of the current one.
+//! told apart from that of the current one. A readiness or health check that is a
+//! process has an id of the same form with `PROBE` set.
 //!
 //! It lives on the loop thread only.
 
@@ -22,25 +26,38 @@ pub mod output;
 pub mod policy;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
-use std::time::Instant;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use crate::config::{NodeConfig, NodeStatus, OutputLine, Status, Stream};
-use crate::process::{Backend, ProcId, Start, StartError, lines};
-pub use node::{Action, Input, Instance, Node, State, Then};
+use crate::config::{
+    Condition, Dependency, ExitInfo, Health, KillMode, NodeConfig, NodeStatus, OutputLine, Ready,
+    Status, Stream, seconds,
+};
+use crate::process::notify::Notification;
+use crate::process::{Backend, ProcId, Remnants, Start, StartError, lines};
+pub use node::{Action, Input, Instance, Node, Readiness, State, Then, Whom};
 use output::TAIL_LINES;
 pub use policy::human;
 
 /// Something the loop should tell the script.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Notice {
     /// A process for `node` started: `node_status(node, pid)`.
     Started { node: String, pid: Pid },
     /// `node` failed for good and is not revived: `node_status(node, 0)`.
     Failed { node: String },
+    /// `node` became ready: `node_ready(node)`.
+    Ready { node: String },
+    /// `node`'s process ended on its own after `uptime` seconds: `node_exit(node,
+    /// exit)`, which may keep it down.
+    Exited {
+        node: String,
+        exit: Option<ExitInfo>,
+        uptime: f64,
+    },
 }
 
 /// Why `create` refused. The words are Zeek's where Zeek has them.
@@ -53,37 +70,126 @@ pub enum CreateError {
     Exists(String),
     #[error("the supervisor is shutting down")]
     ShuttingDown,
+    /// Its dependencies would wait for each other.
+    #[error("node '{node}': dependency cycle: {path}")]
+    Cycle { node: String, path: String },
     /// Its process could not be started.
     #[error(transparent)]
     Start(#[from] StartError),
 }
 
+/// Why `signal` sent nothing.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignalError {
+    #[error("node with name '{0}' does not exist")]
+    Unknown(String),
+    #[error("node '{0}' has no process to signal")]
+    NoProcess(String),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Deadline {
     /// `Input::RevivalDue` for the node in this slot.
-    Revive(u32),
+    Revive(Slot),
     /// `Input::KillDue` for this process.
     Kill(ProcId),
+    /// `Input::ReadyTimeout` for this process.
+    ReadyBy(ProcId),
+    /// The next try of the node's readiness or health check, if its count still is
+    /// this one.
+    Probe(Slot, u32),
+    /// A check that is a process has run out of time.
+    ProbeTimeout(ProcId),
+    /// The node's watchdog, if its count still is this one.
+    Watchdog(Slot, u32),
 }
 
 /// A node's place in the table.
 type Slot = u32;
 
+/// Marks the process ids of checks.
+const PROBE: u64 = 1 << 63;
+
 fn slot_of(proc: ProcId) -> Slot {
-    (proc.0 >> 32) as Slot
+    ((proc.0 & !PROBE) >> 32) as Slot
+}
+
+/// Whether a dependency meets its condition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Edge {
+    Met,
+    Pending,
+    /// It can no longer: why.
+    Never(&'static str),
+}
+
+/// What a check is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Ready,
+    Health,
+}
+
+/// A try of a check under way.
+#[derive(Clone, Debug)]
+struct Probe {
+    id: ProcId,
+    purpose: Purpose,
+    /// Its process, for an `exec` check.
+    pid: Option<Pid>,
+    /// The last line it wrote, for the message of a failure.
+    last_line: Option<String>,
+    timed_out: bool,
+}
+
+/// A node and what the supervisor keeps about it besides its state machine.
+struct Entry {
+    node: Node,
+    /// Each dependency, and whether it meets its condition (and was logged as one that
+    /// can no longer).
+    deps: BTreeMap<String, (Dependency, Edge, bool)>,
+    /// Being stopped in order: it goes once its dependents have exited.
+    doomed: bool,
+    /// The state the supervisor last settled after (its name and process).
+    seen: (&'static str, Option<ProcId>),
+    /// Counts changes that make earlier check and watchdog deadlines stale.
+    generation: u32,
+    probe: Option<Probe>,
+    /// Consecutive failed health checks, and the status to show.
+    health_failures: u32,
+    health: Option<String>,
+    status_text: Option<String>,
+}
+
+impl Entry {
+    fn unmet(&self) -> impl Iterator<Item = &String> {
+        self.deps
+            .iter()
+            .filter(|(_, (_, edge, _))| *edge != Edge::Met)
+            .map(|(name, _)| name)
+    }
 }
 
 pub struct Supervisor {
     backend: Box<dyn Backend>,
-    nodes: Vec<Option<Node>>,
+    nodes: Vec<Option<Entry>>,
     free: Vec<Slot>,
     /// The nodes that exist (not destroyed), by name.
     names: BTreeMap<String, Slot>,
+    /// For each name, the nodes that depend on a node of that name.
+    dependents: HashMap<String, Vec<Slot>>,
+    /// Names that were destroyed and not created again: dependencies on them can no
+    /// longer be met.
+    destroyed: HashSet<String>,
+    /// Nodes being stopped in order, by name.
+    doomed: HashMap<String, Slot>,
     deadlines: BinaryHeap<Reverse<(Instant, Deadline)>>,
     notices: Vec<Notice>,
     next_serial: u32,
     /// Set by `stop_all`: nothing is revived or restarted any more.
     stopping: bool,
+    /// The script has a `node_exit` hook: revivals wait for its answer.
+    exit_hook: bool,
 }
 
 impl Supervisor {
@@ -93,14 +199,19 @@ impl Supervisor {
             nodes: Vec::new(),
             free: Vec::new(),
             names: BTreeMap::new(),
+            dependents: HashMap::new(),
+            destroyed: HashSet::new(),
+            doomed: HashMap::new(),
             deadlines: BinaryHeap::new(),
             notices: Vec::new(),
             next_serial: 0,
             stopping: false,
+            exit_hook: false,
         }
     }
 
-    /// `Supervisor::create`: starts a node, or says why not.
+    /// `Supervisor::create`: starts a node (or has it wait for its dependencies), or
+    /// says why not.
     pub fn create(&mut self, config: NodeConfig) -> Result<(), CreateError> {
         config.validate().map_err(CreateError::Invalid)?;
         if self.names.contains_key(&config.name) {
@@ -109,48 +220,104 @@ impl Supervisor {
         if self.stopping {
             return Err(CreateError::ShuttingDown);
         }
-        let slot = self
-            .free
-            .last()
-            .copied()
-            .unwrap_or(self.nodes.len() as Slot);
+        if let Some(path) = self.cycle(&config) {
+            return Err(CreateError::Cycle {
+                node: config.name,
+                path,
+            });
+        }
+        let deps: BTreeMap<String, (Dependency, Edge, bool)> = config
+            .depends_on
+            .iter()
+            .flat_map(|d| d.0.iter())
+            .map(|(name, dep)| (name.clone(), (*dep, self.edge(name, dep.condition), false)))
+            .collect();
+        let ready = deps.values().all(|(_, edge, _)| *edge == Edge::Met);
+        let slot = self.free.last().copied().unwrap_or(self.nodes.len() as Slot);
         let proc = self.proc_id(slot);
-        let started = self.backend.start(&config, proc, Start::First)?;
+        let how = if ready { Start::First } else { Start::Check };
+        let started = self.backend.start(&config, proc, how)?;
         let now = self.backend.now();
         self.free.pop();
         if slot as usize == self.nodes.len() {
             self.nodes.push(None);
         }
         let name = config.name.clone();
-        self.notices.push(Notice::Started {
-            node: name.clone(),
-            pid: started.pid,
+        let instance = started.pid.map(|pid| {
+            self.notices.push(Notice::Started {
+                node: name.clone(),
+                pid,
+            });
+            Instance {
+                proc,
+                pid,
+                since: now,
+            }
         });
-        let instance = Instance {
-            proc,
-            pid: started.pid,
-            since: now,
+        for dep in deps.keys() {
+            self.dependents.entry(dep.clone()).or_default().push(slot);
+        }
+        let entry = Entry {
+            node: Node::new(config, instance, started.files),
+            deps,
+            doomed: false,
+            seen: ("new", None),
+            generation: 0,
+            probe: None,
+            health_failures: 0,
+            health: None,
+            status_text: None,
         };
-        self.nodes[slot as usize] = Some(Node::new(config, instance, started.files));
+        if !ready {
+            let waiting: Vec<&str> = entry.unmet().map(String::as_str).collect();
+            log::info!(
+                "node '{name}' waits for {}",
+                waiting
+                    .iter()
+                    .map(|n| format!("'{n}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        self.nodes[slot as usize] = Some(entry);
+        self.destroyed.remove(&name);
         self.names.insert(name, slot);
+        self.settle(slot);
+        self.log_hopeless(slot);
         Ok(())
     }
 
-    /// `Supervisor::destroy`: `""` means every node. False for an unknown name.
+    /// `Supervisor::destroy`: `""` means every node, stopped in order (dependents
+    /// before what they depend on). False for an unknown name.
     pub fn destroy(&mut self, name: &str) -> bool {
         let Some(slots) = self.targets(name) else {
             return false;
         };
-        for slot in slots {
-            if let Some(node) = self.node(slot) {
-                let name = node.config.name.clone();
-                match node.state.pid() {
-                    Some(pid) => log::info!("destroying node '{name}' (pid {pid})"),
-                    None => log::info!("destroyed node '{name}'"),
-                }
-                self.names.remove(&name);
+        let ordered = name.is_empty();
+        for &slot in &slots {
+            let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let name = entry.node.config.name.clone();
+            entry.doomed = ordered;
+            match entry.node.state.pid() {
+                Some(pid) => log::info!("destroying node '{name}' (pid {pid})"),
+                None => log::info!("destroyed node '{name}'"),
             }
-            self.step(slot, Input::Destroy);
+            self.names.remove(&name);
+            self.destroyed.insert(name.clone());
+            if ordered {
+                self.doomed.insert(name, slot);
+            }
+        }
+        if ordered {
+            for slot in slots {
+                self.stop_if_free(slot);
+            }
+        } else {
+            for slot in slots {
+                self.step(slot, Input::Destroy);
+            }
         }
         true
     }
@@ -165,11 +332,11 @@ impl Supervisor {
             return false;
         }
         for slot in slots {
-            if let Some(node) = self.node(slot) {
-                if let State::Running(instance) = node.state {
+            if let Some(entry) = self.entry(slot) {
+                if let Some(instance) = entry.node.state.instance().filter(|_| entry.node.state.is_up()) {
                     log::info!(
                         "restarting node '{}' (pid {})",
-                        node.config.name,
+                        entry.node.config.name,
                         instance.pid
                     );
                 }
@@ -179,18 +346,70 @@ impl Supervisor {
         true
     }
 
+    /// `Supervisor::signal`: sends `signal` to the main process of `name` (`""`: of
+    /// every node that has one). Returns how many were sent.
+    pub fn signal(&mut self, name: &str, signal: Signal) -> Result<usize, SignalError> {
+        let slots = self
+            .targets(name)
+            .ok_or_else(|| SignalError::Unknown(name.to_string()))?;
+        let mut sent = 0;
+        for slot in slots {
+            let Some(entry) = self.entry(slot) else {
+                continue;
+            };
+            let node = entry.node.config.name.clone();
+            let Some(pid) = entry.node.state.pid() else {
+                if !name.is_empty() {
+                    return Err(SignalError::NoProcess(node));
+                }
+                continue;
+            };
+            log::info!("sent {} to node '{node}' (pid {pid})", signal.as_str());
+            self.backend.signal_process(pid, signal);
+            sent += 1;
+        }
+        Ok(sent)
+    }
+
+    /// `node_exit` returned `false` for `name`: it stays down.
+    pub fn keep_down(&mut self, name: &str) {
+        if let Some(&slot) = self.names.get(name) {
+            if matches!(self.entry(slot).map(|e| e.node.state), Some(State::Reviving { .. })) {
+                log::info!("node '{name}' stays down: node_exit() returned false");
+            }
+            self.step(slot, Input::KeepDown);
+        }
+    }
+
+    /// Whether the script has a `node_exit` hook, whose answer revivals then wait for.
+    pub fn set_exit_hook(&mut self, defined: bool) {
+        self.exit_hook = defined;
+    }
+
     /// `Supervisor::status`: `""` means every node; an unknown name gives no entry.
     pub fn status(&self, name: &str) -> Status {
         let now = self.backend.now();
-        let entry = |node: &Node| {
+        let entry = |e: &Entry| {
+            let node = &e.node;
             let mut status = NodeStatus::new(node.config.clone());
             status.pid = node.state.pid().map(|p| i64::from(p.as_raw()));
             status.state = node.state.name().to_string();
             status.restarts = node.restarts as i64;
             status.exit = node.last_exit;
-            if let State::Running(instance) = node.state {
-                status.uptime = Some(now.duration_since(instance.since).as_secs_f64());
+            match node.state {
+                State::Running(instance) | State::Starting { instance, .. } => {
+                    status.uptime = Some(now.duration_since(instance.since).as_secs_f64());
+                }
+                State::Stopping { since, .. } => {
+                    status.stopping_for = Some(now.duration_since(since).as_secs_f64());
+                }
+                State::Waiting => {
+                    status.waiting_for = Some(e.unmet().cloned().collect());
+                }
+                State::Reviving { .. } | State::Exited | State::Failed(_) => {}
             }
+            status.status_text = e.status_text.clone();
+            status.health = e.health.clone();
             // One node's status carries its recent output; every node's would be big.
             if !name.is_empty() {
                 status.output = node.output.lines();
@@ -199,7 +418,7 @@ impl Supervisor {
         };
         let nodes = self
             .named(name)
-            .filter_map(|(n, slot)| Some((n.clone(), entry(self.node(slot)?))))
+            .filter_map(|(n, slot)| Some((n.clone(), entry(self.entry(slot)?))))
             .collect();
         Status { nodes }
     }
@@ -207,25 +426,90 @@ impl Supervisor {
     /// The last lines a node wrote, oldest first; `None` for an unknown node.
     pub fn tail(&self, name: &str) -> Option<Vec<OutputLine>> {
         let slot = *self.names.get(name)?;
-        self.node(slot).map(|n| n.output.lines())
+        self.entry(slot).map(|e| e.node.output.lines())
     }
 
     /// Takes the lines (each ending in `\n`) that process `proc` wrote: keeps them for
-    /// `tail`, and writes them to the node's file when the supervisor rotates it. True
-    /// when they went to a file, false when they are for hooks or printing.
+    /// `tail`, writes them to the node's file when the supervisor rotates it, and looks
+    /// for the line that makes it ready (`ready: #{log: ...}`). True when they went to
+    /// a file, false when they are for hooks or printing.
     pub fn take_output(&mut self, proc: ProcId, stream: Stream, data: &[u8]) -> bool {
-        let Some(node) = self
-            .nodes
-            .get_mut(slot_of(proc) as usize)
-            .and_then(Option::as_mut)
-        else {
+        let slot = slot_of(proc);
+        let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
             return false;
         };
+        if proc.0 & PROBE != 0 {
+            if let Some(probe) = entry.probe.as_mut().filter(|p| p.id == proc) {
+                if let Some(line) = lines::split(data).filter(|l| !l.is_empty()).last() {
+                    probe.last_line = Some(String::from_utf8_lossy(line).into_owned());
+                }
+            }
+            return true;
+        }
         // Only the lines that will still be kept after this chunk are worth copying.
         for line in lines::split(lines::last(data, TAIL_LINES)) {
-            node.output.push(stream, &String::from_utf8_lossy(line));
+            entry.node.output.push(stream, &String::from_utf8_lossy(line));
         }
-        node.files.write(stream, data)
+        let ready = match (&entry.node.readiness, entry.node.state) {
+            (Readiness::Log(pattern), State::Starting { instance, .. }) if instance.proc == proc => {
+                lines::split(data).any(|line| pattern.is_match(&String::from_utf8_lossy(line)))
+            }
+            _ => false,
+        };
+        let to_file = entry.node.files.write(stream, data);
+        if ready {
+            self.step(slot, Input::Ready);
+        }
+        to_file
+    }
+
+    /// A process said something on the notification socket.
+    pub fn notified(&mut self, pid: Pid, notification: Notification) {
+        let Some(proc) = self.backend.sender_of(pid) else {
+            log::debug!("notification from pid {pid}, which is no node's: ignored");
+            return;
+        };
+        let slot = slot_of(proc);
+        let now = self.backend.now();
+        let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if entry.node.state.instance().map(|i| i.proc) != Some(proc) {
+            return;
+        }
+        if let Some(status) = notification.status {
+            entry.status_text = Some(status);
+        }
+        let notify = matches!(entry.node.readiness, Readiness::Notify);
+        if notification.watchdog {
+            if let (Some(period), State::Running(_)) = (watchdog(&entry.node.config), entry.node.state) {
+                entry.generation = entry.generation.wrapping_add(1);
+                let at = now + period;
+                let generation = entry.generation;
+                self.deadlines
+                    .push(Reverse((at, Deadline::Watchdog(slot, generation))));
+            }
+        }
+        if notification.ready && notify {
+            self.step(slot, Input::Ready);
+        }
+    }
+
+    /// Process `proc` wrote a newline to its readiness descriptor.
+    pub fn fd_ready(&mut self, proc: ProcId) {
+        let slot = slot_of(proc);
+        let ours = self.entry(slot).is_some_and(|e| {
+            matches!(e.node.readiness, Readiness::Fd)
+                && e.node.state.instance().map(|i| i.proc) == Some(proc)
+        });
+        if ours {
+            self.step(slot, Input::Ready);
+        }
+    }
+
+    /// A network check ended.
+    pub fn probed(&mut self, id: ProcId, result: Result<(), String>) {
+        self.probe_ended(id, result);
     }
 
     /// The names of the nodes that exist.
@@ -235,10 +519,14 @@ impl Supervisor {
 
     /// The I/O thread saw process `proc` exit (after delivering its output).
     pub fn process_exited(&mut self, proc: ProcId) {
+        if proc.0 & PROBE != 0 {
+            return self.probe_exited(proc);
+        }
         let slot = slot_of(proc);
-        let Some(node) = self.node(slot) else {
+        let Some(entry) = self.entry(slot) else {
             return;
         };
+        let node = &entry.node;
         let Some(instance) = node.state.instance().copied().filter(|i| i.proc == proc) else {
             return;
         };
@@ -250,23 +538,41 @@ impl Supervisor {
                 ..
             }
         );
-        let stop_timeout = node.stop_timeout;
+        let remnants = match (stopping, node.kill_mode) {
+            (_, KillMode::Process) => Remnants::Leave,
+            (true, _) => Remnants::Kill,
+            (false, _) => Remnants::Stop(node.stop_timeout),
+        };
         let name = node.config.name.clone();
-        let ended = self
-            .backend
-            .ended(proc, instance.pid, stopping, stop_timeout);
+        let ended = self.backend.ended(proc, instance.pid, remnants);
         let now = self.backend.now();
         let pid = instance.pid;
         let what = ended.what;
-        let actions = self.node_mut(slot).map_or_else(Vec::new, |node| {
-            node.step(
-                Input::Exited {
-                    proc,
-                    exit: ended.exit,
-                },
-                now,
-            )
-        });
+        let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let mut actions = entry.node.step(
+            Input::Exited {
+                proc,
+                exit: ended.exit,
+            },
+            now,
+        );
+        if !stopping {
+            self.notices.push(Notice::Exited {
+                node: name.clone(),
+                exit: ended.exit,
+                uptime: now.duration_since(instance.since).as_secs_f64(),
+            });
+            if self.exit_hook {
+                // The hook may keep the node down: revive once it has answered.
+                for action in &mut actions {
+                    if *action == Action::Start {
+                        *action = Action::ReviveAt(now);
+                    }
+                }
+            }
+        }
         match actions.first() {
             Some(Action::Remove) => log::info!("node '{name}' (pid {pid}) stopped: {what}"),
             Some(Action::Start) if restarting => {
@@ -282,9 +588,21 @@ impl Supervisor {
             Some(Action::Fail(failure)) => log::error!(
                 "node '{name}' (pid {pid}) {what}; it has failed and is not revived until restarted: {failure}"
             ),
-            Some(Action::Stop { .. } | Action::Kill(_)) | None => {}
+            Some(Action::Stop { .. } | Action::Kill { .. }) | None => {
+                let state = self.entry(slot).map(|e| e.node.state);
+                match state {
+                    Some(State::Exited) => {
+                        log::info!("node '{name}' (pid {pid}) {what}; it is not revived (restart policy)")
+                    }
+                    Some(State::Waiting) => log::info!(
+                        "node '{name}' (pid {pid}) stopped: {what}; it waits for its dependencies again"
+                    ),
+                    _ => log::info!("node '{name}' (pid {pid}) stopped: {what}"),
+                }
+            }
         }
         self.apply(slot, actions, now);
+        self.settle(slot);
     }
 
     /// The earliest time at which `fire_due` has work.
@@ -306,18 +624,14 @@ impl Supervisor {
             let Some(Reverse((_, deadline))) = self.deadlines.pop() else {
                 break;
             };
-            match deadline {
-                Deadline::Revive(slot) if !self.stopping => self.step(slot, Input::RevivalDue),
-                Deadline::Revive(_) => {}
-                Deadline::Kill(proc) => self.step(slot_of(proc), Input::KillDue { proc }),
-            }
+            self.deadline(deadline);
         }
         self.backend.fire_due(now);
         self.backend.tidy(now);
     }
 
-    /// Shutdown: destroy every node and revive nothing any more. The supervisor is done
-    /// when `is_idle`.
+    /// Shutdown: destroy every node, dependents first, and revive nothing any more. The
+    /// supervisor is done when `is_idle`.
     pub fn stop_all(&mut self) {
         self.stopping = true;
         self.backend.shut_down();
@@ -329,13 +643,15 @@ impl Supervisor {
         self.backend.child_exited();
     }
 
-    /// Impatient shutdown: SIGKILL every process now.
+    /// Impatient shutdown: SIGKILL every process now, whatever the order.
     pub fn kill_all(&mut self) {
         self.stopping = true;
         self.backend.shut_down();
         self.destroy("");
-        for node in self.nodes.iter().flatten() {
-            if let Some(pid) = node.state.pid() {
+        let slots: Vec<Slot> = (0..self.nodes.len() as Slot).collect();
+        for slot in slots {
+            self.step(slot, Input::Destroy);
+            if let Some(pid) = self.entry(slot).and_then(|e| e.node.state.pid()) {
                 self.backend.signal_group(pid, Signal::SIGKILL);
             }
         }
@@ -351,12 +667,8 @@ impl Supervisor {
         std::mem::take(&mut self.notices)
     }
 
-    fn node(&self, slot: Slot) -> Option<&Node> {
+    fn entry(&self, slot: Slot) -> Option<&Entry> {
         self.nodes.get(slot as usize).and_then(Option::as_ref)
-    }
-
-    fn node_mut(&mut self, slot: Slot) -> Option<&mut Node> {
-        self.nodes.get_mut(slot as usize).and_then(Option::as_mut)
     }
 
     /// The live nodes `name` stands for (`""`: every one), by name.
@@ -364,12 +676,7 @@ impl Supervisor {
         if name.is_empty() {
             Box::new(self.names.iter().map(|(n, s)| (n, *s)))
         } else {
-            Box::new(
-                self.names
-                    .get_key_value(name)
-                    .map(|(n, s)| (n, *s))
-                    .into_iter(),
-            )
+            Box::new(self.names.get_key_value(name).map(|(n, s)| (n, *s)).into_iter())
         }
     }
 
@@ -384,49 +691,149 @@ impl Supervisor {
         ProcId(u64::from(slot) << 32 | u64::from(self.next_serial))
     }
 
-    /// Steps the node in `slot` and carries out what it says.
+    /// A path by which `config`'s dependencies lead back to it, as `a -> b -> a`.
+    fn cycle(&self, config: &NodeConfig) -> Option<String> {
+        let deps = |name: &str| -> Vec<String> {
+            if name == config.name {
+                return config
+                    .depends_on
+                    .iter()
+                    .flat_map(|d| d.0.keys().cloned())
+                    .collect();
+            }
+            self.names
+                .get(name)
+                .and_then(|&slot| self.entry(slot))
+                .map(|e| e.deps.keys().cloned().collect())
+                .unwrap_or_default()
+        };
+        // Depth first from the new node, along names that exist; any cycle passes
+        // through the new node, since the table had none.
+        let mut path = vec![config.name.clone()];
+        let mut seen = HashSet::new();
+        fn walk(
+            at: &str,
+            target: &str,
+            path: &mut Vec<String>,
+            seen: &mut HashSet<String>,
+            deps: &dyn Fn(&str) -> Vec<String>,
+        ) -> bool {
+            for next in deps(at) {
+                path.push(next.clone());
+                if next == target {
+                    return true;
+                }
+                if seen.insert(next.clone()) && walk(&next, target, path, seen, deps) {
+                    return true;
+                }
+                path.pop();
+            }
+            false
+        }
+        walk(&config.name, &config.name, &mut path, &mut seen, &deps).then(|| path.join(" -> "))
+    }
+
+    /// Whether the node named `name` meets `condition` now.
+    fn edge(&self, name: &str, condition: Condition) -> Edge {
+        let Some(node) = self.names.get(name).and_then(|&s| self.entry(s)).map(|e| &e.node) else {
+            return if self.destroyed.contains(name) {
+                Edge::Never("it was destroyed")
+            } else {
+                Edge::Pending
+            };
+        };
+        match (condition, node.state) {
+            (Condition::Started, State::Starting { .. } | State::Running(_))
+            | (Condition::Ready, State::Running(_))
+            | (Condition::Exited, State::Exited | State::Failed(_)) => Edge::Met,
+            (Condition::Succeeded, State::Exited) if node.last_exit == Some(ExitInfo::Code(0)) => {
+                Edge::Met
+            }
+            (Condition::Succeeded, State::Exited) => Edge::Never("it exited unsuccessfully"),
+            (Condition::Started | Condition::Ready | Condition::Succeeded, State::Failed(_)) => {
+                Edge::Never("it has failed")
+            }
+            (Condition::Started | Condition::Ready, State::Exited) => Edge::Never("it has exited"),
+            (
+                _,
+                State::Waiting
+                | State::Starting { .. }
+                | State::Running(_)
+                | State::Reviving { .. }
+                | State::Stopping { .. },
+            ) => Edge::Pending,
+        }
+    }
+
+    /// Steps the node in `slot`, carries out what it says, and settles what follows.
     fn step(&mut self, slot: Slot, input: Input) {
         let now = self.backend.now();
-        let Some(node) = self.node_mut(slot) else {
+        let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
         };
-        let actions = node.step(input, now);
+        let actions = entry.node.step(input, now);
         self.apply(slot, actions, now);
+        self.settle(slot);
     }
 
     fn apply(&mut self, slot: Slot, actions: Vec<Action>, now: Instant) {
         for action in actions {
             match action {
-                // Shutdown: nothing starts again, and the node is done with.
-                Action::Start if self.stopping => self.remove(slot),
+                // Shutdown (or an ordered destroy): nothing starts again, and the node
+                // is done with.
+                Action::Start if self.stopping || self.entry(slot).is_some_and(|e| e.doomed) => {
+                    self.remove(slot)
+                }
                 Action::Start => self.start(slot, now),
                 Action::ReviveAt(at) => self.deadlines.push(Reverse((at, Deadline::Revive(slot)))),
-                Action::Stop { pid, deadline } => {
-                    self.backend.signal_group(pid, Signal::SIGTERM);
-                    self.backend.signal_group(pid, Signal::SIGCONT);
+                Action::Stop {
+                    pid,
+                    signal,
+                    whom,
+                    deadline,
+                } => {
+                    if let Some(entry) = self.entry(slot) {
+                        // The default (SIGTERM to the group) is what "destroying" and
+                        // "restarting" already say; anything else is worth a line.
+                        let whom_text = match whom {
+                            Whom::Group => " and its process group",
+                            Whom::Process => "",
+                        };
+                        let line = format!(
+                            "sent {} to node '{}' (pid {pid}){whom_text}",
+                            signal.as_str(),
+                            entry.node.config.name,
+                        );
+                        if signal == Signal::SIGTERM && whom == Whom::Group {
+                            log::debug!("{line}");
+                        } else {
+                            log::info!("{line}");
+                        }
+                    }
+                    self.send(pid, signal, whom);
+                    self.send(pid, Signal::SIGCONT, whom);
                     if let Some(proc) = self
-                        .node(slot)
-                        .and_then(|n| n.state.instance())
+                        .entry(slot)
+                        .and_then(|e| e.node.state.instance())
                         .map(|i| i.proc)
                     {
-                        self.deadlines
-                            .push(Reverse((deadline, Deadline::Kill(proc))));
+                        self.deadlines.push(Reverse((deadline, Deadline::Kill(proc))));
                     }
                 }
-                Action::Kill(pid) => {
-                    if let Some(node) = self.node(slot) {
+                Action::Kill { pid, whom } => {
+                    if let Some(entry) = self.entry(slot) {
                         log::warn!(
                             "node '{}' (pid {pid}) did not stop in time; sending SIGKILL",
-                            node.config.name
+                            entry.node.config.name
                         );
                     }
-                    self.backend.signal_group(pid, Signal::SIGKILL);
+                    self.send(pid, Signal::SIGKILL, whom);
                 }
                 Action::Remove => self.remove(slot),
                 Action::Fail(_) => {
-                    if let Some(node) = self.node(slot) {
+                    if let Some(entry) = self.entry(slot) {
                         self.notices.push(Notice::Failed {
-                            node: node.config.name.clone(),
+                            node: entry.node.config.name.clone(),
                         });
                     }
                 }
@@ -434,38 +841,70 @@ impl Supervisor {
         }
     }
 
-    fn remove(&mut self, slot: Slot) {
-        if let Some(node) = self.nodes.get_mut(slot as usize).and_then(Option::take) {
-            if self.names.get(&node.config.name) == Some(&slot) {
-                self.names.remove(&node.config.name);
-            }
-            self.free.push(slot);
+    fn send(&mut self, pid: Pid, signal: Signal, whom: Whom) {
+        match whom {
+            Whom::Group => self.backend.signal_group(pid, signal),
+            Whom::Process => self.backend.signal_process(pid, signal),
         }
+    }
+
+    fn remove(&mut self, slot: Slot) {
+        let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::take) else {
+            return;
+        };
+        let name = &entry.node.config.name;
+        if self.names.get(name) == Some(&slot) {
+            self.names.remove(name);
+            self.destroyed.insert(name.clone());
+        }
+        if self.doomed.get(name) == Some(&slot) {
+            self.doomed.remove(name);
+        }
+        for dep in entry.deps.keys() {
+            if let Some(list) = self.dependents.get_mut(dep) {
+                list.retain(|&s| s != slot);
+                if list.is_empty() {
+                    self.dependents.remove(dep);
+                }
+            }
+        }
+        self.free.push(slot);
+        // What it depended on may be stopped now; what depended on it learns it is gone.
+        let deps: Vec<String> = entry.deps.keys().cloned().collect();
+        for dep in deps {
+            if let Some(&doomed) = self.doomed.get(&dep) {
+                self.stop_if_free(doomed);
+            }
+        }
+        self.update_dependents(&entry.node.config.name, false);
     }
 
     /// Starts a new process for the node in `slot` and steps it with the outcome.
     fn start(&mut self, slot: Slot, now: Instant) {
         let proc = self.proc_id(slot);
-        let Some(config) = self.node(slot).map(|n| n.config.clone()) else {
+        let Some(config) = self.entry(slot).map(|e| e.node.config.clone()) else {
             return;
         };
         let input = match self.backend.start(&config, proc, Start::Again) {
             Ok(started) => {
+                let Some(pid) = started.pid else {
+                    return;
+                };
                 self.notices.push(Notice::Started {
                     node: config.name.clone(),
-                    pid: started.pid,
+                    pid,
                 });
                 Input::Started(Instance {
                     proc,
-                    pid: started.pid,
+                    pid,
                     since: now,
                 })
             }
             Err(e) => {
-                let Some(node) = self.node_mut(slot) else {
+                let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
                     return;
                 };
-                let actions = node.step(Input::StartFailed, now);
+                let actions = entry.node.step(Input::StartFailed, now);
                 match actions.first() {
                     Some(Action::ReviveAt(at)) => log::error!(
                         "cannot revive {e}; trying again in {}",
@@ -480,7 +919,392 @@ impl Supervisor {
                 return;
             }
         };
-        self.step(slot, input);
+        let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let actions = entry.node.step(input, now);
+        self.apply(slot, actions, now);
+    }
+
+    /// After the node in `slot` may have changed: what its new state needs (readiness
+    /// and health checks, deadlines, notices), and what it means for others (dependents
+    /// that may start or must restart with it, nodes being stopped in order).
+    fn settle(&mut self, slot: Slot) {
+        let now = self.backend.now();
+        let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let state = entry.node.state;
+        let seen = (state.name(), state.instance().map(|i| i.proc));
+        if entry.seen == seen {
+            return;
+        }
+        let was_up = matches!(entry.seen.0, "starting" | "running");
+        let was_running = entry.seen.0 == "running" && entry.seen.1 == seen.1;
+        entry.seen = seen;
+        entry.generation = entry.generation.wrapping_add(1);
+        entry.probe = None;
+        let generation = entry.generation;
+        let name = entry.node.config.name.clone();
+        match state {
+            State::Starting { instance, ready_by } => {
+                entry.health = None;
+                entry.health_failures = 0;
+                self.deadlines
+                    .push(Reverse((ready_by, Deadline::ReadyBy(instance.proc))));
+                if let Readiness::Poll { interval, .. } = entry.node.readiness {
+                    self.deadlines
+                        .push(Reverse((now + interval, Deadline::Probe(slot, generation))));
+                }
+            }
+            State::Running(_) if !was_running => {
+                // Worth a line when the node was asked how it tells (`ready`).
+                if entry.node.config.ready.is_some() {
+                    log::info!("node '{name}' is ready");
+                } else {
+                    log::debug!("node '{name}' is ready");
+                }
+                if let Some(health) = &entry.node.config.health {
+                    entry.health = Some("ok".into());
+                    entry.health_failures = 0;
+                    let interval = Duration::from_secs_f64(
+                        health.interval.unwrap_or(Health::DEFAULT_INTERVAL),
+                    );
+                    self.deadlines
+                        .push(Reverse((now + interval, Deadline::Probe(slot, generation))));
+                }
+                if let Some(period) = watchdog(&entry.node.config) {
+                    self.deadlines
+                        .push(Reverse((now + period, Deadline::Watchdog(slot, generation))));
+                }
+                self.notices.push(Notice::Ready { node: name.clone() });
+            }
+            State::Running(_) => {}
+            State::Waiting
+            | State::Reviving { .. }
+            | State::Stopping { .. }
+            | State::Exited
+            | State::Failed(_) => {
+                entry.health = None;
+            }
+        }
+        let doomed = entry.doomed;
+        let up = state.is_up();
+        // The nodes that depend on this one, by the name it has in the table.
+        if self.names.get(&name) == Some(&slot) {
+            self.update_dependents(&name, was_up && !up);
+        }
+        if doomed && state.instance().is_none() {
+            self.step(slot, Input::Destroy);
+        }
+        if let State::Waiting = state {
+            if self.entry(slot).is_some_and(|e| e.unmet().next().is_none()) {
+                self.step(slot, Input::DependenciesMet);
+            }
+        }
+    }
+
+    /// The node named `name` changed: its dependents' edges are brought up to date,
+    /// those now free to start start, and with `went_down` (its process ended or is
+    /// being stopped) those that restart with it are stopped.
+    fn update_dependents(&mut self, name: &str, went_down: bool) {
+        let Some(dependents) = self.dependents.get(name).cloned() else {
+            return;
+        };
+        for slot in dependents {
+            let Some(entry) = self.entry(slot) else {
+                continue;
+            };
+            let Some(&(dependency, old, _)) = entry.deps.get(name) else {
+                continue;
+            };
+            let edge = self.edge(name, dependency.condition);
+            let up = entry.node.state.is_up();
+            let waiting = matches!(entry.node.state, State::Waiting);
+            if let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) {
+                if let Some(e) = entry.deps.get_mut(name) {
+                    e.1 = edge;
+                    if edge != old {
+                        e.2 = false;
+                    }
+                }
+            }
+            if went_down && dependency.restart && up && !self.stopping {
+                let dependent = self.entry(slot).map(|e| e.node.config.name.clone()).unwrap_or_default();
+                log::info!("node '{dependent}' restarts with '{name}'");
+                self.step(slot, Input::DependencyLost);
+                continue;
+            }
+            if waiting {
+                if self.entry(slot).is_some_and(|e| e.unmet().next().is_none()) {
+                    self.step(slot, Input::DependenciesMet);
+                } else {
+                    self.log_hopeless(slot);
+                }
+            }
+        }
+    }
+
+    /// Logs, once each, the dependencies of a waiting node that can no longer be met.
+    fn log_hopeless(&mut self, slot: Slot) {
+        let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        if !matches!(entry.node.state, State::Waiting) {
+            return;
+        }
+        let node = entry.node.config.name.clone();
+        for (dep, (dependency, edge, logged)) in entry.deps.iter_mut() {
+            if let (Edge::Never(why), false) = (*edge, *logged) {
+                *logged = true;
+                log::warn!(
+                    "node '{node}' waits for '{dep}' to be {}, which it can no longer be: {why}",
+                    dependency.condition.name()
+                );
+            }
+        }
+    }
+
+    /// A node being stopped in order goes now if nothing that depends on it still has
+    /// a process.
+    fn stop_if_free(&mut self, slot: Slot) {
+        let Some(entry) = self.entry(slot) else {
+            return;
+        };
+        if !entry.doomed {
+            return;
+        }
+        let name = &entry.node.config.name;
+        let blocked = self.dependents.get(name).is_some_and(|list| {
+            list.iter().any(|&s| {
+                s != slot && self.entry(s).is_some_and(|d| d.node.state.instance().is_some())
+            })
+        });
+        if !blocked {
+            self.step(slot, Input::Destroy);
+        }
+    }
+
+    fn deadline(&mut self, deadline: Deadline) {
+        let now = self.backend.now();
+        match deadline {
+            Deadline::Revive(slot) if !self.stopping => self.step(slot, Input::RevivalDue),
+            Deadline::Revive(_) => {}
+            Deadline::Kill(proc) => self.step(slot_of(proc), Input::KillDue { proc }),
+            Deadline::ReadyBy(proc) => {
+                let slot = slot_of(proc);
+                let late = self.entry(slot).and_then(|e| match e.node.state {
+                    State::Starting { instance, .. } if instance.proc == proc => {
+                        Some((e.node.config.name.clone(), e.node.ready_timeout))
+                    }
+                    _ => None,
+                });
+                if let Some((name, timeout)) = late {
+                    log::error!("node '{name}' not ready after {}", human_whole(timeout));
+                    self.step(slot, Input::ReadyTimeout { proc });
+                }
+            }
+            Deadline::Probe(slot, generation) => self.try_check(slot, generation),
+            Deadline::ProbeTimeout(id) => {
+                let slot = slot_of(id);
+                let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
+                    return;
+                };
+                let Some(probe) = entry.probe.as_mut().filter(|p| p.id == id) else {
+                    return;
+                };
+                probe.timed_out = true;
+                if let Some(pid) = probe.pid {
+                    self.backend.signal_group(pid, Signal::SIGKILL);
+                }
+            }
+            Deadline::Watchdog(slot, generation) => {
+                let Some(entry) = self.entry(slot) else {
+                    return;
+                };
+                let State::Running(instance) = entry.node.state else {
+                    return;
+                };
+                if entry.generation != generation {
+                    return;
+                }
+                let period = watchdog(&entry.node.config).unwrap_or_default();
+                log::error!(
+                    "node '{}' (pid {}) sent no WATCHDOG=1 for {}; sending SIGABRT",
+                    entry.node.config.name,
+                    instance.pid,
+                    human(period)
+                );
+                let _ = now;
+                self.step(
+                    slot,
+                    Input::WatchdogMissed {
+                        proc: instance.proc,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Starts the next try of the node's readiness or health check, if it is still due.
+    fn try_check(&mut self, slot: Slot, generation: u32) {
+        let Some(entry) = self.entry(slot) else {
+            return;
+        };
+        if entry.generation != generation || entry.probe.is_some() {
+            return;
+        }
+        let (purpose, check, timeout) = match (&entry.node.state, &entry.node.readiness) {
+            (State::Starting { .. }, Readiness::Poll { check, interval }) => {
+                (Purpose::Ready, check.clone(), (*interval).max(Duration::from_secs(1)))
+            }
+            (State::Running(_), _) => match &entry.node.config.health {
+                Some(health) => (
+                    Purpose::Health,
+                    health.check.clone(),
+                    Duration::from_secs_f64(health.timeout.unwrap_or(Health::DEFAULT_TIMEOUT)),
+                ),
+                None => return,
+            },
+            _ => return,
+        };
+        let config = entry.node.config.clone();
+        let id = ProcId(self.proc_id(slot).0 | PROBE);
+        let started = self.backend.probe(&config, id, &check, timeout);
+        let now = self.backend.now();
+        match started {
+            Ok(pid) => {
+                if pid.is_some() {
+                    self.deadlines
+                        .push(Reverse((now + timeout, Deadline::ProbeTimeout(id))));
+                }
+                if let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) {
+                    entry.probe = Some(Probe {
+                        id,
+                        purpose,
+                        pid,
+                        last_line: None,
+                        timed_out: false,
+                    });
+                }
+            }
+            Err(error) => {
+                if let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) {
+                    entry.probe = Some(Probe {
+                        id,
+                        purpose,
+                        pid: None,
+                        last_line: None,
+                        timed_out: false,
+                    });
+                }
+                self.probe_ended(id, Err(error));
+            }
+        }
+    }
+
+    /// A check that is a process has exited.
+    fn probe_exited(&mut self, id: ProcId) {
+        let slot = slot_of(id);
+        let Some(probe) = self.entry(slot).and_then(|e| e.probe.clone()).filter(|p| p.id == id) else {
+            return;
+        };
+        let Some(pid) = probe.pid else {
+            return;
+        };
+        let ended = self.backend.ended(id, pid, Remnants::Kill);
+        let result = if probe.timed_out {
+            Err("it timed out".to_string())
+        } else if ended.exit == Some(ExitInfo::Code(0)) {
+            Ok(())
+        } else {
+            Err(match probe.last_line {
+                Some(line) => format!("{}: {line}", ended.what),
+                None => ended.what,
+            })
+        };
+        self.probe_ended(id, result);
+    }
+
+    /// A try of a check ended with `result`.
+    fn probe_ended(&mut self, id: ProcId, result: Result<(), String>) {
+        let slot = slot_of(id);
+        let now = self.backend.now();
+        let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let Some(probe) = entry.probe.take().filter(|p| p.id == id) else {
+            return;
+        };
+        let generation = entry.generation;
+        let name = entry.node.config.name.clone();
+        match (probe.purpose, result) {
+            (Purpose::Ready, Ok(())) => self.step(slot, Input::Ready),
+            (Purpose::Ready, Err(error)) => {
+                log::debug!("node '{name}' is not ready yet: {error}");
+                if let Readiness::Poll { interval, .. } = entry.node.readiness {
+                    self.deadlines
+                        .push(Reverse((now + interval, Deadline::Probe(slot, generation))));
+                }
+            }
+            (Purpose::Health, result) => {
+                let Some(health) = entry.node.config.health.clone() else {
+                    return;
+                };
+                let limit = health
+                    .failures
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(Health::DEFAULT_FAILURES);
+                let interval =
+                    Duration::from_secs_f64(health.interval.unwrap_or(Health::DEFAULT_INTERVAL));
+                match result {
+                    Ok(()) => {
+                        entry.health_failures = 0;
+                        entry.health = Some("ok".into());
+                    }
+                    Err(error) => {
+                        entry.health_failures += 1;
+                        let failures = entry.health_failures;
+                        entry.health = Some(format!("failing ({failures}/{limit}): {error}"));
+                        if failures >= limit {
+                            let proc = entry.node.state.instance().map(|i| i.proc);
+                            log::error!(
+                                "node '{name}' failed its health check ({}) {failures} times, last: {error}; restarting it",
+                                health.check
+                            );
+                            if let Some(proc) = proc {
+                                self.step(slot, Input::Unhealthy { proc });
+                            }
+                            return;
+                        }
+                        log::warn!(
+                            "node '{name}' failed its health check ({failures}/{limit}): {error}"
+                        );
+                    }
+                }
+                self.deadlines
+                    .push(Reverse((now + interval, Deadline::Probe(slot, generation))));
+            }
+        }
+    }
+}
+
+/// The watchdog period of a node that speaks the notify protocol.
+fn watchdog(config: &NodeConfig) -> Option<Duration> {
+    let notify = config.ready == Some(Ready::Notify) || config.ready.is_none() && config.command.is_none();
+    config
+        .watchdog
+        .and_then(|s| seconds(s).ok())
+        .filter(|_| notify)
+}
+
+/// `90s`, `2.5s`: a timeout as it was set.
+fn human_whole(delay: Duration) -> String {
+    let secs = delay.as_secs_f64();
+    if secs.fract() == 0.0 {
+        format!("{secs:.0}s")
+    } else {
+        format!("{secs}s")
     }
 }
 

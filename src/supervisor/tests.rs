@@ -58,10 +58,13 @@ fn create_starts_a_process_and_refuses_what_zeek_refuses() {
     assert_eq!(state(&sup, "w1"), "running");
     assert_eq!(
         sup.take_notices(),
-        [Notice::Started {
-            node: "w1".into(),
-            pid: pid_of(&sup, "w1")
-        }]
+        [
+            Notice::Started {
+                node: "w1".into(),
+                pid: pid_of(&sup, "w1")
+            },
+            Notice::Ready { node: "w1".into() }
+        ]
     );
     let exists = sup.create(command("w1")).unwrap_err();
     assert_eq!(exists, CreateError::Exists("w1".into()));

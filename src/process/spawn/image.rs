@@ -63,6 +63,12 @@ pub(super) struct Image {
     pub(super) slots: [RawFd; 3],
     /// The descriptors the child's own table keeps (the slots and below).
     pub(super) keep_below: RawFd,
+    /// The readiness descriptor: where the slot holds it, and the number the node gets
+    /// (`ready: #{fd: N}`; set by `Slots::launch`).
+    pub(super) ready: Option<(RawFd, libc::c_int)>,
+    /// `WATCHDOG_PID=` and room for the digits, which the child fills in with its own
+    /// pid (an entry of `envp_ptrs` points here).
+    watchdog_pid: Option<Box<[u8; 32]>>,
     death_signal: libc::c_int,
     supervisor: libc::pid_t,
     nofile: Option<libc::rlimit>,
@@ -102,9 +108,15 @@ impl Image {
             .map(|a| a.as_ptr())
             .chain([std::ptr::null()])
             .collect();
+        let watchdog_pid = plan.watchdog_pid.then(|| {
+            let mut entry = Box::new([0u8; 32]);
+            entry[..WATCHDOG_PID_PREFIX.len()].copy_from_slice(WATCHDOG_PID_PREFIX);
+            entry
+        });
         let envp_ptrs: Vec<*const c_char> = envp
             .iter()
             .map(|e| e.as_ptr())
+            .chain(watchdog_pid.as_ref().map(|e| e.as_ptr().cast()))
             .chain([std::ptr::null()])
             .collect();
         let directory = match &plan.directory {
@@ -133,6 +145,8 @@ impl Image {
             cpus,
             slots: [-1; 3],
             keep_below: 0,
+            ready: None,
+            watchdog_pid,
             death_signal: plan.death_signal as libc::c_int,
             supervisor: supervisor.as_raw(),
             nofile: plan.nofile.map(|(soft, hard)| libc::rlimit {
@@ -143,6 +157,8 @@ impl Image {
         })
     }
 }
+
+const WATCHDOG_PID_PREFIX: &[u8] = b"WATCHDOG_PID=";
 
 /// The signals a node gets at their default action: every one this program or a
 /// library it uses may catch or ignore, and those a launching shell may ignore.
@@ -164,6 +180,30 @@ const RESET_SIGNALS: [libc::c_int; 16] = [
     libc::SIGTTIN,
     libc::SIGTTOU,
 ];
+
+/// Writes `n` in decimal at `at`, with a NUL after it: 12 bytes at most.
+///
+/// # Safety
+/// `at` must be valid for 12 bytes of writing.
+unsafe fn write_decimal(at: *mut u8, n: libc::pid_t) {
+    let mut digits = [0u8; 11];
+    let mut len = 0;
+    let mut n = n.max(0) as u32;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for i in 0..len {
+        // SAFETY: within the 12 bytes the caller vouches for.
+        unsafe { *at.add(i) = digits[len - 1 - i] };
+    }
+    // SAFETY: as above.
+    unsafe { *at.add(len) = 0 };
+}
 
 pub(super) extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     // SAFETY: `spawn` passes a pointer to its `Image`, alive until the child is done.
@@ -208,10 +248,37 @@ impl Image {
                     fail(Step::Streams, r);
                 }
             }
-            if raw::close_range(3, u32::MAX, 0) < 0 {
+            // The readiness descriptor last: its number may be one the slots used.
+            let keep = match self.ready {
+                Some((from, to)) => {
+                    if from != to {
+                        let r = raw::dup3(from, to);
+                        if r < 0 {
+                            fail(Step::Streams, r);
+                        }
+                    }
+                    Some(to as u32)
+                }
+                None => None,
+            };
+            let closed = match keep {
+                Some(n) => {
+                    (n == 3 || raw::close_range(3, n - 1, 0) >= 0)
+                        && raw::close_range(n + 1, u32::MAX, 0) >= 0
+                }
+                None => raw::close_range(3, u32::MAX, 0) >= 0,
+            };
+            if !closed {
                 for &fd in &self.slots {
                     raw::close(fd);
                 }
+            }
+            if let Some(entry) = &self.watchdog_pid {
+                // The environment's copy of our pid, written in place before the exec.
+                write_decimal(
+                    entry.as_ptr().add(WATCHDOG_PID_PREFIX.len()).cast_mut(),
+                    raw::getpid(),
+                );
             }
             raw::setpgid_self();
             raw::set_death_signal(self.death_signal);

@@ -43,6 +43,8 @@ pub struct Spawned {
     /// The supervisor's (non-blocking) read ends of captured streams.
     pub stdout: Option<OwnedFd>,
     pub stderr: Option<OwnedFd>,
+    /// The read end of its readiness descriptor.
+    pub ready: Option<OwnedFd>,
 }
 
 /// Starts `plan`. `supervisor` is this process's pid, which the child checks after
@@ -78,7 +80,16 @@ pub fn spawn(
     let [(stdout_end, stdout), (stderr_end, stderr)] = streams(plan)?;
     let image =
         Image::new(plan, &program, owner, supervisor).map_err(|e| StartError::Config(fail(e)))?;
-    let pid = slots.launch(image, [stdout_end, stderr_end], plan, wait)?;
+    let (ready, ready_end) = match plan.ready_fd {
+        Some(_) => {
+            let (read, write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| {
+                StartError::System(fail(format!("cannot create a pipe: {}", errno_text(e))))
+            })?;
+            (Some(read), Some(write))
+        }
+        None => (None, None),
+    };
+    let pid = slots.launch(image, [stdout_end, stderr_end], ready_end, plan, wait)?;
     let pidfd = match watch(pid, name) {
         Ok(fd) => fd,
         Err(e) => {
@@ -92,7 +103,24 @@ pub fn spawn(
         pidfd,
         stdout,
         stderr,
+        ready,
     })
+}
+
+/// Checks what `spawn` would refuse about `plan`'s program and directory, without
+/// starting anything.
+pub fn check_program(plan: &SpawnPlan) -> Result<(), StartError> {
+    if plan.payload.is_some() {
+        return Ok(());
+    }
+    program::resolve(plan).map_err(|reason| {
+        StartError::Program(format!(
+            "node '{}': cannot start '{}': {reason}",
+            plan.name,
+            plan.program.display()
+        ))
+    })?;
+    Ok(())
 }
 
 /// A pidfd for our new child `pid`; if there is none, the child is taken down again at

@@ -66,6 +66,7 @@ pub struct Slots {
 
 struct Slot {
     /// stdout, stderr.
+    /// stdout, stderr.
     fds: [OwnedFd; 2],
     shared: Box<Shared>,
     stack: Option<Stack>,
@@ -90,6 +91,8 @@ struct Launch {
     program: PathBuf,
     /// Read by the child; freed only when the slot is free again.
     _image: Box<Image>,
+    /// The write end of its readiness descriptor, which the child takes before its exec.
+    _ready: Option<OwnedFd>,
     started: Instant,
 }
 
@@ -285,6 +288,7 @@ impl Slots {
         &mut self,
         mut image: Image,
         streams: [OwnedFd; 2],
+        ready: Option<OwnedFd>,
         plan: &SpawnPlan,
         wait: bool,
     ) -> Result<Pid, StartError> {
@@ -318,6 +322,13 @@ impl Slots {
         }
         image.slots = [null, slot.fds[0].as_raw_fd(), slot.fds[1].as_raw_fd()];
         image.keep_below = keep_below;
+        // A readiness descriptor is rare: rather than hold a slot descriptor for it, the
+        // child's table keeps everything up to it, and the slot keeps it open until the
+        // child is done with the table they share.
+        if let (Some(fd), Some(to)) = (&ready, plan.ready_fd) {
+            image.ready = Some((fd.as_raw_fd(), to));
+            image.keep_below = keep_below.max(fd.as_raw_fd() + 1);
+        }
         image.failed = &slot.shared.failed;
         let image = Box::new(image);
         slot.shared.failed.store(0, Ordering::Relaxed);
@@ -376,6 +387,7 @@ impl Slots {
             name: plan.name.clone(),
             program: plan.program.clone(),
             _image: image,
+            _ready: ready,
             started: Instant::now(),
         });
         if wait && slot.wait(Instant::now() + LAUNCH_WAIT) {
