@@ -305,7 +305,9 @@ impl EventLoop {
                     Notice::Started { node, pid } => self
                         .host
                         .call_hook(Hook::NodeStatus, (node, pid.as_raw() as INT)),
-                    Notice::Failed { node } => self.host.call_hook(Hook::NodeStatus, (node, 0 as INT)),
+                    Notice::Failed { node } => {
+                        self.host.call_hook(Hook::NodeStatus, (node, 0 as INT))
+                    }
                     Notice::Ready { node } => self.host.call_hook(Hook::NodeReady, (node,)),
                     Notice::Exited { node, exit, uptime } => {
                         let mut info = rhai::Map::new();
@@ -319,9 +321,9 @@ impl EventLoop {
                         info.insert("code".into(), code);
                         info.insert("signal".into(), signal);
                         info.insert("uptime".into(), (uptime as rhai::FLOAT).into());
-                        let answer =
-                            self.host
-                                .call_hook(Hook::NodeExit, (node.clone(), Dynamic::from_map(info)));
+                        let answer = self
+                            .host
+                            .call_hook(Hook::NodeExit, (node.clone(), Dynamic::from_map(info)));
                         if let Ok(Some(value)) = &answer {
                             if value.as_bool() == Ok(false) {
                                 if let Some(nodes) = &self.nodes {

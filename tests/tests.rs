@@ -8,6 +8,8 @@
 //! - `nodes`: what a supervised node sees (scripts, cluster, env, directory, files,
 //!   affinity) and its output
 //! - `output`: node output under load: order, completeness, bounds, rotation
+//! - `readiness`: readiness of every kind, dependencies and their conditions, restart
+//!   policies, stop order, `node_ready`/`node_exit`, health checks and watchdogs
 //! - `reliability`: faults in scripts, nodes and the OS; crash loops; leaks
 //! - `control`: the control socket and `ctl`: every command, the socket file (mode,
 //!   stale, taken, removed), bad and hostile clients, many clients, exit statuses
@@ -30,6 +32,7 @@ mod docs;
 mod layers;
 mod nodes;
 mod output;
+mod readiness;
 mod reliability;
 mod repl;
 mod supervision;

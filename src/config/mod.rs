@@ -22,7 +22,9 @@ use std::time::Duration;
 use rhai::{Dynamic, INT, Map};
 
 pub use record::Fields;
-use record::{Codec, Json, Omit, Seconds, SetError, kind, read_record_map, record, record_map, wrong};
+use record::{
+    Codec, Json, Omit, Seconds, SetError, kind, read_record_map, record, record_map, wrong,
+};
 pub use shapes::{
     Check, Condition, Dependencies, Dependency, Health, KillMode, Ready, RestartPolicy, SignalName,
 };

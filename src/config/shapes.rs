@@ -192,7 +192,10 @@ impl Url {
             (host.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
-                Some((host, p)) => (host.to_string(), p.parse().map_err(|_| bad("has a bad port"))?),
+                Some((host, p)) => (
+                    host.to_string(),
+                    p.parse().map_err(|_| bad("has a bad port"))?,
+                ),
                 None => (authority.to_string(), 80),
             }
         };
@@ -297,8 +300,9 @@ impl Shape for Ready {
                 let Value::String(pattern) = value else {
                     return Err(wrong(&format!("{at}.log"), "a regular expression", value));
                 };
-                regex::Regex::new(pattern)
-                    .map_err(|e| format!("{at}.log: the regular expression does not compile: {e}"))?;
+                regex::Regex::new(pattern).map_err(|e| {
+                    format!("{at}.log: the regular expression does not compile: {e}")
+                })?;
                 Ok(Ready::Log(pattern.clone()))
             }
             kind => Check::parse(kind, value, at).map(Ready::Check),
@@ -361,7 +365,9 @@ impl Shape for Health {
                     let n = value
                         .as_i64()
                         .filter(|n| (1..=1_000_000).contains(n))
-                        .ok_or_else(|| format!("{field} must be a whole number from 1, not {value}"))?;
+                        .ok_or_else(|| {
+                            format!("{field} must be a whole number from 1, not {value}")
+                        })?;
                     health.failures = Some(n);
                 }
                 other => {
@@ -433,11 +439,9 @@ impl Condition {
         let Value::String(text) = v else {
             return Err(wrong(at, "a condition", v));
         };
-        all.into_iter()
-            .find(|c| c.name() == text)
-            .ok_or_else(|| {
-                format!("{at}: unknown condition '{text}' (one of: started, ready, exited, succeeded)")
-            })
+        all.into_iter().find(|c| c.name() == text).ok_or_else(|| {
+            format!("{at}: unknown condition '{text}' (one of: started, ready, exited, succeeded)")
+        })
     }
 }
 
@@ -714,7 +718,10 @@ mod tests {
             (json!({"frob": 1}), "needs one of"),
         ] {
             let err = p(bad.clone()).unwrap_err();
-            assert!(err.starts_with("ready") && err.contains(words), "{bad}: {err}");
+            assert!(
+                err.starts_with("ready") && err.contains(words),
+                "{bad}: {err}"
+            );
         }
         for ready in [
             Ready::Notify,
@@ -733,14 +740,19 @@ mod tests {
         let deps = p(json!(["db", "logger"])).unwrap();
         assert_eq!(deps.0["db"].condition, Condition::Ready);
         assert_eq!(deps.to_value(), json!(["db", "logger"]));
-        let deps = p(json!({"migrate": "succeeded", "db": {"condition": "started", "restart": true}}))
-            .unwrap();
+        let deps =
+            p(json!({"migrate": "succeeded", "db": {"condition": "started", "restart": true}}))
+                .unwrap();
         assert_eq!(deps.0["migrate"].condition, Condition::Succeeded);
         assert!(deps.0["db"].restart);
         assert_eq!(p(deps.to_value()), Ok(deps));
         let err = p(json!({"db": "up"})).unwrap_err();
         assert!(err.contains("unknown condition 'up'"), "{err}");
-        assert!(p(json!({"db": {"when": "x"}})).unwrap_err().contains("no field 'when'"));
+        assert!(
+            p(json!({"db": {"when": "x"}}))
+                .unwrap_err()
+                .contains("no field 'when'")
+        );
         assert!(p(json!([1])).unwrap_err().contains("must be a node name"));
     }
 
@@ -752,10 +764,16 @@ mod tests {
         assert_eq!(p(json!("SIGhup")), Ok(Signal::SIGHUP));
         assert_eq!(p(json!(9)), Ok(Signal::SIGKILL));
         for bad in [json!("NOPE"), json!(0), json!(-9), json!(true)] {
-            assert!(p(bad.clone()).unwrap_err().starts_with("stop_signal"), "{bad}");
+            assert!(
+                p(bad.clone()).unwrap_err().starts_with("stop_signal"),
+                "{bad}"
+            );
         }
         assert_eq!(SignalName(Signal::SIGQUIT).to_value(), json!("QUIT"));
-        assert_eq!(KillMode::parse(&json!("mixed"), "kill_mode"), Ok(KillMode::Mixed));
+        assert_eq!(
+            KillMode::parse(&json!("mixed"), "kill_mode"),
+            Ok(KillMode::Mixed)
+        );
     }
 
     #[test]

@@ -1,20 +1,24 @@
 //! How a supervisor's answers are shown to a person: the status table of `ctl status`
 //! and the REPL's `:status`.
 
-use crate::config::{ExitInfo, Status};
+use crate::config::{ExitInfo, NodeStatus, Status};
 
-/// `NAME STATE PID RESTARTS UPTIME LAST EXIT`, one row per node, columns aligned.
+/// `NAME STATE PID RESTARTS UPTIME LAST EXIT`, one row per node, columns aligned;
+/// with `INFO` last when a node has something to say (what it waits for, since when it
+/// is stopping, a failing health check, its `STATUS=` text).
 pub fn status_table(status: &Status) -> String {
-    let mut rows = vec![[
-        "NAME".to_string(),
-        "STATE".into(),
-        "PID".into(),
-        "RESTARTS".into(),
-        "UPTIME".into(),
-        "LAST EXIT".into(),
-    ]];
+    let header = [
+        "NAME",
+        "STATE",
+        "PID",
+        "RESTARTS",
+        "UPTIME",
+        "LAST EXIT",
+        "INFO",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
     for (name, node) in &status.nodes {
-        rows.push([
+        rows.push(vec![
             name.clone(),
             node.state.clone(),
             node.pid.map_or("-".into(), |p| p.to_string()),
@@ -24,9 +28,15 @@ pub fn status_table(status: &Status) -> String {
                 ExitInfo::Code(code) => format!("code {code}"),
                 ExitInfo::Signal(signal) => ExitInfo::signal_name(signal),
             }),
+            info(node),
         ]);
     }
-    let mut widths = [0; 6];
+    if rows[1..].iter().all(|row| row[6].is_empty()) {
+        for row in &mut rows {
+            row.pop();
+        }
+    }
+    let mut widths = vec![0; rows[0].len()];
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
@@ -48,6 +58,24 @@ pub fn status_table(status: &Status) -> String {
     table
 }
 
+/// What a node has to say beyond its state, for the `INFO` column.
+fn info(node: &NodeStatus) -> String {
+    let mut parts = Vec::new();
+    if let Some(waiting) = &node.waiting_for {
+        parts.push(format!("waiting for {}", waiting.join(", ")));
+    }
+    if let Some(seconds) = node.stopping_for {
+        parts.push(format!("stopping for {}", uptime(seconds)));
+    }
+    if let Some(health) = node.health.as_deref().filter(|h| *h != "ok") {
+        parts.push(format!("health {health}"));
+    }
+    if let Some(text) = &node.status_text {
+        parts.push(text.clone());
+    }
+    parts.join("; ")
+}
+
 /// `42s`, `5m03s`, `2h05m`, `3d04h`.
 pub fn uptime(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
@@ -62,7 +90,7 @@ pub fn uptime(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{NodeConfig, NodeStatus};
+    use crate::config::NodeConfig;
 
     #[test]
     fn uptimes_read_naturally() {

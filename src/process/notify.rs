@@ -125,10 +125,7 @@ impl Listener {
         let nonce = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let name = format!(
-            "rhai-supervisor/{}/{nonce:08x}/notify",
-            std::process::id()
-        );
+        let name = format!("rhai-supervisor/{}/{nonce:08x}/notify", std::process::id());
         bind(fd.as_raw_fd(), &UnixAddr::new_abstract(name.as_bytes())?)?;
         Ok(Listener {
             fd,
@@ -184,7 +181,9 @@ impl Listener {
             let length = message.bytes;
             let truncated = message.flags.contains(MsgFlags::MSG_TRUNC) || length > BUFFER;
             let (Some(pid), false) = (sender, truncated) else {
-                log::debug!("dropped a notification datagram ({length} bytes) without credentials or too large");
+                log::debug!(
+                    "dropped a notification datagram ({length} bytes) without credentials or too large"
+                );
                 continue;
             };
             let text = String::from_utf8_lossy(&buffer[..length.min(BUFFER)]);

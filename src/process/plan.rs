@@ -281,7 +281,11 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
 
 /// Plans one try of an `exec` check of `config`'s node: `argv` in the node's directory
 /// and environment, its output captured (for the message of a failed try).
-pub fn check(config: &NodeConfig, argv: &[String], launcher: &Launcher) -> Result<SpawnPlan, String> {
+pub fn check(
+    config: &NodeConfig,
+    argv: &[String],
+    launcher: &Launcher,
+) -> Result<SpawnPlan, String> {
     let mut node = config.clone();
     node.command = Some(argv.to_vec());
     node.stdout_file = None;

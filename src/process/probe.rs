@@ -188,9 +188,11 @@ impl Running {
         match response.parse(&self.response) {
             Ok(httparse::Status::Complete(_)) => Some(match response.code {
                 Some(code) if (200..300).contains(&code) => Ok(()),
-                Some(code) => Err(format!("HTTP {code} {}", response.reason.unwrap_or_default())
-                    .trim_end()
-                    .to_string()),
+                Some(code) => Err(
+                    format!("HTTP {code} {}", response.reason.unwrap_or_default())
+                        .trim_end()
+                        .to_string(),
+                ),
                 None => Err("the response has no status".into()),
             }),
             Ok(httparse::Status::Partial) => None,

@@ -617,7 +617,10 @@ impl<E: From<IoEvent>> Io<E> {
 
     fn release_if_done(&mut self, index: usize) {
         if let Some(slot) = &self.slots[index] {
-            if slot.pidfd.is_none() && slot.ready.is_none() && slot.pipes.iter().all(Option::is_none) {
+            if slot.pidfd.is_none()
+                && slot.ready.is_none()
+                && slot.pipes.iter().all(Option::is_none)
+            {
                 self.slots[index] = None;
                 self.free.push(index);
             }

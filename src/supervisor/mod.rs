@@ -233,7 +233,11 @@ impl Supervisor {
             .map(|(name, dep)| (name.clone(), (*dep, self.edge(name, dep.condition), false)))
             .collect();
         let ready = deps.values().all(|(_, edge, _)| *edge == Edge::Met);
-        let slot = self.free.last().copied().unwrap_or(self.nodes.len() as Slot);
+        let slot = self
+            .free
+            .last()
+            .copied()
+            .unwrap_or(self.nodes.len() as Slot);
         let proc = self.proc_id(slot);
         let how = if ready { Start::First } else { Start::Check };
         let started = self.backend.start(&config, proc, how)?;
@@ -300,9 +304,11 @@ impl Supervisor {
             };
             let name = entry.node.config.name.clone();
             entry.doomed = ordered;
-            match entry.node.state.pid() {
-                Some(pid) => log::info!("destroying node '{name}' (pid {pid})"),
-                None => log::info!("destroyed node '{name}'"),
+            if !ordered {
+                match entry.node.state.pid() {
+                    Some(pid) => log::info!("destroying node '{name}' (pid {pid})"),
+                    None => log::info!("destroyed node '{name}'"),
+                }
             }
             self.names.remove(&name);
             self.destroyed.insert(name.clone());
@@ -333,7 +339,12 @@ impl Supervisor {
         }
         for slot in slots {
             if let Some(entry) = self.entry(slot) {
-                if let Some(instance) = entry.node.state.instance().filter(|_| entry.node.state.is_up()) {
+                if let Some(instance) = entry
+                    .node
+                    .state
+                    .instance()
+                    .filter(|_| entry.node.state.is_up())
+                {
                     log::info!(
                         "restarting node '{}' (pid {})",
                         entry.node.config.name,
@@ -374,7 +385,10 @@ impl Supervisor {
     /// `node_exit` returned `false` for `name`: it stays down.
     pub fn keep_down(&mut self, name: &str) {
         if let Some(&slot) = self.names.get(name) {
-            if matches!(self.entry(slot).map(|e| e.node.state), Some(State::Reviving { .. })) {
+            if matches!(
+                self.entry(slot).map(|e| e.node.state),
+                Some(State::Reviving { .. })
+            ) {
                 log::info!("node '{name}' stays down: node_exit() returned false");
             }
             self.step(slot, Input::KeepDown);
@@ -448,10 +462,15 @@ impl Supervisor {
         }
         // Only the lines that will still be kept after this chunk are worth copying.
         for line in lines::split(lines::last(data, TAIL_LINES)) {
-            entry.node.output.push(stream, &String::from_utf8_lossy(line));
+            entry
+                .node
+                .output
+                .push(stream, &String::from_utf8_lossy(line));
         }
         let ready = match (&entry.node.readiness, entry.node.state) {
-            (Readiness::Log(pattern), State::Starting { instance, .. }) if instance.proc == proc => {
+            (Readiness::Log(pattern), State::Starting { instance, .. })
+                if instance.proc == proc =>
+            {
                 lines::split(data).any(|line| pattern.is_match(&String::from_utf8_lossy(line)))
             }
             _ => false,
@@ -482,7 +501,9 @@ impl Supervisor {
         }
         let notify = matches!(entry.node.readiness, Readiness::Notify);
         if notification.watchdog {
-            if let (Some(period), State::Running(_)) = (watchdog(&entry.node.config), entry.node.state) {
+            if let (Some(period), State::Running(_)) =
+                (watchdog(&entry.node.config), entry.node.state)
+            {
                 entry.generation = entry.generation.wrapping_add(1);
                 let at = now + period;
                 let generation = entry.generation;
@@ -592,7 +613,9 @@ impl Supervisor {
                 let state = self.entry(slot).map(|e| e.node.state);
                 match state {
                     Some(State::Exited) => {
-                        log::info!("node '{name}' (pid {pid}) {what}; it is not revived (restart policy)")
+                        log::info!(
+                            "node '{name}' (pid {pid}) {what}; it is not revived (restart policy)"
+                        )
                     }
                     Some(State::Waiting) => log::info!(
                         "node '{name}' (pid {pid}) stopped: {what}; it waits for its dependencies again"
@@ -676,7 +699,12 @@ impl Supervisor {
         if name.is_empty() {
             Box::new(self.names.iter().map(|(n, s)| (n, *s)))
         } else {
-            Box::new(self.names.get_key_value(name).map(|(n, s)| (n, *s)).into_iter())
+            Box::new(
+                self.names
+                    .get_key_value(name)
+                    .map(|(n, s)| (n, *s))
+                    .into_iter(),
+            )
         }
     }
 
@@ -735,7 +763,12 @@ impl Supervisor {
 
     /// Whether the node named `name` meets `condition` now.
     fn edge(&self, name: &str, condition: Condition) -> Edge {
-        let Some(node) = self.names.get(name).and_then(|&s| self.entry(s)).map(|e| &e.node) else {
+        let Some(node) = self
+            .names
+            .get(name)
+            .and_then(|&s| self.entry(s))
+            .map(|e| &e.node)
+        else {
             return if self.destroyed.contains(name) {
                 Edge::Never("it was destroyed")
             } else {
@@ -817,7 +850,8 @@ impl Supervisor {
                         .and_then(|e| e.node.state.instance())
                         .map(|i| i.proc)
                     {
-                        self.deadlines.push(Reverse((deadline, Deadline::Kill(proc))));
+                        self.deadlines
+                            .push(Reverse((deadline, Deadline::Kill(proc))));
                     }
                 }
                 Action::Kill { pid, whom } => {
@@ -974,8 +1008,10 @@ impl Supervisor {
                         .push(Reverse((now + interval, Deadline::Probe(slot, generation))));
                 }
                 if let Some(period) = watchdog(&entry.node.config) {
-                    self.deadlines
-                        .push(Reverse((now + period, Deadline::Watchdog(slot, generation))));
+                    self.deadlines.push(Reverse((
+                        now + period,
+                        Deadline::Watchdog(slot, generation),
+                    )));
                 }
                 self.notices.push(Notice::Ready { node: name.clone() });
             }
@@ -1030,7 +1066,10 @@ impl Supervisor {
                 }
             }
             if went_down && dependency.restart && up && !self.stopping {
-                let dependent = self.entry(slot).map(|e| e.node.config.name.clone()).unwrap_or_default();
+                let dependent = self
+                    .entry(slot)
+                    .map(|e| e.node.config.name.clone())
+                    .unwrap_or_default();
                 log::info!("node '{dependent}' restarts with '{name}'");
                 self.step(slot, Input::DependencyLost);
                 continue;
@@ -1075,14 +1114,35 @@ impl Supervisor {
             return;
         }
         let name = &entry.node.config.name;
-        let blocked = self.dependents.get(name).is_some_and(|list| {
-            list.iter().any(|&s| {
-                s != slot && self.entry(s).is_some_and(|d| d.node.state.instance().is_some())
-            })
-        });
-        if !blocked {
-            self.step(slot, Input::Destroy);
+        let blocking: Vec<&str> = self
+            .dependents
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|&&s| s != slot)
+            .filter_map(|&s| self.entry(s))
+            .filter(|d| d.node.state.instance().is_some())
+            .map(|d| d.node.config.name.as_str())
+            .collect();
+        if !blocking.is_empty() {
+            log::debug!(
+                "node '{name}' stops once {} have",
+                blocking
+                    .iter()
+                    .map(|n| format!("'{n}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            return;
         }
+        match entry.node.state {
+            State::Stopping { .. } => {}
+            state => match state.pid() {
+                Some(pid) => log::info!("destroying node '{name}' (pid {pid})"),
+                None => log::info!("destroyed node '{name}'"),
+            },
+        }
+        self.step(slot, Input::Destroy);
     }
 
     fn deadline(&mut self, deadline: Deadline) {
@@ -1155,9 +1215,11 @@ impl Supervisor {
             return;
         }
         let (purpose, check, timeout) = match (&entry.node.state, &entry.node.readiness) {
-            (State::Starting { .. }, Readiness::Poll { check, interval }) => {
-                (Purpose::Ready, check.clone(), (*interval).max(Duration::from_secs(1)))
-            }
+            (State::Starting { .. }, Readiness::Poll { check, interval }) => (
+                Purpose::Ready,
+                check.clone(),
+                (*interval).max(Duration::from_secs(1)),
+            ),
             (State::Running(_), _) => match &entry.node.config.health {
                 Some(health) => (
                     Purpose::Health,
@@ -1206,7 +1268,11 @@ impl Supervisor {
     /// A check that is a process has exited.
     fn probe_exited(&mut self, id: ProcId) {
         let slot = slot_of(id);
-        let Some(probe) = self.entry(slot).and_then(|e| e.probe.clone()).filter(|p| p.id == id) else {
+        let Some(probe) = self
+            .entry(slot)
+            .and_then(|e| e.probe.clone())
+            .filter(|p| p.id == id)
+        else {
             return;
         };
         let Some(pid) = probe.pid else {
@@ -1291,7 +1357,8 @@ impl Supervisor {
 
 /// The watchdog period of a node that speaks the notify protocol.
 fn watchdog(config: &NodeConfig) -> Option<Duration> {
-    let notify = config.ready == Some(Ready::Notify) || config.ready.is_none() && config.command.is_none();
+    let notify =
+        config.ready == Some(Ready::Notify) || config.ready.is_none() && config.command.is_none();
     config
         .watchdog
         .and_then(|s| seconds(s).ok())

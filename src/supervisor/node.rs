@@ -36,7 +36,10 @@ pub enum State {
     /// A dependency is not met yet; no process.
     Waiting,
     /// Its process runs and is not ready yet; it must be by `ready_by`.
-    Starting { instance: Instance, ready_by: Instant },
+    Starting {
+        instance: Instance,
+        ready_by: Instant,
+    },
     /// Its process runs and is ready.
     Running(Instance),
     /// Its process ended on its own (or could not start); a new one starts at `at`.
@@ -413,12 +416,9 @@ impl Node {
             ) => (self.state, none()),
 
             // Being stopped.
-            (
-                S::Stopping {
-                    instance, then, ..
-                },
-                I::Exited { proc, exit },
-            ) if proc == instance.proc => {
+            (S::Stopping { instance, then, .. }, I::Exited { proc, exit })
+                if proc == instance.proc =>
+            {
                 self.last_exit = exit;
                 match then {
                     Then::Remove => (self.state, vec![Action::Remove]),
@@ -693,7 +693,12 @@ mod tests {
         let mut n = node(t0);
         assert_eq!(
             n.step(Input::Restart, t0),
-            [stop(100, Signal::SIGTERM, Whom::Group, t0 + DEFAULT_STOP_TIMEOUT)]
+            [stop(
+                100,
+                Signal::SIGTERM,
+                Whom::Group,
+                t0 + DEFAULT_STOP_TIMEOUT
+            )]
         );
         assert_eq!(n.state.name(), "restarting");
         assert_eq!(n.state.pid(), Some(Pid::from_raw(100)));
@@ -872,14 +877,21 @@ mod tests {
             panic!("starting")
         };
         assert_eq!(ready_by, t0 + secs(5));
-        assert_eq!(n.step(Input::ReadyTimeout { proc: P2 }, t0), [], "another process");
+        assert_eq!(
+            n.step(Input::ReadyTimeout { proc: P2 }, t0),
+            [],
+            "another process"
+        );
         let [Action::Stop { signal, .. }] = n.step(Input::ReadyTimeout { proc: P1 }, t0)[..] else {
             panic!("a stop")
         };
         assert_eq!(signal, Signal::SIGTERM);
         assert_eq!(n.state.name(), "stopping");
         // its exit counts as a failure: the usual backoff
-        assert_eq!(n.step(exited(P1, None), t0), [Action::ReviveAt(t0 + secs(1))]);
+        assert_eq!(
+            n.step(exited(P1, None), t0),
+            [Action::ReviveAt(t0 + secs(1))]
+        );
         assert_eq!(n.failures.count, 1);
     }
 
@@ -887,7 +899,10 @@ mod tests {
     fn a_node_that_exits_while_starting_is_revived() {
         let t0 = Instant::now();
         let mut n = node_with(with(|c| c.ready = Some(Ready::Notify)), t0);
-        assert_eq!(n.step(exited(P1, Some(ExitInfo::Code(1))), t0), [Action::ReviveAt(t0 + secs(1))]);
+        assert_eq!(
+            n.step(exited(P1, Some(ExitInfo::Code(1))), t0),
+            [Action::ReviveAt(t0 + secs(1))]
+        );
     }
 
     #[test]
@@ -897,7 +912,11 @@ mod tests {
         assert_eq!(never.step(exited(P1, Some(ExitInfo::Code(1))), t0), []);
         assert_eq!(never.state, State::Exited);
         assert_eq!(never.step(Input::RevivalDue, t0 + secs(60)), []);
-        assert_eq!(never.step(Input::Restart, t0), [Action::Start], "restart runs it again");
+        assert_eq!(
+            never.step(Input::Restart, t0),
+            [Action::Start],
+            "restart runs it again"
+        );
         let mut on_failure = node_with(with(|c| c.restart = Some(RestartPolicy::OnFailure)), t0);
         assert_eq!(on_failure.step(exited(P1, Some(ExitInfo::Code(0))), t0), []);
         assert_eq!(on_failure.state, State::Exited);
@@ -959,13 +978,24 @@ mod tests {
         let [Action::Stop { .. }] = n.step(Input::Unhealthy { proc: P1 }, t0)[..] else {
             panic!("a stop")
         };
-        assert_eq!(n.step(exited(P1, None), t0), [Action::ReviveAt(t0 + secs(1))]);
+        assert_eq!(
+            n.step(exited(P1, None), t0),
+            [Action::ReviveAt(t0 + secs(1))]
+        );
         let mut n = node(t0);
         assert_eq!(
             n.step(Input::WatchdogMissed { proc: P1 }, t0),
-            [stop(100, Signal::SIGABRT, Whom::Process, t0 + DEFAULT_STOP_TIMEOUT)]
+            [stop(
+                100,
+                Signal::SIGABRT,
+                Whom::Process,
+                t0 + DEFAULT_STOP_TIMEOUT
+            )]
         );
-        assert_eq!(n.step(exited(P1, Some(ExitInfo::Signal(6))), t0), [Action::ReviveAt(t0 + secs(1))]);
+        assert_eq!(
+            n.step(exited(P1, Some(ExitInfo::Signal(6))), t0),
+            [Action::ReviveAt(t0 + secs(1))]
+        );
     }
 
     #[test]
@@ -1003,7 +1033,11 @@ mod tests {
     #[test]
     fn destroy_overrides_what_a_stop_was_for() {
         let t0 = Instant::now();
-        for input in [Input::Restart, Input::Unhealthy { proc: P1 }, Input::DependencyLost] {
+        for input in [
+            Input::Restart,
+            Input::Unhealthy { proc: P1 },
+            Input::DependencyLost,
+        ] {
             let mut n = node(t0);
             n.step(input, t0);
             assert_eq!(n.step(Input::Destroy, t0), [], "{input:?}");

@@ -265,3 +265,425 @@ fn shutdown_during_a_restart_does_not_start_again() {
     assert_eq!(world.borrow().started.len(), starts);
     assert!(sup.is_idle());
 }
+
+// Readiness, dependencies, order, health.
+
+use crate::config::{
+    Check, Condition, Dependencies, Dependency, Health, KillMode, Ready, RestartPolicy, SignalName,
+    shapes::Target,
+};
+use crate::process::Remnants;
+use crate::process::notify::Notification;
+
+fn depends(config: &mut NodeConfig, deps: &[(&str, Condition, bool)]) {
+    config.depends_on = Some(Dependencies(
+        deps.iter()
+            .map(|(name, condition, restart)| {
+                (
+                    name.to_string(),
+                    Dependency {
+                        condition: *condition,
+                        restart: *restart,
+                    },
+                )
+            })
+            .collect(),
+    ));
+}
+
+fn notify_node(name: &str) -> NodeConfig {
+    let mut config = command(name);
+    config.ready = Some(Ready::Notify);
+    config
+}
+
+fn ready(sup: &mut Supervisor, name: &str) {
+    let pid = pid_of(sup, name);
+    sup.notified(
+        pid,
+        Notification {
+            ready: true,
+            ..Notification::default()
+        },
+    );
+}
+
+fn started_names(world: &Rc<RefCell<World>>) -> Vec<String> {
+    world.borrow().started.iter().map(|s| s.0.clone()).collect()
+}
+
+#[test]
+fn a_dependent_starts_when_its_dependency_is_ready() {
+    let (mut sup, world) = supervisor();
+    let mut app = command("app");
+    depends(&mut app, &[("db", Condition::Ready, false)]);
+    sup.create(app).unwrap();
+    assert_eq!(state(&sup, "app"), "waiting");
+    assert_eq!(
+        sup.status("app").nodes["app"].waiting_for,
+        Some(vec!["db".to_string()]),
+        "not created yet"
+    );
+    assert!(
+        world.borrow().started.is_empty(),
+        "no process while waiting"
+    );
+    sup.create(notify_node("db")).unwrap();
+    assert_eq!(state(&sup, "db"), "starting");
+    assert_eq!(state(&sup, "app"), "waiting");
+    // a notification from another process changes nothing
+    sup.notified(
+        Pid::from_raw(1),
+        Notification {
+            ready: true,
+            ..Notification::default()
+        },
+    );
+    assert_eq!(state(&sup, "db"), "starting");
+    ready(&mut sup, "db");
+    assert_eq!(state(&sup, "db"), "running");
+    assert_eq!(state(&sup, "app"), "running", "in the same turn");
+    assert_eq!(started_names(&world), ["db", "app"]);
+    assert_eq!(sup.status("app").nodes["app"].restarts, 0);
+    let notices = sup.take_notices();
+    assert!(notices.contains(&Notice::Ready { node: "db".into() }));
+}
+
+#[test]
+fn conditions_started_exited_and_succeeded() {
+    let (mut sup, world) = supervisor();
+    let mut migrate = command("migrate");
+    migrate.restart = Some(RestartPolicy::Never);
+    sup.create(migrate).unwrap();
+    let mut after_start = command("watcher");
+    depends(&mut after_start, &[("migrate", Condition::Started, false)]);
+    sup.create(after_start).unwrap();
+    assert_eq!(state(&sup, "watcher"), "running", "started is enough");
+    let mut app = command("app");
+    depends(&mut app, &[("migrate", Condition::Succeeded, false)]);
+    sup.create(app).unwrap();
+    let mut report = command("report");
+    depends(&mut report, &[("migrate", Condition::Exited, false)]);
+    sup.create(report).unwrap();
+    assert_eq!(state(&sup, "app"), "waiting");
+    let pid = pid_of(&sup, "migrate");
+    ends(&mut sup, &world, pid, Some(ExitInfo::Code(0)));
+    assert_eq!(state(&sup, "migrate"), "exited");
+    assert_eq!(state(&sup, "app"), "running");
+    assert_eq!(state(&sup, "report"), "running");
+}
+
+#[test]
+fn a_dependency_that_can_no_longer_be_met_is_named() {
+    let (mut sup, world) = supervisor();
+    let mut migrate = command("migrate");
+    migrate.restart = Some(RestartPolicy::Never);
+    sup.create(migrate).unwrap();
+    let mut app = command("app");
+    depends(&mut app, &[("migrate", Condition::Succeeded, false)]);
+    sup.create(app).unwrap();
+    let pid = pid_of(&sup, "migrate");
+    ends(&mut sup, &world, pid, Some(ExitInfo::Code(3)));
+    assert_eq!(state(&sup, "app"), "waiting");
+    assert_eq!(
+        sup.status("app").nodes["app"].waiting_for,
+        Some(vec!["migrate".to_string()])
+    );
+    // destroyed: can no longer either
+    let mut other = command("other");
+    depends(&mut other, &[("gone", Condition::Ready, false)]);
+    sup.create(command("gone")).unwrap();
+    sup.destroy("gone");
+    sup.create(other).unwrap();
+    assert_eq!(state(&sup, "other"), "waiting");
+}
+
+#[test]
+fn cycles_and_self_dependencies_are_refused() {
+    let (mut sup, _world) = supervisor();
+    let mut a = command("a");
+    depends(&mut a, &[("b", Condition::Ready, false)]);
+    sup.create(a).unwrap();
+    let mut b = command("b");
+    depends(&mut b, &[("c", Condition::Ready, false)]);
+    sup.create(b).unwrap();
+    let mut c = command("c");
+    depends(&mut c, &[("a", Condition::Started, false)]);
+    let err = sup.create(c).unwrap_err().to_string();
+    assert_eq!(err, "node 'c': dependency cycle: c -> a -> b -> c");
+    assert!(sup.status("c").nodes.is_empty());
+    let mut me = command("me");
+    depends(&mut me, &[("me", Condition::Ready, false)]);
+    assert!(
+        sup.create(me)
+            .unwrap_err()
+            .to_string()
+            .contains("names the node itself")
+    );
+}
+
+#[test]
+fn restart_true_takes_the_dependent_down_and_up_with_its_dependency() {
+    let (mut sup, world) = supervisor();
+    sup.create(command("db")).unwrap();
+    let mut app = command("app");
+    depends(&mut app, &[("db", Condition::Ready, true)]);
+    sup.create(app).unwrap();
+    let mut loose = command("loose");
+    depends(&mut loose, &[("db", Condition::Ready, false)]);
+    sup.create(loose).unwrap();
+    let (app_pid, loose_pid) = (pid_of(&sup, "app"), pid_of(&sup, "loose"));
+    sup.restart("db");
+    assert_eq!(state(&sup, "app"), "stopping", "goes down with db");
+    assert_eq!(world.borrow().signals_to(app_pid)[0], Signal::SIGTERM);
+    assert_eq!(
+        state(&sup, "loose"),
+        "running",
+        "without restart: true it stays"
+    );
+    ends(&mut sup, &world, app_pid, None);
+    assert_eq!(state(&sup, "app"), "waiting");
+    let db = world
+        .borrow()
+        .started
+        .iter()
+        .filter(|s| s.0 == "db")
+        .count();
+    let db_pid = world
+        .borrow()
+        .started
+        .iter()
+        .filter(|s| s.0 == "db")
+        .map(|s| s.2)
+        .next()
+        .unwrap();
+    assert_eq!(db, 1);
+    ends(&mut sup, &world, db_pid, None);
+    assert_eq!(state(&sup, "db"), "running");
+    assert_eq!(state(&sup, "app"), "running", "back when db is");
+    assert_ne!(pid_of(&sup, "app"), app_pid);
+    assert_eq!(pid_of(&sup, "loose"), loose_pid);
+}
+
+#[test]
+fn shutdown_stops_dependents_before_their_dependencies() {
+    let (mut sup, world) = supervisor();
+    sup.create(command("logger")).unwrap();
+    let mut manager = command("manager");
+    depends(&mut manager, &[("logger", Condition::Ready, false)]);
+    sup.create(manager).unwrap();
+    let mut worker = command("worker");
+    depends(&mut worker, &[("manager", Condition::Ready, false)]);
+    sup.create(worker).unwrap();
+    sup.create(command("unrelated")).unwrap();
+    let pids: Vec<Pid> = ["logger", "manager", "worker", "unrelated"]
+        .iter()
+        .map(|n| pid_of(&sup, n))
+        .collect();
+    sup.stop_all();
+    let signalled =
+        |world: &Rc<RefCell<World>>, pid: Pid| !world.borrow().signals_to(pid).is_empty();
+    assert!(signalled(&world, pids[2]), "the worker first");
+    assert!(signalled(&world, pids[3]), "unrelated nodes together");
+    assert!(!signalled(&world, pids[1]) && !signalled(&world, pids[0]));
+    ends(&mut sup, &world, pids[2], None);
+    assert!(signalled(&world, pids[1]), "then the manager");
+    assert!(!signalled(&world, pids[0]));
+    ends(&mut sup, &world, pids[1], None);
+    assert!(signalled(&world, pids[0]), "the logger last");
+    ends(&mut sup, &world, pids[0], None);
+    ends(&mut sup, &world, pids[3], None);
+    assert!(sup.is_idle());
+}
+
+#[test]
+fn a_second_sigterm_kills_everything_at_once() {
+    let (mut sup, world) = supervisor();
+    sup.create(command("logger")).unwrap();
+    let mut worker = command("worker");
+    depends(&mut worker, &[("logger", Condition::Ready, false)]);
+    sup.create(worker).unwrap();
+    let logger = pid_of(&sup, "logger");
+    sup.stop_all();
+    sup.kill_all();
+    assert_eq!(
+        world.borrow().signals_to(logger).last(),
+        Some(&Signal::SIGKILL)
+    );
+}
+
+#[test]
+fn readiness_by_fd_log_and_polled_check() {
+    let (mut sup, world) = supervisor();
+    let mut fd = command("fd");
+    fd.ready = Some(Ready::Fd(3));
+    sup.create(fd).unwrap();
+    let proc = world.borrow().proc_of(pid_of(&sup, "fd")).unwrap();
+    sup.fd_ready(proc);
+    assert_eq!(state(&sup, "fd"), "running");
+
+    let mut log = command("log");
+    log.ready = Some(Ready::Log("^listening on \\d+$".into()));
+    sup.create(log).unwrap();
+    let proc = world.borrow().proc_of(pid_of(&sup, "log")).unwrap();
+    sup.take_output(proc, Stream::Stdout, b"starting\nlistening on x\n");
+    assert_eq!(state(&sup, "log"), "starting");
+    sup.take_output(proc, Stream::Stderr, b"listening on 80\n");
+    assert_eq!(state(&sup, "log"), "running");
+
+    let mut tcp = command("tcp");
+    tcp.ready = Some(Ready::Check(Check::Tcp(Target {
+        host: "127.0.0.1".into(),
+        port: 9,
+    })));
+    tcp.ready_interval = Some(0.5);
+    sup.create(tcp).unwrap();
+    assert!(
+        world.borrow().probes.is_empty(),
+        "the first try after an interval"
+    );
+    tick(&mut sup, &world, Duration::from_millis(500));
+    let (id, _) = world.borrow().probes[0].clone();
+    sup.probed(id, Err("connection refused".into()));
+    assert_eq!(state(&sup, "tcp"), "starting");
+    tick(&mut sup, &world, Duration::from_millis(499));
+    assert_eq!(world.borrow().probes.len(), 1, "not before the interval");
+    tick(&mut sup, &world, Duration::from_millis(1));
+    let (id, _) = world.borrow().probes[1].clone();
+    sup.probed(id, Ok(()));
+    assert_eq!(state(&sup, "tcp"), "running");
+}
+
+#[test]
+fn not_ready_in_time_is_stopped_and_revived_with_backoff() {
+    let (mut sup, world) = supervisor();
+    let mut slow = notify_node("slow");
+    slow.ready_timeout = Some(2.0);
+    sup.create(slow).unwrap();
+    let pid = pid_of(&sup, "slow");
+    tick(&mut sup, &world, Duration::from_secs(2));
+    assert_eq!(state(&sup, "slow"), "stopping");
+    assert_eq!(world.borrow().signals_to(pid)[0], Signal::SIGTERM);
+    ends(&mut sup, &world, pid, None);
+    assert_eq!(state(&sup, "slow"), "reviving");
+    tick(&mut sup, &world, Duration::from_secs(1));
+    assert_eq!(state(&sup, "slow"), "starting");
+}
+
+#[test]
+fn failing_health_checks_restart_the_node_and_show() {
+    let (mut sup, world) = supervisor();
+    let mut web = command("web");
+    web.health = Some(Health {
+        check: Check::Exec(vec!["check".into()]),
+        interval: Some(1.0),
+        timeout: Some(0.5),
+        failures: Some(2),
+    });
+    sup.create(web).unwrap();
+    assert_eq!(sup.status("web").nodes["web"].health.as_deref(), Some("ok"));
+    let pid = pid_of(&sup, "web");
+    // one try fails: the check's last line says why
+    tick(&mut sup, &world, Duration::from_secs(1));
+    let (id, _) = world.borrow().probes[0].clone();
+    sup.take_output(id, Stream::Stdout, b"database down\n");
+    world.borrow_mut().exits.insert(id, ExitInfo::Code(1));
+    sup.process_exited(id);
+    assert_eq!(
+        sup.status("web").nodes["web"].health.as_deref(),
+        Some("failing (1/2): exited with code 1: database down")
+    );
+    // the next one times out: killed, and the second failure restarts the node
+    tick(&mut sup, &world, Duration::from_secs(1));
+    let (id, _) = world.borrow().probes[1].clone();
+    let check_pid = world.borrow().live[&id];
+    tick(&mut sup, &world, Duration::from_millis(500));
+    assert_eq!(world.borrow().signals_to(check_pid), [Signal::SIGKILL]);
+    sup.process_exited(id);
+    assert_eq!(state(&sup, "web"), "stopping");
+    ends(&mut sup, &world, pid, None);
+    assert_eq!(
+        state(&sup, "web"),
+        "reviving",
+        "a failure: the usual backoff"
+    );
+}
+
+#[test]
+fn a_silent_watchdog_aborts_the_node() {
+    let (mut sup, world) = supervisor();
+    let mut w = notify_node("w");
+    w.watchdog = Some(3.0);
+    sup.create(w).unwrap();
+    ready(&mut sup, "w");
+    let pid = pid_of(&sup, "w");
+    tick(&mut sup, &world, Duration::from_secs(2));
+    sup.notified(
+        pid,
+        Notification {
+            watchdog: true,
+            ..Notification::default()
+        },
+    );
+    tick(&mut sup, &world, Duration::from_secs(2));
+    assert_eq!(state(&sup, "w"), "running", "the ping moved the deadline");
+    tick(&mut sup, &world, Duration::from_secs(1));
+    assert_eq!(state(&sup, "w"), "stopping");
+    assert_eq!(world.borrow().process_signals[0], (pid, Signal::SIGABRT));
+}
+
+#[test]
+fn node_exit_can_keep_a_node_down_before_it_is_revived() {
+    let (mut sup, world) = supervisor();
+    let mut w = command("w");
+    w.revival_delay = Some(0.0);
+    sup.create(w).unwrap();
+    sup.set_exit_hook(true);
+    sup.take_notices();
+    let pid = pid_of(&sup, "w");
+    ends(&mut sup, &world, pid, Some(ExitInfo::Code(4)));
+    let notices = sup.take_notices();
+    assert!(
+        matches!(&notices[0], Notice::Exited { node, exit: Some(ExitInfo::Code(4)), .. } if node == "w")
+    );
+    assert_eq!(state(&sup, "w"), "reviving", "waits for the hook's answer");
+    sup.keep_down("w");
+    tick(&mut sup, &world, Duration::ZERO);
+    assert_eq!(state(&sup, "w"), "exited");
+    assert_eq!(world.borrow().started.len(), 1);
+}
+
+#[test]
+fn stop_signal_kill_mode_and_signal() {
+    let (mut sup, world) = supervisor();
+    let mut web = command("web");
+    web.stop_signal = Some(SignalName(Signal::SIGQUIT));
+    web.kill_mode = Some(KillMode::Mixed);
+    sup.create(web).unwrap();
+    let pid = pid_of(&sup, "web");
+    assert_eq!(sup.signal("web", Signal::SIGHUP), Ok(1));
+    assert_eq!(world.borrow().process_signals, [(pid, Signal::SIGHUP)]);
+    assert!(matches!(
+        sup.signal("nope", Signal::SIGHUP),
+        Err(SignalError::Unknown(_))
+    ));
+    sup.destroy("web");
+    assert_eq!(
+        world.borrow().process_signals[1..],
+        [(pid, Signal::SIGQUIT), (pid, Signal::SIGCONT)]
+    );
+    assert!(
+        world.borrow().signals_to(pid).is_empty(),
+        "only the main process"
+    );
+    assert!(sup.status("").nodes.is_empty());
+    tick(&mut sup, &world, crate::config::DEFAULT_STOP_TIMEOUT);
+    assert_eq!(
+        world.borrow().signals_to(pid),
+        [Signal::SIGKILL],
+        "the group at the timeout"
+    );
+    let proc = world.borrow().proc_of(pid).unwrap();
+    sup.process_exited(proc);
+    assert_eq!(world.borrow().remnants, [(proc, Remnants::Kill)]);
+}
