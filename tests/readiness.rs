@@ -12,13 +12,20 @@ fn ctl(sandbox: &Sandbox, args: &[&str]) -> Finished {
     sandbox.run(&all)
 }
 
-/// `ctl --json status` as JSON, once the supervisor listens.
+/// `ctl --json status` as JSON, once the supervisor answers (its socket file exists a
+/// moment before it listens).
 fn status(sandbox: &Sandbox) -> Value {
+    let mut out = None;
     assert!(
-        wait_until(PATIENCE, || sandbox.path("rhai-supervisor.sock").exists()),
-        "the supervisor never listened"
+        wait_until(PATIENCE, || {
+            let answer = ctl(sandbox, &["--json", "status"]);
+            let answered = answer.code() != Some(3);
+            out = Some(answer);
+            answered
+        }),
+        "the supervisor never answered"
     );
-    let out = ctl(sandbox, &["--json", "status"]);
+    let out = out.unwrap();
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     let response: Value = serde_json::from_str(&out.stdout).unwrap();
     response["result"]["nodes"].clone()
@@ -254,10 +261,11 @@ fn a_failed_dependency_is_named_and_logged_once() {
 #[test]
 fn the_cluster_stops_in_reverse_order() {
     let sandbox = Sandbox::new("stop-order");
-    // Each node takes a moment to stop and says so, so an early SIGTERM would show.
+    // Each node takes a moment to stop and says so, so an early SIGTERM would show; it
+    // is ready once its trap is set.
     let node = |name: &str| {
         format!(
-            r#"["sh", "-c", "trap 'echo {name} got TERM; sleep 0.2; echo {name} gone; exit 0' TERM; while true; do sleep 0.05; done"]"#
+            r#"["sh", "-c", "trap 'echo {name} got TERM; sleep 0.2; echo {name} gone; exit 0' TERM; echo up; while true; do sleep 0.05; done"], ready: #{{log: "^up$"}}"#
         )
     };
     sandbox.write(
