@@ -154,6 +154,18 @@ pub enum CtlCommand {
         #[arg(long)]
         all: bool,
     },
+    /// Send a signal to a node's main process (or every node's), e.g. HUP to make it
+    /// re-read its configuration.
+    #[command(after_help = "Examples: ctl signal web HUP; ctl signal --all USR1")]
+    Signal {
+        /// The node and the signal (a name such as HUP or SIGHUP, or a number); with
+        /// --all, the signal only.
+        #[arg(value_name = "NAME SIGNAL", num_args = 1..=2, required = true)]
+        args: Vec<String>,
+        /// Every node.
+        #[arg(long)]
+        all: bool,
+    },
     /// Stop the supervisor: every node is stopped, then it runs zeek_done() and exits.
     Stop,
     /// Print the last lines a node wrote (stdout lines to stdout, stderr lines to stderr).

@@ -87,6 +87,23 @@ fn command(command: &CtlCommand) -> Result<Command, String> {
         }
         CtlCommand::Destroy { name, all } => Command::Destroy(target(name, *all)?),
         CtlCommand::Restart { name, all } => Command::Restart(target(name, *all)?),
+        CtlCommand::Signal { args, all } => {
+            let (name, signal) = match (args.as_slice(), all) {
+                ([signal], true) => (None, signal),
+                ([name, signal], false) => (Some(name.clone()), signal),
+                _ => return Err("give a node name and a signal, or --all and a signal".into()),
+            };
+            let name = &name;
+            if crate::config::SignalName::lookup(signal).is_none() {
+                return Err(format!(
+                    "unknown signal '{signal}' (a name such as HUP or SIGUSR1, or a number)"
+                ));
+            }
+            Command::Signal {
+                target: target(name, *all)?,
+                signal: signal.clone(),
+            }
+        }
         CtlCommand::Stop => Command::Stop,
         CtlCommand::Tail { name, lines } => Command::Tail {
             node: name.clone(),
@@ -123,11 +140,11 @@ fn print_result(command: &Command, response: &Response) {
             };
             write_out(line.as_bytes());
         }
-        Command::Destroy(_) | Command::Restart(_) => {
-            let verb = if matches!(command, Command::Destroy(_)) {
-                "destroyed"
-            } else {
-                "restarted"
+        Command::Destroy(_) | Command::Restart(_) | Command::Signal { .. } => {
+            let verb = match command {
+                Command::Destroy(_) => "destroyed".to_string(),
+                Command::Signal { signal, .. } => format!("sent {signal} to"),
+                _ => "restarted".to_string(),
             };
             let names: Vec<String> = serde_json::from_value(result).unwrap_or_default();
             let line = match names.as_slice() {

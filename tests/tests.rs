@@ -10,6 +10,7 @@
 //! - `output`: node output under load: order, completeness, bounds, rotation
 //! - `readiness`: readiness of every kind, dependencies and their conditions, restart
 //!   policies, stop order, `node_ready`/`node_exit`, health checks and watchdogs
+//! - `signals`: stop signals, kill modes and `ctl signal`, with a real nginx
 //! - `reliability`: faults in scripts, nodes and the OS; crash loops; leaks
 //! - `control`: the control socket and `ctl`: every command, the socket file (mode,
 //!   stale, taken, removed), bad and hostile clients, many clients, exit statuses
@@ -35,4 +36,5 @@ mod output;
 mod readiness;
 mod reliability;
 mod repl;
+mod signals;
 mod supervision;

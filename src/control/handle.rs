@@ -104,6 +104,23 @@ fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result
             }
             Ok(names.into())
         }
+        Command::Signal { target, signal } => {
+            let names =
+                targets(supervisor, &target).ok_or_else(|| missing(target_name(&target)))?;
+            let Some(number) = crate::config::SignalName::lookup(&signal) else {
+                return Err(format!("unknown signal '{signal}'"));
+            };
+            log::info!(
+                "control client (pid {}) sends {} to {}",
+                peer.pid,
+                number.as_str(),
+                describe(&target)
+            );
+            supervisor
+                .signal(target_name(&target), number)
+                .map_err(|e| e.to_string())?;
+            Ok(names.into())
+        }
         Command::Eval(_) | Command::Stop => Err("not a node command".into()),
     }
 }

@@ -52,7 +52,7 @@ pub const MAX_LINE: usize = 1024 * 1024;
 
 /// The commands, as they are spelled in `cmd`.
 pub const COMMANDS: &[&str] = &[
-    "create", "status", "restart", "destroy", "stop", "tail", "eval",
+    "create", "status", "restart", "destroy", "signal", "stop", "tail", "eval",
 ];
 
 /// One request: what to do, and the `id` its response will carry.
@@ -75,6 +75,13 @@ pub enum Command {
     Restart(Target),
     /// `Supervisor::destroy`.
     Destroy(Target),
+    /// `Supervisor::signal`: a signal (by name or number) to the main process.
+    Signal {
+        /// The node, or every node.
+        target: Target,
+        /// As written: `HUP`, `SIGHUP`, `1`.
+        signal: String,
+    },
     /// `terminate()`: stop every node, run `zeek_done()`, exit.
     Stop,
     /// The last lines of a node's output; at most `lines` of them when given.
@@ -105,6 +112,7 @@ impl Command {
             Command::Status(_) => "status",
             Command::Restart(_) => "restart",
             Command::Destroy(_) => "destroy",
+            Command::Signal { .. } => "signal",
             Command::Stop => "stop",
             Command::Tail { .. } => "tail",
             Command::Eval(_) => "eval",
@@ -184,8 +192,12 @@ fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
             fields.allowed = &["node"];
             Command::Status(fields.string("node")?.filter(|n| !n.is_empty()))
         }
-        "restart" | "destroy" => {
-            fields.allowed = &["node", "all"];
+        "restart" | "destroy" | "signal" => {
+            fields.allowed = if cmd == "signal" {
+                &["node", "all", "signal"]
+            } else {
+                &["node", "all"]
+            };
             let node = fields.string("node")?;
             let all = fields.boolean("all")?.unwrap_or(false);
             let target = match (node, all) {
@@ -203,10 +215,20 @@ fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
                     return Err(format!("{cmd} needs 'node' (a node name) or \"all\": true"));
                 }
             };
-            if cmd == "restart" {
-                Command::Restart(target)
-            } else {
-                Command::Destroy(target)
+            match cmd.as_str() {
+                "restart" => Command::Restart(target),
+                "destroy" => Command::Destroy(target),
+                _ => {
+                    let signal = fields
+                        .string("signal")?
+                        .ok_or("signal needs 'signal' (a name such as \"HUP\", or a number)")?;
+                    if crate::config::SignalName::lookup(&signal).is_none() {
+                        return Err(format!(
+                            "unknown signal '{signal}' (a name such as \"HUP\" or \"SIGUSR1\", or a number)"
+                        ));
+                    }
+                    Command::Signal { target, signal }
+                }
             }
         }
         "stop" => Command::Stop,
@@ -346,14 +368,21 @@ impl Request {
                     object.insert("node".into(), node.clone().into());
                 }
             }
-            Command::Restart(target) | Command::Destroy(target) => match target {
-                Target::Node(node) => {
-                    object.insert("node".into(), node.clone().into());
+            Command::Restart(target)
+            | Command::Destroy(target)
+            | Command::Signal { target, .. } => {
+                match target {
+                    Target::Node(node) => {
+                        object.insert("node".into(), node.clone().into());
+                    }
+                    Target::All => {
+                        object.insert("all".into(), true.into());
+                    }
                 }
-                Target::All => {
-                    object.insert("all".into(), true.into());
+                if let Command::Signal { signal, .. } = &self.command {
+                    object.insert("signal".into(), signal.clone().into());
                 }
-            },
+            }
             Command::Stop => {}
             Command::Tail { node, lines } => {
                 object.insert("node".into(), node.clone().into());
@@ -600,6 +629,13 @@ mod tests {
             Request::new(3, Command::Status(Some("w1".into()))),
             Request::new(4, Command::Restart(Target::All)),
             Request::new(5, Command::Destroy(Target::Node("w1".into()))),
+            Request::new(
+                9,
+                Command::Signal {
+                    target: Target::All,
+                    signal: "HUP".into(),
+                },
+            ),
             Request::new(Value::Null, Command::Stop),
             Request::new(
                 7,

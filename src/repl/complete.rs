@@ -33,6 +33,13 @@ pub enum Want {
         prefix: String,
         close: bool,
     },
+    /// A signal name inside the second, string argument of `Supervisor::signal`:
+    /// `Supervisor::signal("web", "H`.
+    SignalInString {
+        start: usize,
+        prefix: String,
+        close: bool,
+    },
     /// A node name as the first argument, before any quote: `Supervisor::destroy(`.
     NodeArgument {
         start: usize,
@@ -128,11 +135,20 @@ pub fn analyse(line: &str, pos: usize) -> Want {
         Open::String(quote) => {
             let prefix = &before[quote + 1..];
             let call = before[..quote].trim_end();
-            return if calls_node_function(call) && !prefix.contains('\\') {
+            let close = !after.starts_with('"');
+            return if prefix.contains('\\') {
+                Want::Nothing
+            } else if calls_node_function(call) {
                 Want::NodeInString {
                     start: quote + 1,
                     prefix: prefix.to_string(),
-                    close: !after.starts_with('"'),
+                    close,
+                }
+            } else if calls_signal_with_a_node(call) {
+                Want::SignalInString {
+                    start: quote + 1,
+                    prefix: prefix.to_ascii_uppercase(),
+                    close,
                 }
             } else {
                 Want::Nothing
@@ -222,6 +238,14 @@ pub fn candidates(want: &Want, names: &Names) -> Vec<Candidate> {
             .map(|n| Candidate {
                 display: n.clone(),
                 replacement: if *close { format!("{n}\"") } else { n.clone() },
+            })
+            .collect(),
+        Want::SignalInString { prefix, close, .. } => signal_names()
+            .into_iter()
+            .filter(|n| n.starts_with(prefix.as_str()))
+            .map(|n| Candidate {
+                display: n.clone(),
+                replacement: if *close { format!("{n}\"") } else { n },
             })
             .collect(),
         Want::NodeArgument { .. } => names
@@ -340,6 +364,32 @@ fn trailing_ident(text: &str) -> &str {
 }
 
 /// Whether `text` ends with `Supervisor::destroy(` (or `restart(`, `status(`).
+/// `Supervisor::signal("web",`: the second argument of `signal` comes next.
+fn calls_signal_with_a_node(text: &str) -> bool {
+    let Some(head) = text.strip_suffix(',') else {
+        return false;
+    };
+    let head = head.trim_end();
+    let Some(inner) = head.strip_suffix('"') else {
+        return false;
+    };
+    let Some(open) = inner.rfind('"') else {
+        return false;
+    };
+    calls_node_function(inner[..open].trim_end())
+        && inner[..open]
+            .trim_end()
+            .trim_end_matches('(')
+            .ends_with("signal")
+}
+
+/// The signals `Supervisor::signal` and `stop_signal` take, by name without `SIG`.
+fn signal_names() -> Vec<String> {
+    nix::sys::signal::Signal::iterator()
+        .map(|s| s.as_str().trim_start_matches("SIG").to_string())
+        .collect()
+}
+
 fn calls_node_function(text: &str) -> bool {
     let Some(call) = text.strip_suffix('(') else {
         return false;
@@ -483,6 +533,28 @@ mod tests {
         let want = at_end("Supervisor::WORKER.na");
         assert_eq!(replacements(&want, &Names::default()), ["name"]);
         assert_eq!(at_end("1.5"), Want::Nothing);
+    }
+
+    #[test]
+    fn signal_names_in_the_second_argument_of_signal() {
+        let want = at_end("Supervisor::signal(\"web\", \"h");
+        assert_eq!(
+            want,
+            Want::SignalInString {
+                start: 27,
+                prefix: "H".into(),
+                close: true
+            }
+        );
+        assert_eq!(replacements(&want, &Names::default()), ["HUP\""]);
+        let want = at_end("Supervisor::signal(\"web\", \"US");
+        assert_eq!(replacements(&want, &Names::default()), ["USR1\"", "USR2\""]);
+        assert_eq!(at_end("Supervisor::status(\"web\", \"H"), Want::Nothing);
+        // the first argument is still a node
+        assert!(matches!(
+            at_end("Supervisor::signal(\"w"),
+            Want::NodeInString { .. }
+        ));
     }
 
     #[test]

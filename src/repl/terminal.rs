@@ -223,6 +223,7 @@ impl Completer for ReplHelper {
             Want::Command { start, .. }
             | Want::Supervisor { start, .. }
             | Want::NodeInString { start, .. }
+            | Want::SignalInString { start, .. }
             | Want::NodeArgument { start }
             | Want::Field { start, .. }
             | Want::Name { start, .. } => *start,

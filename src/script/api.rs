@@ -61,6 +61,7 @@ pub const SUPERVISOR_NAMES: &[&str] = &[
     "destroy",
     "restart",
     "status",
+    "signal",
     "is_supervisor",
     "is_supervised",
     "node",
@@ -143,6 +144,37 @@ fn supervisor_module(shared: &Shared, nodes: Option<Nodes>) -> Module {
         FuncRegistration::new(name)
             .with_volatility(true)
             .set_into_module(&mut m, move || uncounted(&s, || op.run(table.as_ref(), "")));
+    }
+
+    {
+        let table = nodes.clone();
+        let signal = move |node: &str, signal: Dynamic| -> bool {
+            let Some(nodes) = table.as_ref() else {
+                log::error!("Supervisor::signal: {NOT_SUPERVISOR}");
+                return false;
+            };
+            let name = if signal.is_int() {
+                signal.as_int().map(|n| n.to_string()).unwrap_or_default()
+            } else {
+                signal.to_string()
+            };
+            let Some(signal) = crate::config::SignalName::lookup(&name) else {
+                log::error!(
+                    "Supervisor::signal: unknown signal '{name}' (a name such as \"HUP\" or \"SIGUSR1\", or a number)"
+                );
+                return false;
+            };
+            match nodes.borrow_mut().signal(node, signal) {
+                Ok(_) => true,
+                Err(e) => {
+                    log::error!("Supervisor::signal: {e}");
+                    false
+                }
+            }
+        };
+        FuncRegistration::new("signal")
+            .with_volatility(true)
+            .set_into_module(&mut m, signal);
     }
 
     let table = nodes.clone();
