@@ -1,33 +1,52 @@
 //! How a supervisor's answers are shown to a person: the status table of `ctl status`
-//! and the REPL's `:status`.
+//! and the REPL's `:status`, and the table of several hosts (`ctl --ssh`).
 
-use crate::config::{ExitInfo, Status};
+use crate::config::{ExitInfo, NodeStatus, Status};
 
 /// `NAME STATE PID RESTARTS UPTIME LAST EXIT`, one row per node, columns aligned.
 pub fn status_table(status: &Status) -> String {
-    let mut rows = vec![[
-        "NAME".to_string(),
-        "STATE".into(),
-        "PID".into(),
-        "RESTARTS".into(),
-        "UPTIME".into(),
-        "LAST EXIT".into(),
-    ]];
-    for (name, node) in &status.nodes {
-        rows.push([
-            name.clone(),
-            node.state.clone(),
-            node.pid.map_or("-".into(), |p| p.to_string()),
-            node.restarts.to_string(),
-            node.uptime.map_or("-".into(), uptime),
-            node.exit.map_or("-".into(), |e| match e {
-                ExitInfo::Code(code) => format!("code {code}"),
-                ExitInfo::Signal(signal) => ExitInfo::signal_name(signal),
-            }),
-        ]);
+    let mut rows = vec![HEADERS.iter().map(|h| h.to_string()).collect()];
+    rows.extend(status.nodes.iter().map(|(name, node)| row(name, node)));
+    aligned(&rows)
+}
+
+/// The status of several hosts in one table: `HOST` first, then the columns of
+/// `status_table`; hosts in the order given, each one's nodes by name.
+pub fn status_table_by_host(hosts: &[(String, Status)]) -> String {
+    let mut header = vec!["HOST".to_string()];
+    header.extend(HEADERS.iter().map(|h| h.to_string()));
+    let mut rows = vec![header];
+    for (host, status) in hosts {
+        for (name, node) in &status.nodes {
+            let mut cells = vec![host.clone()];
+            cells.extend(row(name, node));
+            rows.push(cells);
+        }
     }
-    let mut widths = [0; 6];
-    for row in &rows {
+    aligned(&rows)
+}
+
+const HEADERS: [&str; 6] = ["NAME", "STATE", "PID", "RESTARTS", "UPTIME", "LAST EXIT"];
+
+fn row(name: &str, node: &NodeStatus) -> Vec<String> {
+    vec![
+        name.to_string(),
+        node.state.clone(),
+        node.pid.map_or("-".into(), |p| p.to_string()),
+        node.restarts.to_string(),
+        node.uptime.map_or("-".into(), uptime),
+        node.exit.map_or("-".into(), |e| match e {
+            ExitInfo::Code(code) => format!("code {code}"),
+            ExitInfo::Signal(signal) => ExitInfo::signal_name(signal),
+        }),
+    ]
+}
+
+/// The rows as lines, each column as wide as its widest cell, two spaces apart.
+fn aligned(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let mut widths = vec![0; columns];
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -62,7 +81,7 @@ pub fn uptime(seconds: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{NodeConfig, NodeStatus};
+    use crate::config::NodeConfig;
 
     #[test]
     fn uptimes_read_naturally() {
@@ -92,5 +111,32 @@ logger-with-a-long-name  reviving  -     12        -       SIGKILL
 w1                       running   4242  0         1m05s   -
 ";
         assert_eq!(status_table(&status), expected);
+    }
+
+    #[test]
+    fn the_table_of_several_hosts_leads_with_the_host() {
+        let node = |state: &str, pid: i64| {
+            let mut status = NodeStatus::new(NodeConfig::named("x"));
+            status.state = state.into();
+            status.pid = Some(pid);
+            status
+        };
+        let mut alpha = Status::default();
+        alpha.nodes.insert("manager".into(), node("running", 10));
+        alpha.nodes.insert("logger".into(), node("running", 11));
+        let mut beta = Status::default();
+        beta.nodes.insert("worker-1".into(), node("reviving", 12));
+        let table = status_table_by_host(&[
+            ("beta.example.org".into(), beta),
+            ("alpha".into(), alpha),
+            ("empty".into(), Status::default()),
+        ]);
+        let expected = "\
+HOST              NAME      STATE     PID  RESTARTS  UPTIME  LAST EXIT
+beta.example.org  worker-1  reviving  12   0         -       -
+alpha             logger    running   11   0         -       -
+alpha             manager   running   10   0         -       -
+";
+        assert_eq!(table, expected);
     }
 }

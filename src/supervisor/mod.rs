@@ -15,8 +15,12 @@
 //! its node without a second table, and an exit of an earlier process of a slot is
 //! told apart from that of the current one.
 //!
+//! `create` also decides where a node belongs (`host::ThisHost`): a node of another
+//! host is not started here and not recorded, and `create` says so (`Placed`).
+//!
 //! It lives on the loop thread only.
 
+pub mod host;
 pub mod node;
 pub mod output;
 pub mod policy;
@@ -30,6 +34,7 @@ use nix::unistd::Pid;
 
 use crate::config::{NodeConfig, NodeStatus, OutputLine, Status, Stream};
 use crate::process::{Backend, ProcId, Start, StartError, lines};
+pub use host::ThisHost;
 pub use node::{Action, Input, Instance, Node, State, Then};
 use output::TAIL_LINES;
 pub use policy::human;
@@ -41,6 +46,16 @@ pub enum Notice {
     Started { node: String, pid: Pid },
     /// `node` failed for good and is not revived: `node_status(node, 0)`.
     Failed { node: String },
+}
+
+/// What `create` did with a node it accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// It runs here.
+    Here,
+    /// Its own endpoint names this other host, whose supervisor starts it: nothing was
+    /// started or recorded here.
+    Elsewhere(String),
 }
 
 /// Why `create` refused. The words are Zeek's where Zeek has them.
@@ -84,12 +99,16 @@ pub struct Supervisor {
     next_serial: u32,
     /// Set by `stop_all`: nothing is revived or restarted any more.
     stopping: bool,
+    /// What a node's endpoint must name for the node to be started here.
+    here: ThisHost,
 }
 
 impl Supervisor {
-    pub fn new(backend: Box<dyn Backend>) -> Supervisor {
+    pub fn new(backend: Box<dyn Backend>, here: ThisHost) -> Supervisor {
+        log::debug!("this host is {}", here.describe());
         Supervisor {
             backend,
+            here,
             nodes: Vec::new(),
             free: Vec::new(),
             names: BTreeMap::new(),
@@ -100,9 +119,18 @@ impl Supervisor {
         }
     }
 
-    /// `Supervisor::create`: starts a node, or says why not.
-    pub fn create(&mut self, config: NodeConfig) -> Result<(), CreateError> {
+    /// `Supervisor::create`: starts a node (unless it belongs to another host), or
+    /// says why not. The configuration is checked wherever the node belongs, so one
+    /// layout gives the same errors on every host.
+    pub fn create(&mut self, config: NodeConfig) -> Result<Placed, CreateError> {
         config.validate().map_err(CreateError::Invalid)?;
+        if let Some(host) = self.here.elsewhere(&config) {
+            log::debug!(
+                "node '{}' belongs to host '{host}'; it is not started here",
+                config.name
+            );
+            return Ok(Placed::Elsewhere(host.to_string()));
+        }
         if self.names.contains_key(&config.name) {
             return Err(CreateError::Exists(config.name));
         }
@@ -133,7 +161,7 @@ impl Supervisor {
         };
         self.nodes[slot as usize] = Some(Node::new(config, instance, started.files));
         self.names.insert(name, slot);
-        Ok(())
+        Ok(Placed::Here)
     }
 
     /// `Supervisor::destroy`: `""` means every node. False for an unknown name.
