@@ -62,7 +62,12 @@ pub enum Command {
         attach: Option<Option<PathBuf>>,
         /// With --attach: the supervisor runs on this host, reached with ssh; PATH is
         /// its socket there (default: where `ctl` would look on that host).
-        #[arg(long, value_name = "[USER@]HOST[:PORT]", requires = "attach")]
+        #[arg(
+            long,
+            value_name = "[USER@]HOST[:PORT]",
+            requires = "attach",
+            allow_hyphen_values = true
+        )]
         ssh: Option<String>,
         /// With --ssh: the program to run on the other host.
         #[arg(long, value_name = "COMMAND", env = REMOTE_COMMAND_ENV, default_value = DEFAULT_REMOTE_COMMAND, requires = "ssh")]
@@ -139,7 +144,14 @@ pub struct CtlArgs {
     pub json: bool,
     /// Run the command on the supervisor of this host instead, through ssh; repeat it
     /// for several hosts, which are asked in parallel.
-    #[arg(long = "ssh", value_name = "[USER@]HOST[:PORT]", global = true)]
+    // Values that look like options are taken, so that the check of the host string
+    // (not clap's "unexpected argument") says why `-oProxyCommand=...` is refused.
+    #[arg(
+        long = "ssh",
+        value_name = "[USER@]HOST[:PORT]",
+        global = true,
+        allow_hyphen_values = true
+    )]
     pub ssh: Vec<String>,
     /// How long to wait for an answer (for each host, at once) [default: 10 with
     /// --ssh, else 30]

@@ -10,6 +10,10 @@
 //! - `reliability`: faults in scripts, nodes and the OS; crash loops; leaks
 //! - `control`: the control socket and `ctl`: every command, the socket file (mode,
 //!   stale, taken, removed), bad and hostile clients, many clients, exit statuses
+//! - `hosts`: several hosts: one layout under two supervisors with `--host`, `ctl --ssh`
+//!   and `repl --attach --ssh` through a real OpenSSH server on loopback addresses
+//!   (merged status and JSON, a remote restart, unreachable and hung hosts, refused
+//!   host strings, output that is not an answer)
 //! - `repl`: the interactive REPL through a pseudo-terminal (prompt, multi-line input,
 //!   errors, Ctrl-C, completion, history, nodes, output above the prompt), and the
 //!   same REPL reading a pipe
@@ -22,6 +26,7 @@ mod util;
 mod api;
 mod cli;
 mod control;
+mod hosts;
 mod layers;
 mod nodes;
 mod output;

@@ -39,6 +39,9 @@ pub const NO_SUPERVISOR: i32 = 3;
 const MAX_ANSWER: usize = 256 * 1024 * 1024;
 /// How much of ssh's stderr is kept to explain a failure.
 const STDERR_KEPT: usize = 8 * 1024;
+/// How long `ctl --ssh` waits for each host, and the REPL for the first answer from
+/// the one it attaches to, unless told otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a session that has its answer may take to end by itself before its ssh
 /// is killed.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -623,21 +626,27 @@ pub struct SshClient {
 }
 
 impl SshClient {
-    /// Reaches the supervisor of `target` and checks that it answers.
+    /// Reaches the supervisor of `target` and checks that it answers (within
+    /// `DEFAULT_TIMEOUT`); later answers may take `timeout`.
     pub fn connect(
         remote: Remote,
         target: Target,
         timeout: Duration,
-    ) -> Result<SshClient, ClientError> {
-        let mut client = SshClient {
+    ) -> Result<SshClient, SshError> {
+        let deadline = Instant::now() + DEFAULT_TIMEOUT;
+        let mut session = Session::open(&remote, &target, DEFAULT_TIMEOUT)?;
+        let response = session.exchange(&Request::new(0, Command::Status(None)), deadline)?;
+        if !response.ok {
+            // Refused as a whole (not allowed, too many clients).
+            return Err(SshError::NoSupervisor(response.error.unwrap_or_default()));
+        }
+        Ok(SshClient {
             remote,
             target,
-            session: None,
+            session: Some(session),
             timeout,
             next_id: 1,
-        };
-        client.call(Command::Status(None))?;
-        Ok(client)
+        })
     }
 
     fn error(&self, error: SshError) -> ClientError {

@@ -11,8 +11,8 @@
 use serde_json::{Map, Value};
 
 use super::{
-    EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Piece, SSH_TIMEOUT, complain, exit_status, printed,
-    write_err, write_out,
+    EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Piece, complain, exit_status, printed, write_err,
+    write_out,
 };
 use crate::cli::CtlArgs;
 use crate::config::Status;
@@ -43,7 +43,7 @@ pub(super) fn run(args: &CtlArgs, command: Command) -> i32 {
             return EXIT_USAGE;
         }
     };
-    let timeout = args.timeout.unwrap_or(SSH_TIMEOUT);
+    let timeout = args.timeout.unwrap_or(ssh::DEFAULT_TIMEOUT);
     let answers: Vec<Answer> = std::thread::scope(|scope| {
         let asking: Vec<_> = targets
             .iter()

@@ -7,7 +7,6 @@
 mod hosts;
 
 use std::io::{Read, Write};
-use std::time::Duration;
 
 use serde_json::Value;
 
@@ -88,9 +87,6 @@ fn relay(args: &CtlArgs) -> i32 {
 fn exit_status(response: &Response) -> i32 {
     if response.ok { EXIT_OK } else { EXIT_REFUSED }
 }
-
-/// How long `ctl --ssh` waits for each host unless told otherwise.
-pub const SSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The request a command line asks for.
 fn command(command: &CtlCommand) -> Result<Command, String> {

@@ -138,8 +138,12 @@ pub fn attach_over_ssh(
     use crate::control::ssh::{Remote, SshClient, Target};
     let target = Target::parse(host).map_err(|e| e.to_string())?;
     let remote = Remote::new(remote_command, socket).map_err(|e| e.to_string())?;
-    let client = SshClient::connect(remote, target, crate::control::client::DEFAULT_TIMEOUT)
-        .map_err(|e| e.to_string())?;
+    let client = SshClient::connect(
+        remote,
+        target.clone(),
+        crate::control::client::DEFAULT_TIMEOUT,
+    )
+    .map_err(|e| format!("{target}: {e}"))?;
     Ok(attached(Box::new(client)))
 }
 
