@@ -69,8 +69,9 @@ pub enum Command {
             allow_hyphen_values = true
         )]
         ssh: Option<String>,
-        /// With --ssh: the program to run on the other host.
-        #[arg(long, value_name = "COMMAND", env = REMOTE_COMMAND_ENV, default_value = DEFAULT_REMOTE_COMMAND, requires = "ssh")]
+        /// With --ssh: the program to run on the other host (words separated by spaces).
+        // No `requires = "ssh"`: clap would count the environment variable as given.
+        #[arg(long, value_name = "COMMAND", env = REMOTE_COMMAND_ENV, default_value = DEFAULT_REMOTE_COMMAND)]
         remote_command: String,
         #[command(flatten)]
         socket: SocketArgs,

@@ -695,3 +695,96 @@ fn the_repl_attaches_to_a_supervisor_on_another_host() {
     assert!(alive(hosts.beta.pid()));
     hosts.finish();
 }
+
+#[test]
+fn without_host_the_machine_runs_what_names_it() {
+    let sandbox = Sandbox::new("hosts-default");
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let name = name.trim();
+    sandbox.write(
+        "layout.rhai",
+        &format!(
+            r#"
+            let layout = #{{
+                by_name: #{{role: Supervisor::WORKER, host: "{upper}", p: 1}},
+                by_localhost: #{{role: Supervisor::WORKER, host: "localhost", p: 2}},
+                by_loopback: #{{role: Supervisor::WORKER, host: "127.0.0.1", p: 3}},
+                by_v6_loopback: #{{role: Supervisor::WORKER, host: "::1", p: 4}},
+                elsewhere: #{{role: Supervisor::WORKER, host: "elsewhere.invalid", p: 5}},
+                other_address: #{{role: Supervisor::WORKER, host: "192.0.2.254", p: 6}},
+            }};
+            for name in layout.keys() {{
+                let res = Supervisor::create(#{{name: name, cluster: layout, command: ["sleep", "300"]}});
+                print(`${{name}}: "${{res}}"`);
+            }}
+            // A node with no endpoint of its own is local.
+            print(`solo: "${{Supervisor::create(#{{name: "solo", cluster: #{{}}, command: ["sleep", "300"]}})}}"`);
+            print(`local nodes: ${{Supervisor::status().nodes.keys()}}.`);
+            "#,
+            upper = name.to_uppercase(),
+        ),
+    );
+    let mut sup = sandbox.start(&["-v", "run", "--no-socket", "layout.rhai"]);
+    let out = sup.expect_stdout("].\n");
+    for node in [
+        "by_name",
+        "by_localhost",
+        "by_loopback",
+        "elsewhere",
+        "other_address",
+    ] {
+        assert!(
+            out.contains(&format!("{node}: \"\"")),
+            "create says done: {out}"
+        );
+    }
+    assert!(
+        out.contains(
+            r#"local nodes: ["by_localhost", "by_loopback", "by_name", "by_v6_loopback", "solo"]."#
+        ),
+        "{out}"
+    );
+    sup.expect_stderr(
+        "node 'elsewhere' belongs to host 'elsewhere.invalid'; it is not started here",
+    );
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+}
+
+#[test]
+fn timeouts_and_the_remote_command_setting_leave_local_use_alone() {
+    let sandbox = Sandbox::new("hosts-local");
+    sandbox.write("s.rhai", "fn zeek_init() { print(\"ready\"); }");
+    let sup = sandbox.start(&["run", "s.rhai"]);
+    sup.expect_stdout("ready");
+    let with_remote_command = |command: &mut Command| {
+        command.env("RHAI_SUPERVISOR_REMOTE_COMMAND", "/no/such/program");
+    };
+    // The setting for other hosts changes nothing here.
+    let out = sandbox.run_with(&["ctl", "status"], with_remote_command);
+    expect(&out, 0);
+    let out = sandbox.run_with(
+        &["ctl", "--timeout", "5", "eval", "1 + 1"],
+        with_remote_command,
+    );
+    expect(&out, 0);
+    assert_eq!(out.stdout, "2\n");
+    // A supervisor that does not answer: --timeout bounds the wait.
+    sup.signal(SIGSTOP);
+    let started = Instant::now();
+    let out = sandbox.run(&["ctl", "--timeout", "1", "status"]);
+    expect(&out, 3);
+    assert!(
+        out.stderr.contains("no answer from the supervisor"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    sup.signal(SIGCONT);
+    let out = sandbox.run(&["ctl", "status"]);
+    expect(&out, 0);
+}

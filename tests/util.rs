@@ -303,6 +303,7 @@ pub const SIGKILL: i32 = 9;
 pub const SIGTERM: i32 = 15;
 pub const SIGINT: i32 = 2;
 pub const SIGSTOP: i32 = 19;
+pub const SIGCONT: i32 = 18;
 
 /// Sends a signal to any process.
 pub fn kill(pid: i32, signal: i32) -> bool {

@@ -380,7 +380,7 @@ impl Session {
             let Some(wait) = deadline.checked_duration_since(Instant::now()) else {
                 return Err(SshError::Timeout(seconds(self.timeout)));
             };
-            self.pump(&mut unsent, wait);
+            self.pump(&mut unsent, wait)?;
         }
     }
 
@@ -395,52 +395,59 @@ impl Session {
                 break;
             };
             self.received.clear();
-            self.pump(&mut &[][..], wait);
+            if self.pump(&mut &[][..], wait).is_err() {
+                break;
+            }
         }
         // Drop reaps ssh, killing it first if it is still there.
     }
 
     /// One wait of at most `wait`: writes what it can of `unsent`, reads what came.
-    fn pump(&mut self, unsent: &mut &[u8], wait: Duration) {
+    fn pump(&mut self, unsent: &mut &[u8], wait: Duration) -> Result<(), SshError> {
         let mut fds = Vec::with_capacity(3);
         let mut which = Vec::with_capacity(3);
         if let (Some(stdin), false) = (&self.stdin, unsent.is_empty()) {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLOUT));
-            which.push(0);
+            which.push(Pipe::Stdin);
         }
         if let Some(stdout) = &self.stdout {
             fds.push(PollFd::new(stdout.as_fd(), PollFlags::POLLIN));
-            which.push(1);
+            which.push(Pipe::Stdout);
         }
         if let Some(stderr) = &self.stderr {
             fds.push(PollFd::new(stderr.as_fd(), PollFlags::POLLIN));
-            which.push(2);
+            which.push(Pipe::Stderr);
         }
         if fds.is_empty() {
-            return;
+            return Ok(());
         }
         let millis = wait.as_millis().saturating_add(1).min(i32::MAX as u128) as u64;
         let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
         match poll(&mut fds, timeout) {
             Ok(_) | Err(Errno::EINTR) => {}
-            Err(_) => return,
+            Err(e) => {
+                return Err(SshError::Unreachable(format!(
+                    "cannot wait for ssh: {}",
+                    crate::process::errno_text(e)
+                )));
+            }
         }
-        let ready: Vec<usize> = fds
+        let ready: Vec<Pipe> = fds
             .iter()
             .zip(&which)
             .filter(|(fd, _)| fd.revents().is_some_and(|r| !r.is_empty()))
             .map(|(_, &w)| w)
             .collect();
         drop(fds);
-        for stream in ready {
-            match stream {
-                0 => self.write_some(unsent),
-                1 => {
+        for pipe in ready {
+            match pipe {
+                Pipe::Stdin => self.write_some(unsent),
+                Pipe::Stdout => {
                     if !read_into(&mut self.stdout, &mut self.received) {
                         self.stdout = None;
                     }
                 }
-                _ => {
+                Pipe::Stderr => {
                     if !read_into(&mut self.stderr, &mut self.errors) {
                         self.stderr = None;
                     }
@@ -449,6 +456,7 @@ impl Session {
                 }
             }
         }
+        Ok(())
     }
 
     fn write_some(&mut self, unsent: &mut &[u8]) {
@@ -482,7 +490,9 @@ impl Session {
             let Some(wait) = deadline.checked_duration_since(Instant::now()) else {
                 break;
             };
-            self.pump(&mut &[][..], wait);
+            if self.pump(&mut &[][..], wait).is_err() {
+                break;
+            }
         }
         let status = loop {
             match self.child.try_wait() {
@@ -492,7 +502,12 @@ impl Session {
                     std::thread::sleep(Duration::from_millis(5));
                 }
                 Ok(None) => return SshError::Timeout(seconds(self.timeout)),
-                Err(e) => break Some(e.raw_os_error().unwrap_or(-1)),
+                Err(e) => {
+                    return SshError::Unreachable(format!(
+                        "cannot learn how ssh ended: {}",
+                        os_error(&e)
+                    ));
+                }
             }
         };
         let said = last_line(&self.errors);
@@ -509,12 +524,26 @@ impl Session {
             code => {
                 let status = code.map_or("a signal".to_string(), |c| format!("exit status {c}"));
                 let said = said.map_or(String::new(), |s| format!(": {s}"));
+                // 2 is a usage error: a program there without `ctl __relay`.
+                let hint = if code == Some(2) {
+                    " (is the same version of rhai-supervisor installed there?)"
+                } else {
+                    ""
+                };
                 SshError::Unreachable(format!(
-                    "the relay on the other host ended with {status}{said}"
+                    "the relay on the other host ended with {status}{said}{hint}"
                 ))
             }
         }
     }
+}
+
+/// One of ssh's standard streams.
+#[derive(Clone, Copy)]
+enum Pipe {
+    Stdin,
+    Stdout,
+    Stderr,
 }
 
 impl Drop for Session {
@@ -550,10 +579,20 @@ fn read_into<R: Read>(stream: &mut Option<R>, buffer: &mut Vec<u8>) -> bool {
     true
 }
 
-/// The last line of `bytes` with text in it, without our own prefix.
+/// The line of `bytes` that says what went wrong: the last error of ours (or of clap,
+/// whose usage lines follow it), else the last line with text in it (ssh's, a shell's).
 fn last_line(bytes: &[u8]) -> Option<String> {
     let text = String::from_utf8_lossy(bytes);
-    let line = text.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let line = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("rhai-supervisor: error: ") || l.starts_with("error: "))
+        .or(lines.last())?;
     let line = line
         .strip_prefix("rhai-supervisor: error: ")
         .unwrap_or(line);
@@ -858,6 +897,10 @@ mod tests {
             Some("cannot connect")
         );
         assert_eq!(last_line(b"  \n"), None);
+        assert_eq!(
+            last_line(b"error: unrecognized subcommand '__relay'\n\nUsage: x\n\nFor more information, try '--help'.\n").as_deref(),
+            Some("error: unrecognized subcommand '__relay'")
+        );
         assert_eq!(seconds(Duration::from_millis(500)), "0.5 s");
         assert_eq!(seconds(Duration::from_secs(10)), "10 s");
     }
