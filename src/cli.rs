@@ -1,11 +1,12 @@
 //! The command line (clap): `run`, `exec`, `repl`, `ctl`, and the hidden `__node` a supervisor
-//! uses to start a script node.
+//! uses to start a script node (and `ctl __relay`, which `ctl --ssh` runs on the other
+//! host).
 
 use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::config::{SOCKET_ENV, socket_path};
+use crate::config::{DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV, SOCKET_ENV, socket_path};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +40,8 @@ pub enum Command {
         scripts: Vec<PathBuf>,
         #[command(flatten)]
         socket: SocketArgs,
+        #[command(flatten)]
+        host: HostArgs,
     },
     /// Run scripts with no supervisor role; exit when they are done (no timers left).
     Exec {
@@ -55,10 +58,25 @@ pub enum Command {
         scripts: Vec<PathBuf>,
         /// Evaluate in a running supervisor over its control socket instead (at PATH, or
         /// where `ctl` would look) rather than start one.
-        #[arg(long, value_name = "PATH", num_args = 0..=1, conflicts_with = "scripts")]
+        #[arg(long, value_name = "PATH", num_args = 0..=1, conflicts_with_all = ["scripts", "host"])]
         attach: Option<Option<PathBuf>>,
+        /// With --attach: the supervisor runs on this host, reached with ssh; PATH is
+        /// its socket there (default: where `ctl` would look on that host).
+        #[arg(
+            long,
+            value_name = "[USER@]HOST[:PORT]",
+            requires = "attach",
+            allow_hyphen_values = true
+        )]
+        ssh: Option<String>,
+        /// With --ssh: the program to run on the other host (words separated by spaces).
+        // No `requires = "ssh"`: clap would count the environment variable as given.
+        #[arg(long, value_name = "COMMAND", env = REMOTE_COMMAND_ENV, default_value = DEFAULT_REMOTE_COMMAND)]
+        remote_command: String,
         #[command(flatten)]
         socket: SocketArgs,
+        #[command(flatten)]
+        host: HostArgs,
     },
     /// Control a running supervisor over its Unix socket.
     Ctl(CtlArgs),
@@ -85,6 +103,17 @@ pub struct SocketArgs {
     pub no_socket: bool,
 }
 
+/// Which nodes of a layout are this host's (`run`, `repl`).
+#[derive(Clone, Debug, Args)]
+pub struct HostArgs {
+    /// This host's name (or address) in the layout: a node whose own cluster endpoint
+    /// names another host is not started here. Repeat it for a host known by several
+    /// names. [default: the host name, localhost, loopback and the interfaces'
+    /// addresses]
+    #[arg(long = "host", id = "host", value_name = "NAME")]
+    pub names: Vec<String>,
+}
+
 impl SocketArgs {
     /// The socket to listen on; `None` with `--no-socket`.
     pub fn path(&self) -> Option<PathBuf> {
@@ -100,16 +129,38 @@ impl SocketArgs {
 #[command(
     after_help = "Exit status: 0 done; 1 the supervisor refused (unknown node, \
     a create it refused, a script error in eval); 2 usage (including create JSON that is \
-    not a NodeConfig); 3 no supervisor answered."
+    not a NodeConfig); 3 no supervisor answered. With --ssh, the worst of the hosts'."
 )]
 pub struct CtlArgs {
-    /// The supervisor's control socket
-    /// [default: rhai-supervisor.sock in the current directory]
-    #[arg(long, value_name = "PATH", env = SOCKET_ENV, global = true)]
+    /// The supervisor's control socket (with --ssh: on the other hosts)
+    /// [default: $RHAI_SUPERVISOR_SOCKET, else rhai-supervisor.sock in the current
+    /// directory]
+    // Not clap's `env`: under --ssh, a socket given here is passed to the other hosts,
+    // and this host's environment is not theirs.
+    #[arg(long, value_name = "PATH", global = true)]
     pub socket: Option<PathBuf>,
-    /// Print the supervisor's answer as JSON (one line), for programs.
+    /// Print the supervisor's answer as JSON (one line; with --ssh one line per host,
+    /// with "host"), for programs.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Run the command on the supervisor of this host instead, through ssh; repeat it
+    /// for several hosts, which are asked in parallel.
+    // Values that look like options are taken, so that the check of the host string
+    // (not clap's "unexpected argument") says why `-oProxyCommand=...` is refused.
+    #[arg(
+        long = "ssh",
+        value_name = "[USER@]HOST[:PORT]",
+        global = true,
+        allow_hyphen_values = true
+    )]
+    pub ssh: Vec<String>,
+    /// How long to wait for an answer (for each host, at once) [default: 10 with
+    /// --ssh, else 30]
+    #[arg(long, value_name = "SECONDS", global = true, value_parser = parse_seconds)]
+    pub timeout: Option<std::time::Duration>,
+    /// With --ssh: the program to run on the other hosts (words separated by spaces).
+    #[arg(long, value_name = "COMMAND", env = REMOTE_COMMAND_ENV, default_value = DEFAULT_REMOTE_COMMAND, global = true)]
+    pub remote_command: String,
     #[command(subcommand)]
     pub command: CtlCommand,
 }
@@ -181,6 +232,10 @@ pub enum CtlCommand {
         /// The code, or - to read it from stdin.
         code: String,
     },
+    /// Relay the control socket over stdin and stdout (what `--ssh` runs on the other
+    /// host).
+    #[command(name = "__relay", hide = true)]
+    Relay,
 }
 
 impl Cli {

@@ -7,12 +7,12 @@
 //!
 //! | module | what it owns |
 //! |---|---|
-//! | `main.rs`, `cli`, `ctl`, `node` | the command line, `ctl`, and what runs inside a script node (and the stem) |
+//! | `main.rs`, `cli`, `ctl`, `node` | the command line, `ctl` (and its `--ssh` fan-out to other hosts), and what runs inside a script node (and the stem) |
 //! | `runtime` | assembling one process of any role: signals, the I/O thread, the loop, the control socket, the REPL's front end |
-//! | `control`, `repl` | front ends: control requests and typed statements, handed to the loop as tasks |
+//! | `control`, `repl` | front ends: control requests and typed statements, handed to the loop as tasks; the control client, and its reach to other hosts through ssh (`control::ssh`, `control::relay`) |
 //! | `event_loop` | the one loop: owns the engine and the node table, turns events into calls |
 //! | `script` | the Rhai side: engine and limits, globals, hooks, the `Supervisor` and `Cluster` modules, records' registration |
-//! | `supervisor` | policy: the node table, each node's state machine (`supervisor::node`), revival and backoff, deadlines |
+//! | `supervisor` | policy: the node table, each node's state machine (`supervisor::node`), revival and backoff, deadlines, which host a node belongs to (`supervisor::host`) |
 //! | `process` | mechanism: the `Backend` trait and the native backend (plan, spawn, stem, reactor, leftovers) |
 //! | `config`, `console` | shared leaves: the records (one field table each) and constants; where output goes |
 //!
@@ -76,6 +76,13 @@
 //! thread decodes it (`control::decode`) and queues an `Event::Task` → the loop runs it
 //! (`control::handle`: `Supervisor::create`, as a script would) and sends the response
 //! to the control thread, which writes it to the client.
+//!
+//! Across hosts nothing travels but ssh: `ctl --ssh HOST` starts `ssh HOST
+//! rhai-supervisor ctl __relay` per host (`control::ssh`), writes the request line to
+//! its stdin and reads the answer from its stdout; on that host the relay
+//! (`control::relay`) copies both ways between ssh and the control socket, and the
+//! request is served there like any other. `Supervisor::create` leaves a node whose
+//! endpoint names another host to that host's supervisor (`supervisor::host`).
 //!
 //! # The embedding API
 //!

@@ -35,12 +35,28 @@ fn main() {
     if let Some(ms) = payload.as_ref().and_then(|p| p.call_time_ms) {
         settings.limits.call_time = std::time::Duration::from_millis(ms);
     }
+    if let Command::Run { host, .. } | Command::Repl { host, .. } = &cli.command {
+        settings.host = host.names.clone();
+    }
     let outcome = match (payload, cli.command) {
         (Some(payload), _) => rhai_supervisor::node::run(payload, &settings),
-        (None, Command::Run { scripts, socket }) => {
-            serve(Role::Supervisor, &scripts, socket.path(), &settings)
-        }
+        (
+            None,
+            Command::Run {
+                scripts, socket, ..
+            },
+        ) => serve(Role::Supervisor, &scripts, socket.path(), &settings),
         (None, Command::Exec { scripts }) => serve(Role::Plain, &scripts, None, &settings),
+        (
+            None,
+            Command::Repl {
+                attach: Some(path),
+                ssh: Some(host),
+                remote_command,
+                ..
+            },
+        ) => rhai_supervisor::repl::attach_over_ssh(&host, &remote_command, path.as_deref())
+            .map_err(Error::Setup),
         (
             None,
             Command::Repl {

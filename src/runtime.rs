@@ -23,7 +23,7 @@ use crate::process::plan::Launcher;
 use crate::process::reactor::Reactor;
 use crate::process::spawn::Slots;
 use crate::script::{Context, Host, Limits, Nodes, Role, ScriptError};
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Supervisor, ThisHost};
 
 /// How many events may wait for the loop before the I/O thread (and with it, writing
 /// nodes) is held back. With at most 128 KiB of output per event, this bounds the output
@@ -46,6 +46,11 @@ pub struct Settings {
     /// of the process, so an embedding program that has children of its own leaves it
     /// off (the default); the command line turns it on.
     pub subreaper: bool,
+    /// The names and addresses this host goes by in layouts (`run --host`): a node
+    /// whose own cluster endpoint names another host is not started here. Empty: the
+    /// machine's host name, `localhost`, loopback addresses and the addresses of its
+    /// interfaces.
+    pub host: Vec<String>,
 }
 
 impl Default for Settings {
@@ -56,6 +61,7 @@ impl Default for Settings {
             sigint: Sigint::Shutdown,
             launcher: None,
             subreaper: false,
+            host: Vec::new(),
         }
     }
 }
@@ -142,7 +148,13 @@ impl Runtime {
                 return Err(Error::Setup("no spawn slots".into()));
             };
             let backend = Native::new(launcher, reactor.watcher(), slots, adopting);
-            nodes = Some(Rc::new(RefCell::new(Supervisor::new(Box::new(backend)))));
+            let here = if settings.host.is_empty() {
+                ThisHost::machine()
+            } else {
+                ThisHost::named(&settings.host)
+            };
+            let supervisor = Supervisor::new(Box::new(backend), here);
+            nodes = Some(Rc::new(RefCell::new(supervisor)));
         }
         let host = Host::new(
             context.shared(),
@@ -221,7 +233,11 @@ impl Runtime {
     /// `Supervisor::create` from Rust. An error in the supervisor role only.
     pub fn create(&mut self, config: NodeConfig) -> Result<(), String> {
         match self.event_loop.nodes() {
-            Some(nodes) => nodes.borrow_mut().create(config).map_err(|e| e.to_string()),
+            Some(nodes) => nodes
+                .borrow_mut()
+                .create(config)
+                .map(drop)
+                .map_err(|e| e.to_string()),
             None => Err(crate::script::api::NOT_SUPERVISOR.into()),
         }
     }

@@ -12,16 +12,13 @@ fn nginx() -> &'static str {
     static NGINX: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     NGINX.get_or_init(|| {
         if !Path::new("/usr/sbin/nginx").exists() {
-            let installed = Command::new("apt-get")
-                .args(["install", "-y", "-q", "nginx-light"])
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .status();
+            // The same installer as CI's: no package starts a system service.
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/install-packages");
+            let installed = Command::new("sh").arg(script).status();
             assert!(
                 installed.is_ok_and(|s| s.success()),
-                "nginx is missing and apt-get cannot install nginx-light"
+                "nginx is missing and .ci/install-packages cannot install nginx-light"
             );
-            // The package may start its own nginx: it is not ours.
-            let _ = Command::new("pkill").args(["-x", "nginx"]).status();
         }
     });
     "/usr/sbin/nginx"
@@ -63,6 +60,15 @@ fn with_nginx(sandbox: &Sandbox, settings: &str) -> Process {
     let sup = sandbox.start(&["run", "s.rhai"]);
     sup.expect_stderr("node 'web' is ready");
     sup
+}
+
+/// Stops a supervisor with SIGTERM when a test ends, even by a panic.
+struct Stopper(i32);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        kill(self.0, SIGTERM);
+    }
 }
 
 fn master(sandbox: &Sandbox) -> i32 {
@@ -109,6 +115,7 @@ fn quit_and_mixed_give_nginx_a_graceful_shutdown() {
     let pid = master(&sandbox);
     let workers = workers(pid);
     assert_eq!(workers.len(), 2, "two workers");
+    let _stop_at_the_end = Stopper(sup.pid());
     let out = ctl(&sandbox, &["destroy", "web"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     sup.expect_stderr(&format!("sent SIGQUIT to node 'web' (pid {pid})"));

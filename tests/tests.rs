@@ -17,6 +17,10 @@
 //! - `docs`: the documentation against the program: every Rhai block compiles, the
 //!   README's and the guide's scripts run with the output they show, every record
 //!   field, command and option is in the reference, every link leads somewhere
+//! - `hosts`: several hosts: one layout under two supervisors with `--host`, `ctl --ssh`
+//!   and `repl --attach --ssh` through a real OpenSSH server on loopback addresses
+//!   (merged status and JSON, a remote restart, unreachable and hung hosts, refused
+//!   host strings, output that is not an answer)
 //! - `repl`: the interactive REPL through a pseudo-terminal (prompt, multi-line input,
 //!   errors, Ctrl-C, completion, history, nodes, output above the prompt), and the
 //!   same REPL reading a pipe
@@ -30,6 +34,7 @@ mod api;
 mod cli;
 mod control;
 mod docs;
+mod hosts;
 mod layers;
 mod nodes;
 mod output;

@@ -83,6 +83,20 @@ impl Sandbox {
         }
     }
 
+    /// Runs the binary to completion (within `PATIENCE`), with `adjust` applied to its
+    /// command first (environment, directory).
+    pub fn run_with(&self, args: &[&str], adjust: impl FnOnce(&mut Command)) -> Finished {
+        let mut process = self.start_with(args, adjust);
+        let status = process
+            .wait_exit(PATIENCE)
+            .expect("the command did not finish in time");
+        Finished {
+            status,
+            stdout: process.stdout(),
+            stderr: process.stderr(),
+        }
+    }
+
     /// Starts the binary in the background.
     pub fn start(&self, args: &[&str]) -> Process {
         self.start_with(args, |_| {})
@@ -289,6 +303,7 @@ pub const SIGKILL: i32 = 9;
 pub const SIGTERM: i32 = 15;
 pub const SIGINT: i32 = 2;
 pub const SIGSTOP: i32 = 19;
+pub const SIGCONT: i32 = 18;
 
 /// Sends a signal to any process.
 pub fn kill(pid: i32, signal: i32) -> bool {

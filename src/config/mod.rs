@@ -34,6 +34,11 @@ pub use shapes::{
 pub const DEFAULT_SOCKET: &str = "rhai-supervisor.sock";
 /// The environment variable that chooses the socket for `run`, `repl` and `ctl`.
 pub const SOCKET_ENV: &str = "RHAI_SUPERVISOR_SOCKET";
+/// The program `ctl --ssh` and `repl --attach --ssh` run on the other host, unless
+/// `--remote-command` or `RHAI_SUPERVISOR_REMOTE_COMMAND` say otherwise.
+pub const DEFAULT_REMOTE_COMMAND: &str = "rhai-supervisor";
+/// The environment variable that chooses the program run on the other host.
+pub const REMOTE_COMMAND_ENV: &str = "RHAI_SUPERVISOR_REMOTE_COMMAND";
 /// The most rotated output files a node may keep.
 pub const MAX_BACKUPS: i64 = 1000;
 /// The default time between the stop signal and SIGKILL.

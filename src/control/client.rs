@@ -1,5 +1,6 @@
 //! The client end of the control socket, for `ctl`, the REPL's `--attach`, and any Rust
-//! program that drives a supervisor.
+//! program that drives a supervisor; and `Connection`, what the REPL needs of either
+//! this client or one through ssh (`control::ssh`).
 //!
 //! A `Client` keeps one connection and sends one request at a time, waiting for its
 //! answer. The supervisor closes connections that stay idle (10 s before the first
@@ -58,6 +59,51 @@ pub enum ClientError {
         /// What went wrong.
         reason: String,
     },
+    /// The host of a supervisor reached through ssh cannot be reached (the connection
+    /// or the login failed); the supervisor itself may be fine.
+    #[error("cannot reach the supervisor at '{path}': {reason}")]
+    Unreachable {
+        /// The host, as given.
+        path: String,
+        /// What ssh said.
+        reason: String,
+    },
+}
+
+/// A way to ask a supervisor: over its socket (`Client`) or through ssh on another
+/// host (`ssh::SshClient`).
+pub trait Connection: Send {
+    /// Sends `command` and returns the answer, which may say `ok: false`.
+    fn call(&mut self, command: Command) -> Result<Response, ClientError>;
+
+    /// Runs Rhai code in the supervisor, as a REPL line would.
+    fn eval(&mut self, code: &str) -> Result<Evaluation, ClientError> {
+        self.call(Command::Eval(code.to_string()))
+            .map(Evaluation::from_response)
+    }
+}
+
+impl Connection for Client {
+    fn call(&mut self, command: Command) -> Result<Response, ClientError> {
+        Client::call(self, command)
+    }
+}
+
+impl Evaluation {
+    /// What an answer to `eval` says.
+    pub fn from_response(response: Response) -> Evaluation {
+        let output = response.output.clone().unwrap_or_default();
+        let value = if response.ok {
+            match response.result {
+                Some(Value::String(text)) => Ok(text),
+                Some(other) => Ok(other.to_string()),
+                None => Ok("()".into()),
+            }
+        } else {
+            Err(response.error.unwrap_or_default())
+        };
+        Evaluation { output, value }
+    }
 }
 
 /// A connection to a supervisor's control socket.
@@ -158,18 +204,8 @@ impl Client {
 
     /// Runs Rhai code in the supervisor, as a REPL line would.
     pub fn eval(&mut self, code: &str) -> Result<Evaluation, ClientError> {
-        let response = self.call(Command::Eval(code.to_string()))?;
-        let output = response.output.clone().unwrap_or_default();
-        let value = if response.ok {
-            match response.result {
-                Some(Value::String(text)) => Ok(text),
-                Some(other) => Ok(other.to_string()),
-                None => Ok("()".into()),
-            }
-        } else {
-            Err(response.error.unwrap_or_default())
-        };
-        Ok(Evaluation { output, value })
+        self.call(Command::Eval(code.to_string()))
+            .map(Evaluation::from_response)
     }
 
     fn reconnect(&mut self) -> Result<(), ClientError> {

@@ -4,10 +4,11 @@
 
 use serde_json::Value;
 
-use super::{Command, Request, Response, Target};
+use super::{Command, ELSEWHERE, Request, Response, Target, no_such_node};
+use crate::config::NodeStatus;
 use crate::event_loop::EventLoop;
 use crate::script::api::NOT_SUPERVISOR;
-use crate::supervisor::Supervisor;
+use crate::supervisor::{Placed, Supervisor};
 
 /// Who sent a request (from `SO_PEERCRED`), for the log.
 #[derive(Clone, Copy, Debug)]
@@ -53,12 +54,20 @@ pub fn execute(event_loop: &mut EventLoop, peer: Peer, request: Request) -> Resp
 
 /// The commands that work on the node table.
 fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result<Value, String> {
-    let missing = |name: &str| format!("node with name '{name}' does not exist");
+    let missing = no_such_node;
     match command {
         Command::Create(config) => {
             let name = config.name.clone();
             log::info!("control client (pid {}) creates node '{name}'", peer.pid);
-            supervisor.create(*config).map_err(|e| e.to_string())?;
+            if let Placed::Elsewhere(_) = supervisor
+                .create((*config).clone())
+                .map_err(|e| e.to_string())?
+            {
+                // Answered as a script's create is: done, by another host's supervisor.
+                let mut status = NodeStatus::new(*config);
+                status.state = ELSEWHERE.into();
+                return to_json(&status);
+            }
             let mut status = supervisor.status(&name);
             match status.nodes.remove(&name) {
                 Some(node) => to_json(&node),

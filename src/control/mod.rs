@@ -31,18 +31,23 @@
 //! ```
 //!
 //! - `show` lays answers out for a person (the status table of `ctl` and the REPL).
+//! - `ssh` reaches the supervisor of another host through the OpenSSH client, and
+//!   `relay` is what runs there (`ctl __relay`): the socket over ssh's stdin and
+//!   stdout, for `ctl --ssh` and `repl --attach --ssh`.
 
 pub mod client;
 mod handle;
+pub mod relay;
 pub mod server;
 pub mod show;
+pub mod ssh;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::config::NodeConfig;
 
-pub use client::{Client, ClientError, Evaluation};
+pub use client::{Client, ClientError, Connection, Evaluation};
 pub use server::{Limits, ListenError, Server};
 
 pub use crate::config::{DEFAULT_SOCKET, SOCKET_ENV, socket_path};
@@ -54,6 +59,16 @@ pub const MAX_LINE: usize = 1024 * 1024;
 pub const COMMANDS: &[&str] = &[
     "create", "status", "restart", "destroy", "signal", "stop", "tail", "eval",
 ];
+
+/// The `state` in the answer to `create` for a node that belongs to another host (its
+/// own endpoint names that host): it was not started here.
+pub const ELSEWHERE: &str = "elsewhere";
+
+/// The refusal of a command for a node that does not exist. `ctl --ssh` recognises it
+/// in the answers of the hosts a node does not run on.
+pub fn no_such_node(name: &str) -> String {
+    format!("node with name '{name}' does not exist")
+}
 
 /// One request: what to do, and the `id` its response will carry.
 #[derive(Clone, Debug, PartialEq)]

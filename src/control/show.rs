@@ -1,5 +1,5 @@
 //! How a supervisor's answers are shown to a person: the status table of `ctl status`
-//! and the REPL's `:status`.
+//! and the REPL's `:status`, and the table of several hosts (`ctl --ssh`).
 
 use crate::config::{ExitInfo, NodeStatus, Status};
 
@@ -7,37 +7,70 @@ use crate::config::{ExitInfo, NodeStatus, Status};
 /// with `INFO` last when a node has something to say (what it waits for, since when it
 /// is stopping, a failing health check, its `STATUS=` text).
 pub fn status_table(status: &Status) -> String {
-    let header = [
-        "NAME",
-        "STATE",
-        "PID",
-        "RESTARTS",
-        "UPTIME",
-        "LAST EXIT",
-        "INFO",
-    ];
-    let mut rows: Vec<Vec<String>> = vec![header.iter().map(|h| h.to_string()).collect()];
-    for (name, node) in &status.nodes {
-        rows.push(vec![
-            name.clone(),
-            node.state.clone(),
-            node.pid.map_or("-".into(), |p| p.to_string()),
-            node.restarts.to_string(),
-            node.uptime.map_or("-".into(), uptime),
-            node.exit.map_or("-".into(), |e| match e {
-                ExitInfo::Code(code) => format!("code {code}"),
-                ExitInfo::Signal(signal) => ExitInfo::signal_name(signal),
-            }),
-            info(node),
-        ]);
+    let mut rows = vec![HEADERS.iter().map(|h| h.to_string()).collect()];
+    rows.extend(status.nodes.iter().map(|(name, node)| row(name, node)));
+    aligned(&without_empty_info(rows))
+}
+
+/// The status of several hosts in one table: `HOST` first, then the columns of
+/// `status_table`; hosts in the order given, each one's nodes by name.
+pub fn status_table_by_host(hosts: &[(String, Status)]) -> String {
+    let mut header = vec!["HOST".to_string()];
+    header.extend(HEADERS.iter().map(|h| h.to_string()));
+    let mut rows = vec![header];
+    for (host, status) in hosts {
+        for (name, node) in &status.nodes {
+            let mut cells = vec![host.clone()];
+            cells.extend(row(name, node));
+            rows.push(cells);
+        }
     }
-    if rows[1..].iter().all(|row| row[6].is_empty()) {
+    aligned(&without_empty_info(rows))
+}
+
+const HEADERS: [&str; 7] = [
+    "NAME",
+    "STATE",
+    "PID",
+    "RESTARTS",
+    "UPTIME",
+    "LAST EXIT",
+    "INFO",
+];
+
+/// The `INFO` column (the last) only when some node has something in it.
+fn without_empty_info(mut rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    if rows[1..]
+        .iter()
+        .all(|row| row.last().is_none_or(String::is_empty))
+    {
         for row in &mut rows {
             row.pop();
         }
     }
-    let mut widths = vec![0; rows[0].len()];
-    for row in &rows {
+    rows
+}
+
+fn row(name: &str, node: &NodeStatus) -> Vec<String> {
+    vec![
+        name.to_string(),
+        node.state.clone(),
+        node.pid.map_or("-".into(), |p| p.to_string()),
+        node.restarts.to_string(),
+        node.uptime.map_or("-".into(), uptime),
+        node.exit.map_or("-".into(), |e| match e {
+            ExitInfo::Code(code) => format!("code {code}"),
+            ExitInfo::Signal(signal) => ExitInfo::signal_name(signal),
+        }),
+        info(node),
+    ]
+}
+
+/// The rows as lines, each column as wide as its widest cell, two spaces apart.
+fn aligned(rows: &[Vec<String>]) -> String {
+    let columns = rows.first().map_or(0, Vec::len);
+    let mut widths = vec![0; columns];
+    for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.chars().count());
         }
@@ -120,5 +153,32 @@ logger-with-a-long-name  reviving  -     12        -       SIGKILL
 w1                       running   4242  0         1m05s   -
 ";
         assert_eq!(status_table(&status), expected);
+    }
+
+    #[test]
+    fn the_table_of_several_hosts_leads_with_the_host() {
+        let node = |state: &str, pid: i64| {
+            let mut status = NodeStatus::new(NodeConfig::named("x"));
+            status.state = state.into();
+            status.pid = Some(pid);
+            status
+        };
+        let mut alpha = Status::default();
+        alpha.nodes.insert("manager".into(), node("running", 10));
+        alpha.nodes.insert("logger".into(), node("running", 11));
+        let mut beta = Status::default();
+        beta.nodes.insert("worker-1".into(), node("reviving", 12));
+        let table = status_table_by_host(&[
+            ("beta.example.org".into(), beta),
+            ("alpha".into(), alpha),
+            ("empty".into(), Status::default()),
+        ]);
+        let expected = "\
+HOST              NAME      STATE     PID  RESTARTS  UPTIME  LAST EXIT
+beta.example.org  worker-1  reviving  12   0         -       -
+alpha             logger    running   11   0         -       -
+alpha             manager   running   10   0         -       -
+";
+        assert_eq!(table, expected);
     }
 }

@@ -124,13 +124,37 @@ impl FrontEnd {
 /// the control socket at `socket`. Leaving it leaves that supervisor running.
 pub fn attach(socket: &Path) -> Result<i32, String> {
     let client = crate::control::Client::connect(socket).map_err(|e| e.to_string())?;
+    Ok(attached(Box::new(client)))
+}
+
+/// `repl --attach [PATH] --ssh HOST`: the same, with the supervisor of another host,
+/// reached through ssh (`control::ssh`); `socket` is its socket there (`None`: where
+/// `ctl` would look on that host).
+pub fn attach_over_ssh(
+    host: &str,
+    remote_command: &str,
+    socket: Option<&Path>,
+) -> Result<i32, String> {
+    use crate::control::ssh::{Remote, SshClient, Target};
+    let target = Target::parse(host).map_err(|e| e.to_string())?;
+    let remote = Remote::new(remote_command, socket).map_err(|e| e.to_string())?;
+    let client = SshClient::connect(
+        remote,
+        target.clone(),
+        crate::control::client::DEFAULT_TIMEOUT,
+    )
+    .map_err(|e| format!("{target}: {e}"))?;
+    Ok(attached(Box::new(client)))
+}
+
+fn attached(connection: Box<dyn crate::control::Connection>) -> i32 {
     let interactive = terminal::available();
     front_end(
         interactive,
-        Box::new(remote::Remote::new(client)),
+        Box::new(remote::Remote::new(connection)),
         Arc::new(Gate::default()),
     );
-    Ok(0)
+    0
 }
 
 /// Stops the supervisor if the front end's thread ends in a panic: with nobody left

@@ -1,5 +1,6 @@
 //! `repl --attach`: the REPL's requests answered by a running supervisor over its
-//! control socket (`control::Client`), instead of by a supervisor in this process.
+//! control socket (`control::Client`), or on another host through ssh
+//! (`control::ssh::SshClient`), instead of by a supervisor in this process.
 //!
 //! Inputs run as `eval` requests in the remote engine (with its limits); what they
 //! print comes back with the answer and is shown before the value. Leaving the REPL
@@ -9,21 +10,22 @@ use std::path::Path;
 
 use super::evaluator::{Evaluator, Names, Reply, Unanswered};
 use crate::config::Status;
-use crate::control::{Client, ClientError, Command};
+use crate::control::{ClientError, Command, Connection};
 use crate::script::ScriptError;
 
 pub struct Remote {
-    client: Client,
+    client: Box<dyn Connection>,
 }
 
 impl Remote {
-    pub fn new(client: Client) -> Remote {
+    pub fn new(client: Box<dyn Connection>) -> Remote {
         Remote { client }
     }
 
     fn unanswered(error: ClientError) -> Unanswered {
         match error {
             ClientError::Connect { .. } | ClientError::Lost { .. } => Unanswered::Stopped,
+            // The host, not the supervisor, is out of reach: it may come back.
             other => Unanswered::Failed(other.to_string()),
         }
     }

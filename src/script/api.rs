@@ -124,7 +124,9 @@ fn supervisor_module(shared: &Shared, nodes: Option<Nodes>) -> Module {
                         log::error!("Supervisor::create: {NOT_SUPERVISOR}");
                         NOT_SUPERVISOR.into()
                     }
-                    Some(Ok(())) => String::new(),
+                    // A node of another host is that host's to start: done, as far as
+                    // this script is concerned.
+                    Some(Ok(_placed)) => String::new(),
                     Some(Err(e)) => {
                         log::warn!("Supervisor::create: {e}");
                         e.to_string()

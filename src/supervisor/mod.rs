@@ -19,8 +19,12 @@
 //! told apart from that of the current one. A readiness or health check that is a
 //! process has an id of the same form with `PROBE` set.
 //!
+//! `create` also decides where a node belongs (`host::ThisHost`): a node of another
+//! host is not started here and not recorded, and `create` says so (`Placed`).
+//!
 //! It lives on the loop thread only.
 
+pub mod host;
 pub mod node;
 pub mod output;
 pub mod policy;
@@ -38,6 +42,7 @@ use crate::config::{
 };
 use crate::process::notify::Notification;
 use crate::process::{Backend, ProcId, Remnants, Start, StartError, lines};
+pub use host::ThisHost;
 pub use node::{Action, Input, Instance, Node, Readiness, State, Then, Whom};
 use output::TAIL_LINES;
 pub use policy::human;
@@ -58,6 +63,16 @@ pub enum Notice {
         exit: Option<ExitInfo>,
         uptime: f64,
     },
+}
+
+/// What `create` did with a node it accepted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Placed {
+    /// It runs here.
+    Here,
+    /// Its own endpoint names this other host, whose supervisor starts it: nothing was
+    /// started or recorded here.
+    Elsewhere(String),
 }
 
 /// Why `create` refused. The words are Zeek's where Zeek has them.
@@ -190,12 +205,16 @@ pub struct Supervisor {
     stopping: bool,
     /// The script has a `node_exit` hook: revivals wait for its answer.
     exit_hook: bool,
+    /// What a node's endpoint must name for the node to be started here.
+    here: ThisHost,
 }
 
 impl Supervisor {
-    pub fn new(backend: Box<dyn Backend>) -> Supervisor {
+    pub fn new(backend: Box<dyn Backend>, here: ThisHost) -> Supervisor {
+        log::debug!("this host is {}", here.describe());
         Supervisor {
             backend,
+            here,
             nodes: Vec::new(),
             free: Vec::new(),
             names: BTreeMap::new(),
@@ -210,10 +229,18 @@ impl Supervisor {
         }
     }
 
-    /// `Supervisor::create`: starts a node (or has it wait for its dependencies), or
-    /// says why not.
-    pub fn create(&mut self, config: NodeConfig) -> Result<(), CreateError> {
+    /// `Supervisor::create`: starts a node (or has it wait for its dependencies), unless
+    /// it belongs to another host, or says why not. The configuration is checked
+    /// wherever the node belongs, so one layout gives the same errors on every host.
+    pub fn create(&mut self, config: NodeConfig) -> Result<Placed, CreateError> {
         config.validate().map_err(CreateError::Invalid)?;
+        if let Some(host) = self.here.elsewhere(&config) {
+            log::debug!(
+                "node '{}' belongs to host '{host}'; it is not started here",
+                config.name
+            );
+            return Ok(Placed::Elsewhere(host.to_string()));
+        }
         if self.names.contains_key(&config.name) {
             return Err(CreateError::Exists(config.name));
         }
@@ -288,7 +315,7 @@ impl Supervisor {
         self.names.insert(name, slot);
         self.settle(slot);
         self.log_hopeless(slot);
-        Ok(())
+        Ok(Placed::Here)
     }
 
     /// `Supervisor::destroy`: `""` means every node, stopped in order (dependents

@@ -15,7 +15,10 @@ use crate::process::fake::{Fake, World};
 
 fn supervisor() -> (Supervisor, Rc<RefCell<World>>) {
     let (fake, world) = Fake::new();
-    (Supervisor::new(Box::new(fake)), world)
+    (
+        Supervisor::new(Box::new(fake), ThisHost::named(&["here".into()])),
+        world,
+    )
 }
 
 fn command(name: &str) -> NodeConfig {
@@ -47,6 +50,44 @@ fn tick(sup: &mut Supervisor, world: &Rc<RefCell<World>>, by: Duration) {
     world.borrow_mut().advance(by);
     let now = world.borrow().now;
     sup.fire_due(now);
+}
+
+/// `command(name)` in a layout that puts it on `host`, beside a manager on "here".
+fn on_host(name: &str, host: &str) -> NodeConfig {
+    let endpoint = |host: &str| crate::config::ClusterEndpoint {
+        host: host.into(),
+        ..Default::default()
+    };
+    let mut config = command(name);
+    config.cluster.insert(name.into(), endpoint(host));
+    config.cluster.insert("manager".into(), endpoint("here"));
+    config
+}
+
+#[test]
+fn a_node_of_another_host_is_neither_started_nor_listed() {
+    let (mut sup, world) = supervisor();
+    assert_eq!(
+        sup.create(on_host("w1", "there")),
+        Ok(Placed::Elsewhere("there".into()))
+    );
+    assert_eq!(
+        sup.create(on_host("w1", "there")),
+        Ok(Placed::Elsewhere("there".into())),
+        "not recorded, so not a duplicate either"
+    );
+    assert!(world.borrow().started.is_empty());
+    assert!(sup.status("").nodes.is_empty());
+    assert!(sup.take_notices().is_empty());
+    assert!(!sup.destroy("w1") && !sup.restart("w1"));
+    assert_eq!(sup.create(on_host("w2", "HERE")), Ok(Placed::Here));
+    assert_eq!(sup.node_names().collect::<Vec<_>>(), ["w2"]);
+    let mut bad = on_host("a b", "there");
+    bad.cluster.insert("a b".into(), Default::default());
+    assert!(
+        matches!(sup.create(bad), Err(CreateError::Invalid(_))),
+        "checked wherever it belongs"
+    );
 }
 
 #[test]

@@ -1,6 +1,10 @@
 //! `rhai-supervisor ctl`: one request to a running supervisor, its answer printed for a
 //! person (an aligned table for `status`) or as the JSON response (`--json`), and an
-//! exit status a shell script can test.
+//! exit status a shell script can test. With `--ssh`, the same request goes to the
+//! supervisor of each host given, through ssh, and the answers are merged (`hosts`).
+//! `ctl __relay` is what runs on those hosts (`control::relay`).
+
+mod hosts;
 
 use std::io::{Read, Write};
 
@@ -8,8 +12,9 @@ use serde_json::Value;
 
 use crate::cli::{CtlArgs, CtlCommand};
 use crate::config::{NodeStatus, OutputLine, Status};
+use crate::control::client::DEFAULT_TIMEOUT;
 use crate::control::show::status_table;
-use crate::control::{Client, Command, Response, SOCKET_ENV, Target, decode_config};
+use crate::control::{Client, Command, ELSEWHERE, Response, SOCKET_ENV, Target, decode_config};
 
 /// The supervisor did what was asked.
 pub const EXIT_OK: i32 = 0;
@@ -18,10 +23,13 @@ pub const EXIT_REFUSED: i32 = 1;
 /// The command line or its JSON is wrong.
 pub const EXIT_USAGE: i32 = 2;
 /// No supervisor answered.
-pub const EXIT_UNREACHABLE: i32 = 3;
+pub const EXIT_UNREACHABLE: i32 = crate::control::ssh::NO_SUPERVISOR;
 
 /// Runs `ctl`; returns the exit status.
 pub fn run(args: &CtlArgs) -> i32 {
+    if let CtlCommand::Relay = args.command {
+        return relay(args);
+    }
     let command = match command(&args.command) {
         Ok(command) => command,
         Err(error) => {
@@ -29,8 +37,15 @@ pub fn run(args: &CtlArgs) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if !args.ssh.is_empty() {
+        return hosts::run(args, command);
+    }
     let path = args.socket_path();
-    let response = match Client::connect(&path).and_then(|mut c| c.call(command.clone())) {
+    let timeout = args.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    let response = match Client::connect(&path).and_then(|mut c| {
+        c.set_timeout(Some(timeout));
+        c.call(command.clone())
+    }) {
         Ok(response) => response,
         Err(error) => {
             complain(&format!(
@@ -42,19 +57,34 @@ pub fn run(args: &CtlArgs) -> i32 {
     };
     if args.json {
         write_out(&response.to_line());
-    } else if response.ok {
-        print_result(&command, &response);
     } else {
-        if let Some(output) = &response.output {
-            write_out(output.as_bytes());
+        for piece in printed(&command, &response) {
+            match piece {
+                Piece::Out(text) => write_out(text.as_bytes()),
+                Piece::Err(text) => write_err(text.as_bytes()),
+                Piece::Complaint(text) => complain(&text),
+            }
         }
-        complain(
-            response
-                .error
-                .as_deref()
-                .unwrap_or("the supervisor refused"),
-        );
     }
+    exit_status(&response)
+}
+
+/// `ctl __relay`: the socket over stdin and stdout, for `ctl --ssh` on another host.
+fn relay(args: &CtlArgs) -> i32 {
+    match crate::control::relay::relay(&args.socket_path()) {
+        Ok(()) => EXIT_OK,
+        Err(error @ crate::control::relay::RelayError::Connect { .. }) => {
+            complain(&error.to_string());
+            EXIT_UNREACHABLE
+        }
+        Err(error) => {
+            complain(&error.to_string());
+            EXIT_REFUSED
+        }
+    }
+}
+
+fn exit_status(response: &Response) -> i32 {
     if response.ok { EXIT_OK } else { EXIT_REFUSED }
 }
 
@@ -111,6 +141,7 @@ fn command(command: &CtlCommand) -> Result<Command, String> {
         },
         CtlCommand::Eval { code } if code == "-" => Command::Eval(read_stdin()?),
         CtlCommand::Eval { code } => Command::Eval(code.clone()),
+        CtlCommand::Relay => return Err("__relay is not a request".into()),
     })
 }
 
@@ -122,23 +153,56 @@ fn read_stdin() -> Result<String, String> {
     Ok(text)
 }
 
-/// Prints a successful answer for a person.
-fn print_result(command: &Command, response: &Response) {
+/// A piece of what `ctl` prints for an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Piece {
+    /// Text for stdout (whole lines, except what an `eval` printed without one).
+    Out(String),
+    /// Text for stderr: a node's stderr lines (`tail`).
+    Err(String),
+    /// An error to report, one line, without the program's prefix.
+    Complaint(String),
+}
+
+/// What an answer prints for a person.
+fn printed(command: &Command, response: &Response) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    if !response.ok {
+        if let Some(output) = &response.output {
+            pieces.push(Piece::Out(output.clone()));
+        }
+        let error = response
+            .error
+            .as_deref()
+            .unwrap_or("the supervisor refused");
+        pieces.push(Piece::Complaint(error.to_string()));
+        return pieces;
+    }
     let result = response.result.clone().unwrap_or(Value::Null);
     match command {
         Command::Status(_) => match serde_json::from_value::<Status>(result) {
-            Ok(status) => write_out(status_table(&status).as_bytes()),
-            Err(e) => complain(&format!("cannot read the status: {e}")),
+            Ok(status) => pieces.push(Piece::Out(status_table(&status))),
+            Err(e) => pieces.push(Piece::Complaint(format!("cannot read the status: {e}"))),
         },
         Command::Create(config) => {
-            let pid = serde_json::from_value::<NodeStatus>(result)
-                .ok()
-                .and_then(|s| s.pid);
-            let line = match pid {
-                Some(pid) => format!("created node '{}' (pid {pid})\n", config.name),
-                None => format!("created node '{}'\n", config.name),
+            let status = serde_json::from_value::<NodeStatus>(result).ok();
+            let line = match status {
+                Some(status) if status.state == ELSEWHERE => {
+                    let host = config
+                        .cluster
+                        .get(&config.name)
+                        .map_or("", |endpoint| endpoint.host.as_str());
+                    format!(
+                        "node '{}' belongs to host '{host}'; it was not started here\n",
+                        config.name
+                    )
+                }
+                Some(NodeStatus { pid: Some(pid), .. }) => {
+                    format!("created node '{}' (pid {pid})\n", config.name)
+                }
+                _ => format!("created node '{}'\n", config.name),
             };
-            write_out(line.as_bytes());
+            pieces.push(Piece::Out(line));
         }
         Command::Destroy(_) | Command::Restart(_) | Command::Signal { .. } => {
             let verb = match command {
@@ -152,31 +216,32 @@ fn print_result(command: &Command, response: &Response) {
                 [one] => format!("{verb} node '{one}'\n"),
                 many => format!("{verb} {} nodes: {}\n", many.len(), many.join(", ")),
             };
-            write_out(line.as_bytes());
+            pieces.push(Piece::Out(line));
         }
-        Command::Stop => write_out(b"the supervisor is stopping\n"),
+        Command::Stop => pieces.push(Piece::Out("the supervisor is stopping\n".into())),
         Command::Tail { .. } => {
             let lines: Vec<OutputLine> = serde_json::from_value(result).unwrap_or_default();
             for line in lines {
                 let text = format!("{}\n", line.line);
                 if line.stream == "stderr" {
-                    write_err(text.as_bytes());
+                    pieces.push(Piece::Err(text));
                 } else {
-                    write_out(text.as_bytes());
+                    pieces.push(Piece::Out(text));
                 }
             }
         }
         Command::Eval(_) => {
             if let Some(output) = &response.output {
-                write_out(output.as_bytes());
+                pieces.push(Piece::Out(output.clone()));
             }
             match result {
                 Value::String(text) if text == "()" => {}
-                Value::String(text) => write_out(format!("{text}\n").as_bytes()),
-                other => write_out(format!("{other}\n").as_bytes()),
+                Value::String(text) => pieces.push(Piece::Out(format!("{text}\n"))),
+                other => pieces.push(Piece::Out(format!("{other}\n"))),
             }
         }
     }
+    pieces
 }
 
 fn complain(message: &str) {
