@@ -19,6 +19,7 @@
 pub mod complete;
 pub mod evaluator;
 pub mod input;
+mod keys;
 pub mod remote;
 pub mod render;
 mod terminal;
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 pub use evaluator::{Evaluator, Local, Names, Reply, Unanswered};
 use input::{Command, Completeness};
+use keys::OnInterrupt;
 
 use crossbeam_channel::Sender;
 
@@ -82,7 +84,7 @@ pub fn run(
         .stack_size(FRONT_END_STACK)
         .spawn(move || {
             let _stop_if_lost = StopIfLost(events);
-            front_end(interactive, evaluator, front_gate)
+            front_end(interactive, evaluator, front_gate, OnInterrupt::Signal)
         });
     let front_end = match front_end {
         Ok(thread) => thread,
@@ -120,10 +122,13 @@ pub fn attach(socket: &Path) -> Result<i32, Error> {
     let client =
         crate::control::Client::connect(socket).map_err(|e| Error::Setup(e.to_string()))?;
     let interactive = terminal::available();
+    // Ctrl-C cannot stop a statement that runs there; it ends this process, as
+    // SIGINT always did here.
     front_end(
         interactive,
         Box::new(remote::Remote::new(client)),
         Arc::new(Gate::default()),
+        OnInterrupt::Exit,
     );
     Ok(0)
 }
@@ -146,10 +151,15 @@ impl Drop for StopIfLost {
 }
 
 /// The front end's thread: a terminal or plain console, and the session on it.
-fn front_end(interactive: bool, evaluator: Box<dyn Evaluator + Send>, gate: Arc<Gate>) {
+fn front_end(
+    interactive: bool,
+    evaluator: Box<dyn Evaluator + Send>,
+    gate: Arc<Gate>,
+    on_interrupt: OnInterrupt,
+) {
     let evaluator = Rc::new(RefCell::new(evaluator));
     let mut console: Box<dyn Console> = if interactive {
-        match terminal::Terminal::open(evaluator.clone(), gate.clone()) {
+        match terminal::Terminal::open(evaluator.clone(), gate.clone(), on_interrupt) {
             Ok(terminal) => {
                 gate.set_output(terminal.output());
                 Box::new(terminal)
