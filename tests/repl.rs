@@ -396,6 +396,8 @@ fn lines_that_arrive_together_all_run_in_order() {
     repl.expect("...>   n * 2\n");
     repl.expect("...> }\n");
     repl.expect("sup> twice(21)\n42\n");
+    // (At the prompt: while a statement runs, Ctrl-C would stop it instead.)
+    repl.expect("sup> ");
     // Keys that end an input with what follows them: Ctrl-C forgets the line so far,
     // Ctrl-D at `...>` runs the unfinished statement; what comes after still runs.
     repl.send("let junk = \x037 * 6\r");
@@ -406,6 +408,15 @@ fn lines_that_arrive_together_all_run_in_order() {
     repl.expect("sup> ");
     repl.send("\x04");
     assert_eq!(repl.expect_exit(), Some(0));
+    // The terminal is given back as it was.
+    let settings = tcgetattr(&repl.master).unwrap();
+    assert!(
+        settings
+            .local_flags
+            .contains(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ISIG),
+        "the terminal was left in raw mode: {:?}",
+        settings.local_flags
+    );
 }
 
 #[test]

@@ -30,9 +30,10 @@
 //! on it) and splits a bracketed paste into its lines, each pasted on its own and
 //! followed by Enter: every statement of a pasted block runs in turn, as if typed, and
 //! the lines of an unfinished one go on at `...>`. While no `readline` call reads (a
-//! statement runs), the interrupt key raises SIGINT, which stops the statement, and the
-//! suspend key stops the process, as the kernel does in cooked mode; everything else
-//! waits in the queue, in order.
+//! statement runs), the interrupt key raises SIGINT, which stops the statement (so does
+//! the quit key, which the editor too takes for Ctrl-C), and the suspend key stops the
+//! process, as the kernel does in cooked mode; everything else waits in the queue, in
+//! order, and nothing is echoed until the editor takes it.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -79,11 +80,11 @@ pub enum OnInterrupt {
 
 /// The terminal's special keys (from its settings; 0 is a disabled one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct SpecialKeys {
-    pub interrupt: u8,
-    pub quit: u8,
-    pub suspend: u8,
-    pub end_of_file: u8,
+struct SpecialKeys {
+    interrupt: u8,
+    quit: u8,
+    suspend: u8,
+    end_of_file: u8,
 }
 
 impl SpecialKeys {
@@ -108,7 +109,7 @@ impl SpecialKeys {
 
 /// What the thread passes on, in order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Piece {
+enum Piece {
     /// Bytes for the editor.
     Keys(Vec<u8>),
     /// The interrupt or quit key, typed (not pasted).
@@ -119,7 +120,7 @@ pub(crate) enum Piece {
 
 /// Turns what is read from the terminal into what the editor is given: valid UTF-8,
 /// pastes split into lines, the job-control keys picked out.
-pub(crate) struct Decoder {
+struct Decoder {
     keys: SpecialKeys,
     /// An unfinished UTF-8 sequence at the end of the last read.
     partial_char: Vec<u8>,
@@ -134,7 +135,7 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    pub(crate) fn new(keys: SpecialKeys) -> Decoder {
+    fn new(keys: SpecialKeys) -> Decoder {
         Decoder {
             keys,
             partial_char: Vec::new(),
@@ -146,7 +147,7 @@ impl Decoder {
     }
 
     /// The pieces in `input`, given everything read before it.
-    pub(crate) fn decode(&mut self, input: &[u8]) -> Vec<Piece> {
+    fn decode(&mut self, input: &[u8]) -> Vec<Piece> {
         let mut data = std::mem::take(&mut self.partial_marker);
         self.valid_utf8(input, &mut data);
         let mut out = Pieces::default();
@@ -413,9 +414,9 @@ impl Feed {
                 return false;
             }
             match nix::unistd::write(&self.master, &queue.framed[queue.written..]) {
+                Ok(0) | Err(Errno::EAGAIN) => return true,
                 Ok(n) => queue.written += n,
                 Err(Errno::EINTR) => {}
-                Err(Errno::EAGAIN) => return true,
                 Err(e) => {
                     // Nothing more can reach the editor; do not try again and again.
                     log::error!("cannot hand the input to the line editor: {e}");
@@ -530,7 +531,8 @@ fn session_mode(original: &Termios) -> Termios {
 /// keys, which the editor maps at the start of each call.
 fn resting_mode(terminal: &Termios) -> Termios {
     let mut resting = session_mode(terminal);
-    resting.input_flags &= !(InputFlags::INLCR | InputFlags::IGNCR | InputFlags::IXOFF);
+    resting.input_flags &=
+        !(InputFlags::INLCR | InputFlags::IGNCR | InputFlags::IXOFF | InputFlags::IMAXBEL);
     resting.local_flags &= !LocalFlags::ECHONL;
     resting
 }
@@ -764,6 +766,11 @@ impl Reader {
             self.give_terminal_back();
         }
         let _ = kill(Pid::this(), Signal::SIGINT);
+        if self.on_interrupt == OnInterrupt::Exit {
+            // Still here: SIGINT is ignored, and the session goes on.
+            let _ = tcsetattr(&*self.terminal, SetArg::TCSADRAIN, &self.session);
+            write_terminal(BRACKETED_PASTE_ON);
+        }
     }
 
     /// Stops the process group, as the suspend key does in cooked mode, with the
