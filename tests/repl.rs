@@ -427,7 +427,7 @@ fn what_is_typed_while_a_statement_runs_runs_after_it() {
     repl.line(r#"print("started"); let t = timestamp(); while t.elapsed < 1.0 {} "done""#);
     repl.expect("\nstarted\n");
     repl.send("40 + 2\r");
-    repl.send("let late = 1;\rlate + 1\r");
+    repl.paste("let late = 1;\nlate + 1\n");
     let shown = repl.expect("\"done\"\n");
     // Nothing echoed the keys meanwhile: they are shown when the editor takes them.
     assert!(!shown.contains("40 + 2"), "{shown}");

@@ -906,6 +906,35 @@ mod tests {
         assert_eq!(decoder.decode(b"\0"), [keys(b"\0")]);
     }
 
+    #[test]
+    fn any_bytes_decode_to_utf8_without_the_push_byte() {
+        // Arbitrary input, cut into arbitrary reads: no panic, and what goes to the
+        // editor is valid UTF-8 (so it never holds `PUSH`).
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet = b"\x1b[2001~\r\n\x03\x1a\x04a\xc3\xa9\xff\x80\xe2";
+        for _ in 0..500 {
+            let mut decoder = Decoder::new(KEYS);
+            let mut given = Vec::new();
+            for _ in 0..(next() % 8) {
+                let read: Vec<u8> = (0..(next() % 24))
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect();
+                for piece in decoder.decode(&read) {
+                    if let Piece::Keys(bytes) = piece {
+                        given.extend(bytes);
+                    }
+                }
+            }
+            assert!(std::str::from_utf8(&given).is_ok(), "{given:?}");
+        }
+    }
+
     /// A feeder on a real pseudo-terminal, and the editor's side of it.
     fn feeder() -> (Feed, std::fs::File) {
         // Any terminal's settings will do: a fresh pseudo-terminal's.
