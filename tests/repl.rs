@@ -32,6 +32,14 @@ struct Repl {
 
 impl Repl {
     fn start(sandbox: &Sandbox, args: &[&str]) -> Repl {
+        let mut command = Command::new(binary());
+        command.arg("repl").args(args);
+        Repl::spawn(sandbox, command)
+    }
+
+    /// Runs `command` in `sandbox` on a terminal of its own, as a shell runs it in a
+    /// terminal window.
+    fn spawn(sandbox: &Sandbox, mut command: Command) -> Repl {
         let size = Winsize {
             ws_row: 50,
             ws_col: 200,
@@ -43,10 +51,7 @@ impl Repl {
             fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
         }
         let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-        let mut command = Command::new(binary());
         command
-            .arg("repl")
-            .args(args)
             .current_dir(&sandbox.dir)
             .env("TERM", "xterm")
             .env("HOME", &sandbox.dir)
@@ -57,7 +62,7 @@ impl Repl {
             .stderr(slave(&pty.slave));
         // SAFETY: between fork and exec only setsid(2) and ioctl(2), both
         // async-signal-safe; the terminal becomes the child's controlling terminal, so
-        // Ctrl-C reaches it as SIGINT, as in a shell.
+        // Ctrl-C reaches it as SIGINT and a shell there has job control.
         unsafe {
             command.pre_exec(|| {
                 nix::unistd::setsid()?;
@@ -67,7 +72,7 @@ impl Repl {
                 Ok(())
             });
         }
-        let child = command.spawn().expect("cannot start the binary");
+        let child = command.spawn().expect("cannot start the program");
         drop(command);
         drop(pty.slave);
         let master = File::from(pty.master);
@@ -517,6 +522,60 @@ fn ctrl_c_stops_the_running_statement_and_what_was_typed_around_it_runs() {
     repl.expect("sup> 2 + 2\n4\n");
     repl.expect("sup> n > 0\ntrue\n");
     repl.expect("sup> ");
+    repl.send("\x04");
+    assert_eq!(repl.expect_exit(), Some(0));
+}
+
+#[test]
+fn ctrl_z_suspends_the_repl_and_fg_brings_it_back() {
+    let sandbox = Sandbox::new("repl-job-control");
+    // An interactive shell on the terminal, with job control, runs the REPL as a job.
+    let mut shell = Command::new("sh");
+    shell.arg("-i").env("PS1", "$ ").env("ENV", "/dev/null");
+    let mut repl = Repl::spawn(&sandbox, shell);
+    repl.expect("$ ");
+    repl.line(&format!("'{}' repl --no-socket", binary()));
+    repl.expect(PROMPT);
+    repl.enter("let q = 7;");
+    // At the prompt.
+    repl.send("\x1a");
+    repl.expect("Stopped");
+    repl.expect("$ ");
+    repl.line("fg");
+    repl.expect(PROMPT);
+    let shown = repl.enter("q * 6");
+    assert!(shown.contains("\n42\n"), "{shown}");
+    // While a statement runs; what was typed before Ctrl-Z runs after it.
+    repl.line(r#"print("started"); let t = timestamp(); while t.elapsed < 1.0 {} "done""#);
+    repl.expect("\nstarted\n");
+    repl.send("q + 1\r\x1a");
+    repl.expect("Stopped");
+    repl.expect("$ ");
+    repl.line("fg");
+    repl.expect("\"done\"\n");
+    repl.expect("sup> q + 1\n8\n");
+    repl.send("\x04");
+    repl.expect("$ ");
+    repl.line("exit");
+    assert_eq!(repl.expect_exit(), Some(0));
+}
+
+#[test]
+fn ctrl_z_with_no_shell_to_continue_the_repl_changes_nothing() {
+    // Alone in its session, the REPL's process group has no shell to continue it:
+    // the kernel drops the stop, and the session goes on with its terminal in raw mode.
+    let sandbox = Sandbox::new("repl-orphan-ctrl-z");
+    let mut repl = Repl::start(&sandbox, &[]);
+    repl.expect(PROMPT);
+    repl.send("\x1a");
+    let shown = repl.enter("1 + 1");
+    assert!(shown.contains("\n2\n"), "{shown}");
+    repl.line(r#"print("started"); let t = timestamp(); while t.elapsed < 0.5 {} "done""#);
+    repl.expect("\nstarted\n");
+    repl.send("\x1a2 + 2\r");
+    repl.expect("\"done\"\n");
+    repl.expect("sup> 2 + 2\n4\n");
+    repl.wait_for_editor();
     repl.send("\x04");
     assert_eq!(repl.expect_exit(), Some(0));
 }

@@ -33,7 +33,9 @@
 //! statement runs), the interrupt key raises SIGINT, which stops the statement (so does
 //! the quit key, which the editor too takes for Ctrl-C), and the suspend key stops the
 //! process, as the kernel does in cooked mode; everything else waits in the queue, in
-//! order, and nothing is echoed until the editor takes it.
+//! order, and nothing is echoed until the editor takes it. The suspend key stops the
+//! process at the prompt too, with the terminal's own settings put back first (the
+//! editor would stop it in raw mode); SIGCONT puts the REPL's back.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -46,12 +48,11 @@ use std::thread::JoinHandle;
 use nix::errno::Errno;
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::{Signal, raise};
 use nix::sys::termios::{
     ControlFlags, InputFlags, LocalFlags, SetArg, SpecialCharacterIndices as Cc, Termios,
     tcgetattr, tcsetattr,
 };
-use nix::unistd::Pid;
 
 /// Ends a run in canonical mode without being read (it is the pseudo-terminal's
 /// VEOF). Never part of valid UTF-8, and only valid UTF-8 is fed.
@@ -567,7 +568,11 @@ pub(crate) struct Keys {
 impl Keys {
     /// Takes the terminal on fd 0 over: its keys go through the feeder, and the editor
     /// (rustyline, on fd 0) reads the feeder's pseudo-terminal from now on.
-    pub(crate) fn start(on_interrupt: OnInterrupt) -> std::io::Result<Keys> {
+    /// `redraw` has the editor draw its prompt and line again (after Ctrl-Z and `fg`).
+    pub(crate) fn start(
+        on_interrupt: OnInterrupt,
+        redraw: Box<dyn Fn() + Send>,
+    ) -> std::io::Result<Keys> {
         let stdin = std::io::stdin();
         let original = tcgetattr(&stdin)?;
         let terminal = Arc::new(stdin.as_fd().try_clone_to_owned()?);
@@ -584,7 +589,6 @@ impl Keys {
             stop: Some(stop),
             thread: None,
         };
-        // Back in the foreground after Ctrl-Z, the terminal has the shell's settings.
         keys.continued = Some(signal_hook::low_level::pipe::register(
             Signal::SIGCONT as i32,
             continued_wake,
@@ -603,6 +607,7 @@ impl Keys {
             session,
             decoder: Decoder::new(SpecialKeys::of(&keys.original)),
             on_interrupt,
+            redraw,
         };
         let thread = std::thread::Builder::new()
             .name("repl-keys".into())
@@ -660,6 +665,8 @@ struct Reader {
     session: Termios,
     decoder: Decoder,
     on_interrupt: OnInterrupt,
+    /// Has the editor draw its prompt and line again.
+    redraw: Box<dyn Fn() + Send>,
 }
 
 impl Reader {
@@ -705,9 +712,12 @@ impl Reader {
                 return;
             }
             if resumed {
+                // In the foreground again after a stop, the terminal has the shell's
+                // settings, and the shell has written below the prompt: the editor
+                // draws it again (nothing is drawn while a statement runs).
                 drain(continued);
-                let _ = tcsetattr(&*self.terminal, SetArg::TCSADRAIN, &self.session);
-                write_terminal(BRACKETED_PASTE_ON);
+                self.take_terminal();
+                (self.redraw)();
             }
             if woken {
                 drain(&self.feed.woken);
@@ -737,49 +747,54 @@ impl Reader {
         }
     }
 
-    /// Queues the keys; acts on a job-control key while no `readline` call reads.
+    /// Queues the keys, in order. The interrupt key stops a running statement (and
+    /// is the editor's otherwise); the suspend key stops the process at any time, as
+    /// it does in cooked mode (the editor's own Ctrl-Z would stop it with the terminal
+    /// in raw mode, which a shell may not undo).
     fn pass_on(&self, pieces: Vec<Piece>) {
-        let mut suspend = false;
-        {
-            let feed = &self.feed;
-            let mut queue = feed.lock();
-            for piece in pieces {
-                match piece {
-                    Piece::Keys(bytes) => {
-                        feed.push(&mut queue, &bytes);
-                    }
-                    Piece::Interrupt(key) | Piece::Suspend(key) if queue.feeding => {
-                        feed.push(&mut queue, &[key]);
-                    }
-                    Piece::Interrupt(_) => self.interrupt(),
-                    Piece::Suspend(_) => suspend = true,
+        let feed = &self.feed;
+        for piece in pieces {
+            match piece {
+                Piece::Keys(bytes) => {
+                    feed.push(&mut feed.lock(), &bytes);
                 }
+                Piece::Interrupt(key) => {
+                    let mut queue = feed.lock();
+                    if queue.feeding {
+                        feed.push(&mut queue, &[key]);
+                    } else {
+                        drop(queue);
+                        self.interrupt();
+                    }
+                }
+                Piece::Suspend(_) => self.suspend(),
             }
-        }
-        if suspend {
-            self.suspend();
         }
     }
 
+    /// Raised on this thread, a signal is delivered before `raise` returns: when its
+    /// default action ends or stops the process, that has happened by then.
     fn interrupt(&self) {
         if self.on_interrupt == OnInterrupt::Exit {
             self.give_terminal_back();
         }
-        let _ = kill(Pid::this(), Signal::SIGINT);
+        let _ = raise(Signal::SIGINT);
         if self.on_interrupt == OnInterrupt::Exit {
             // Still here: SIGINT is ignored, and the session goes on.
-            let _ = tcsetattr(&*self.terminal, SetArg::TCSADRAIN, &self.session);
-            write_terminal(BRACKETED_PASTE_ON);
+            self.take_terminal();
         }
     }
 
-    /// Stops the process group, as the suspend key does in cooked mode, with the
-    /// terminal as the shell expects it.
+    /// Stops the process, as the suspend key does in cooked mode, with the terminal
+    /// as the shell expects it; goes on once continued (or at once, where nobody could
+    /// continue it and the kernel dropped the signal).
     fn suspend(&self) {
         self.give_terminal_back();
-        // The signal is delivered before kill returns: this goes on once continued
-        // (or at once, where nobody could continue it and the kernel dropped it).
-        let _ = kill(Pid::from_raw(0), Signal::SIGTSTP);
+        let _ = raise(Signal::SIGTSTP);
+        self.take_terminal();
+    }
+
+    fn take_terminal(&self) {
         let _ = tcsetattr(&*self.terminal, SetArg::TCSADRAIN, &self.session);
         write_terminal(BRACKETED_PASTE_ON);
     }

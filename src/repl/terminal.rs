@@ -331,20 +331,24 @@ impl Terminal {
         // A terminal rustyline cannot drive (TERM=dumb) has no external printer:
         // output is then written as it comes, and rustyline reads lines from stdin.
         let printer = editor.create_external_printer().ok();
-        let keys = match printer {
-            Some(_) => Some(
-                Keys::start(on_interrupt)
-                    .map_err(|e| format!("cannot take over the terminal's input: {e}"))?,
-            ),
-            None => None,
+        let drives_terminal = printer.is_some();
+        let (output, output_ended) =
+            start_output(printer).map_err(|e| format!("cannot start the output thread: {e}"))?;
+        let keys = if drives_terminal {
+            // Printed above the prompt, even nothing makes the editor draw it again.
+            let printer = output.clone();
+            let redraw = Box::new(move || printer.print(Stream::Stdout, String::new()));
+            let keys = Keys::start(on_interrupt, redraw)
+                .map_err(|e| format!("cannot take over the terminal's input: {e}"))?;
+            Some(keys)
+        } else {
+            None
         };
         editor.set_helper(Some(ReplHelper {
             evaluator,
             files: FilenameCompleter::new(),
             feed: keys.as_ref().map(Keys::feed),
         }));
-        let (output, output_ended) =
-            start_output(printer).map_err(|e| format!("cannot start the output thread: {e}"))?;
         console::set_sink(Some(Box::new(QueueSink {
             output: output.clone(),
             stderr_is_terminal: std::io::stderr().is_terminal(),
