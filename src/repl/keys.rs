@@ -31,11 +31,11 @@
 //! followed by Enter: every statement of a pasted block runs in turn, as if typed, and
 //! the lines of an unfinished one go on at `...>`. While no `readline` call reads (a
 //! statement runs), the interrupt key raises SIGINT, which stops the statement (so does
-//! the quit key, which the editor too takes for Ctrl-C), and the suspend key stops the
-//! process, as the kernel does in cooked mode; everything else waits in the queue, in
-//! order, and nothing is echoed until the editor takes it. The suspend key stops the
-//! process at the prompt too, with the terminal's own settings put back first (the
-//! editor would stop it in raw mode); SIGCONT puts the REPL's back.
+//! the quit key, which the editor too takes for Ctrl-C); everything else waits in the
+//! queue, in order, and nothing is echoed until the editor takes it. The suspend key
+//! stops the process at any time, as the kernel does in cooked mode, with the
+//! terminal's own settings put back first (the editor's Ctrl-Z would leave it in raw
+//! mode for the shell); SIGCONT puts the REPL's back and has the prompt drawn again.
 
 use std::collections::VecDeque;
 use std::io::Write;
@@ -363,8 +363,9 @@ impl Feed {
     }
 
     /// From the editor's redraw: when it has just put the pseudo-terminal in raw mode
-    /// (a new `readline` call, or back from Ctrl-Z), take back what the kernel holds,
-    /// switch to canonical mode and feed.
+    /// (at the start of a `readline` call), take back what the kernel holds (nothing,
+    /// unless the editor switched modes in the middle of a call), switch to canonical
+    /// mode and feed.
     pub(crate) fn editor_reading(&self) {
         match tcgetattr(&self.slave) {
             Ok(now) if !now.local_flags.contains(LocalFlags::ICANON) => {}
