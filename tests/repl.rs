@@ -473,6 +473,11 @@ fn a_pasted_block_runs_statement_by_statement() {
     repl.send("\x1b[A\x1b[A");
     repl.expect("let a = w * h;");
     repl.clear_input();
+    // A map over several lines is one statement too.
+    repl.paste("let sizes = #{\n    small: 1,\n    large: 9\n};\nsizes.large\n");
+    repl.expect("...>     large: 9\n");
+    repl.expect("sup> sizes.large\n9\n");
+    repl.expect("sup> ");
     // The last line of a paste without a newline at its end waits to be finished.
     repl.paste("area(2, 3)");
     repl.expect("area(2, 3)");
