@@ -44,7 +44,8 @@
 //!   goes to the loop as an `Event::Task`, is evaluated there, and its rendered value
 //!   comes back on a channel. An output thread prints node output, script prints and
 //!   logs above the prompt (the `console` sink), so the loop never waits for the
-//!   terminal.
+//!   terminal. A keys thread (`repl::keys`) reads the terminal into a queue and feeds
+//!   the editor a line at a time, so nothing typed ahead is lost.
 //!
 //! Processes: besides the nodes, a supervisor that runs script nodes has one helper
 //! process, the **stem** (`process::stem`): single-threaded, with Rhai's standard
