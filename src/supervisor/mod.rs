@@ -64,6 +64,9 @@ enum Deadline {
     Revive(u32),
     /// `Input::KillDue` for this process.
     Kill(ProcId),
+    /// The end of a period of the output files of the node in this slot (rotation by
+    /// time); stale unless it is the node's `rotation_due`.
+    Rotate(Slot),
 }
 
 /// A node's place in the table.
@@ -133,6 +136,7 @@ impl Supervisor {
         };
         self.nodes[slot as usize] = Some(Node::new(config, instance, started.files));
         self.names.insert(name, slot);
+        self.schedule_rotation(slot, now);
         Ok(())
     }
 
@@ -303,13 +307,23 @@ impl Supervisor {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, deadline))) = self.deadlines.pop() else {
+            let Some(Reverse((at, deadline))) = self.deadlines.pop() else {
                 break;
             };
             match deadline {
                 Deadline::Revive(slot) if !self.stopping => self.step(slot, Input::RevivalDue),
                 Deadline::Revive(_) => {}
                 Deadline::Kill(proc) => self.step(slot_of(proc), Input::KillDue { proc }),
+                Deadline::Rotate(slot) => {
+                    let Some(node) = self.node_mut(slot) else {
+                        continue;
+                    };
+                    if node.rotation_due != Some(at) {
+                        continue;
+                    }
+                    node.files.rotate_due();
+                    self.schedule_rotation(slot, now);
+                }
             }
         }
         self.backend.fire_due(now);
@@ -349,6 +363,22 @@ impl Supervisor {
 
     pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
+    }
+
+    /// Keeps a deadline for the end of the current period of the node's output files,
+    /// when they rotate by time. One wake-up per period: the loop sleeps until then.
+    fn schedule_rotation(&mut self, slot: Slot, now: Instant) {
+        let Some(node) = self.node_mut(slot) else {
+            return;
+        };
+        let Some(wait) = node.files.until_rotation() else {
+            return;
+        };
+        // At least a millisecond ahead: the wall clock that the period ends by and the
+        // loop's clock may disagree by a little, and a due deadline must not spin.
+        let at = now + wait.max(std::time::Duration::from_millis(1));
+        node.rotation_due = Some(at);
+        self.deadlines.push(Reverse((at, Deadline::Rotate(slot))));
     }
 
     fn node(&self, slot: Slot) -> Option<&Node> {
