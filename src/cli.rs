@@ -180,13 +180,18 @@ pub enum CtlCommand {
     },
     /// Stop the supervisor: every node is stopped, then it runs zeek_done() and exits.
     Stop,
-    /// Print the last lines a node wrote (stdout lines to stdout, stderr lines to stderr).
+    /// Print the last lines a node wrote (stdout lines to stdout, stderr lines to stderr);
+    /// with -f, then every new line as it comes.
     Tail {
         /// The node.
         name: String,
-        /// At most this many lines.
+        /// At most this many lines (of those kept).
         #[arg(short = 'n', long, value_name = "N")]
         lines: Option<usize>,
+        /// Follow: go on printing new lines until interrupted, or until the node is
+        /// destroyed or the supervisor stops.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// Run Rhai code in the supervisor (like a REPL line); print its output and value.
     Eval {

@@ -7,8 +7,12 @@
 //! role; lent to the engine's `Supervisor` functions), turns node output into `stdout_hook`/`stderr_hook` calls or `[node] line`
 //! prints, turns node starts into `node_status` calls, and runs the shutdown: stop
 //! every node, wait for the last one, `zeek_done()`, return the exit status.
+//!
+//! It also publishes each node's output lines to the node's followers (`follow_output`,
+//! `ctl tail -f`), through their bounded feeds (`feed`), and ends their streams when the
+//! node is gone.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -18,6 +22,7 @@ use nix::sys::signal::Signal;
 use rhai::{INT, ImmutableString};
 
 use crate::config::Stream;
+use crate::feed::{Feed, Subscribers};
 use crate::process::ProcId;
 use crate::process::lines;
 use crate::process::reactor::IoEvent;
@@ -74,6 +79,8 @@ pub struct EventLoop {
     failed_hooks: HashSet<(Arc<str>, Stream)>,
     /// Keep serving with nothing to do (supervisor, node); `exec` ends instead.
     serve_forever: bool,
+    /// Who follows each node's output, by node name.
+    output_followers: HashMap<String, Subscribers>,
 }
 
 impl EventLoop {
@@ -95,6 +102,7 @@ impl EventLoop {
             sigint,
             failed_hooks: HashSet::new(),
             serve_forever,
+            output_followers: HashMap::new(),
         }
     }
 
@@ -168,6 +176,15 @@ impl EventLoop {
         self.begin_shutdown(0, true);
     }
 
+    /// From now on, gives each line of the output of node `node` to `feed`, as an item
+    /// `{"stream": "stdout" or "stderr", "line": TEXT}`, until the node is gone.
+    pub fn follow_output(&mut self, node: &str, feed: std::sync::Arc<Feed>) {
+        self.output_followers
+            .entry(node.to_string())
+            .or_default()
+            .add(feed);
+    }
+
     /// Shutdown has begun, or a script asked for it (`terminate()`, `exit(code)`) and
     /// the loop will begin it when the running call returns.
     pub fn is_stopping(&self) -> bool {
@@ -225,6 +242,9 @@ impl EventLoop {
 
     /// Prints or hands to a hook each line of a node's output.
     fn output(&mut self, proc: ProcId, node: &Arc<str>, stream: Stream, data: &[u8]) {
+        if !self.output_followers.is_empty() {
+            self.publish_output(node, stream, data);
+        }
         let to_file = match &self.nodes {
             Some(nodes) => nodes.borrow_mut().take_output(proc, stream, data),
             None => false,
@@ -271,6 +291,43 @@ impl EventLoop {
         }
     }
 
+    /// Gives the lines of `data` to the followers of `node`.
+    fn publish_output(&mut self, node: &str, stream: Stream, data: &[u8]) {
+        let Some(followers) = self.output_followers.get_mut(node) else {
+            return;
+        };
+        let texts: Vec<_> = lines::split(data).map(String::from_utf8_lossy).collect();
+        let weights: Vec<usize> = texts.iter().map(|text| text.len() + 32).collect();
+        // Each item's JSON is made only if a follower has room for it.
+        followers.publish_batch(&weights, |i| {
+            let line = serde_json::to_string(&texts[i]).unwrap_or_default();
+            format!("{{\"stream\":\"{}\",\"line\":{line}}}", stream.name())
+        });
+        if followers.is_empty() {
+            self.output_followers.remove(node);
+        }
+    }
+
+    /// A node left the table: its followers' streams end, unless a new node of that
+    /// name already exists (then they follow that one).
+    fn node_removed(&mut self, node: &str) {
+        let recreated = self
+            .nodes
+            .as_ref()
+            .is_some_and(|nodes| nodes.borrow().exists(node));
+        if recreated {
+            return;
+        }
+        if let Some(mut followers) = self.output_followers.remove(node) {
+            let reason = if self.phase == Phase::Serving {
+                format!("node '{node}' was destroyed")
+            } else {
+                "the supervisor is stopping".to_string()
+            };
+            followers.end(&reason);
+        }
+    }
+
     /// After any script ran: tell the script about node starts, and notice an exit request.
     fn after_script(&mut self) {
         loop {
@@ -286,6 +343,10 @@ impl EventLoop {
                 let args = match notice {
                     Notice::Started { node, pid } => (node, pid.as_raw() as INT),
                     Notice::Failed { node } => (node, 0),
+                    Notice::Removed { node } => {
+                        self.node_removed(&node);
+                        continue;
+                    }
                 };
                 if let Err(error) = self.host.call_hook(Hook::NodeStatus, args) {
                     log::error!("{error}");

@@ -14,7 +14,7 @@
 //! | `script` | the Rhai side: engine and limits, globals, hooks, the `Supervisor` and `Cluster` modules, records' registration |
 //! | `supervisor` | policy: the node table, each node's state machine (`supervisor::node`), revival and backoff, deadlines |
 //! | `process` | mechanism: the `Backend` trait and the native backend (plan, spawn, stem, reactor, leftovers) |
-//! | `config`, `console` | shared leaves: the records (one field table each) and constants; where output goes |
+//! | `config`, `console`, `feed` | shared leaves: the records (one field table each) and constants; where output goes; followers' bounded queues |
 //!
 //! # Who owns what
 //!
@@ -92,6 +92,7 @@ pub mod control;
 #[doc(hidden)]
 pub mod ctl;
 pub mod event_loop;
+pub mod feed;
 pub mod node;
 pub(crate) mod process;
 pub mod repl;

@@ -182,12 +182,12 @@ impl RotatingFile {
                 }
             }
         }
-        let file = open_output_keeping(
-            path,
-            regular && existing > 0 && policy.backups > 0,
-            |path| stage_or_shift(path, policy, &mut next_staged),
-        )
-        .map_err(|e| format!("cannot rotate or open '{shown}': {e}"))?;
+        if regular && existing > 0 && policy.backups > 0 {
+            stage_or_shift(path, policy, &mut next_staged)
+                .map_err(|e| format!("cannot rotate '{shown}': {e}"))?;
+        }
+        let file =
+            open_output(path).map_err(|e| format!("cannot open '{shown}': {}", os_error(&e)))?;
         Ok(RotatingFile {
             path: path.to_path_buf(),
             file,

@@ -41,6 +41,9 @@ pub enum Notice {
     Started { node: String, pid: Pid },
     /// `node` failed for good and is not revived: `node_status(node, 0)`.
     Failed { node: String },
+    /// `node` is gone from the table (destroyed, and its last process has exited; or
+    /// shutdown): no more output will come from it.
+    Removed { node: String },
 }
 
 /// Why `create` refused. The words are Zeek's where Zeek has them.
@@ -235,6 +238,11 @@ impl Supervisor {
     /// The names of the nodes that exist.
     pub fn node_names(&self) -> impl Iterator<Item = &str> {
         self.names.keys().map(String::as_str)
+    }
+
+    /// Whether a node of this name exists (has not been destroyed).
+    pub fn exists(&self, name: &str) -> bool {
+        self.names.contains_key(name)
     }
 
     /// The I/O thread saw process `proc` exit (after delivering its output).
@@ -470,6 +478,9 @@ impl Supervisor {
                 self.names.remove(&node.config.name);
             }
             self.free.push(slot);
+            self.notices.push(Notice::Removed {
+                node: node.config.name,
+            });
         }
     }
 
