@@ -128,9 +128,12 @@ fn follow(args: &CtlArgs, path: &std::path::Path, topic: Topic) -> i32 {
                 ),
                 StreamEvent::Missed(n) => {
                     let _ = out.flush();
-                    complain(&format!(
-                        "missed {n} lines of node '{node}' here: this follower did not keep up"
-                    ));
+                    write_err(
+                        format!(
+                            "rhai-supervisor: missed {n} lines of node '{node}' here: this follower did not keep up\n"
+                        )
+                        .as_bytes(),
+                    );
                     Ok(())
                 }
                 StreamEvent::End(reason) => {

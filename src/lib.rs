@@ -40,11 +40,16 @@
 //!   every client of the control socket with `poll`: it reads request lines, decodes
 //!   them, sends each to the loop as an `Event::Task`, and writes the answer that the
 //!   task sends back on its reply channel. The loop never touches a client socket.
+//!   A `follow` request is answered with a stream: the loop publishes into the
+//!   follower's bounded queue (`feed`), the control thread writes from it;
 //! - in `repl`, the **REPL thread** (`repl`) runs the line editor; each complete input
 //!   goes to the loop as an `Event::Task`, is evaluated there, and its rendered value
 //!   comes back on a channel. An output thread prints node output, script prints and
 //!   logs above the prompt (the `console` sink), so the loop never waits for the
-//!   terminal.
+//!   terminal;
+//! - the **gzip worker** (`process::compress`), only once a node's rotated output files
+//!   are to be compressed: one for the process, it numbers and compresses rotated files
+//!   in order, so the loop only renames a file at a rotation.
 //!
 //! Processes: besides the nodes, a supervisor that runs script nodes has one helper
 //! process, the **stem** (`process::stem`): single-threaded, with Rhai's standard
@@ -76,6 +81,12 @@
 //! thread decodes it (`control::decode`) and queues an `Event::Task` → the loop runs it
 //! (`control::handle`: `Supervisor::create`, as a script would) and sends the response
 //! to the control thread, which writes it to the client.
+//!
+//! `ctl tail -f` travels the same way once: the task (`control::handle`) takes the node's
+//! kept tail and subscribes the follower's feed in the same loop turn; from then on the
+//! loop, handling each `IoEvent::Output`, publishes the node's lines to its feeds
+//! (`event_loop`), never waiting: a full feed counts what it misses. When the node leaves
+//! the table (`Notice::Removed`), its feeds get their end.
 //!
 //! # The embedding API
 //!
