@@ -91,8 +91,13 @@ impl OutputFiles {
         self.files
             .iter()
             .flatten()
-            .filter_map(|f| f.period_end)
-            .map(|end| end.duration_since(now).unwrap_or(Duration::ZERO))
+            .filter_map(|f| Some((f.period_end?, f.policy.period?)))
+            // No longer than a period, should the wall clock have been set back.
+            .map(|(end, period)| {
+                end.duration_since(now)
+                    .unwrap_or(Duration::ZERO)
+                    .min(period)
+            })
             .min()
     }
 
@@ -242,6 +247,10 @@ impl RotatingFile {
             return;
         };
         if now < end {
+            // The wall clock was set back by more than a period: count from now.
+            if end.duration_since(now).unwrap_or(Duration::ZERO) > period {
+                self.period_end = Some(period_end(now, period));
+            }
             return;
         }
         if self.size > 0 {
@@ -441,6 +450,11 @@ mod tests {
         file.rotate_if_over(at(start + 2800 + 7200));
         assert_eq!(read(&d.join("out.log.2")), "a\nb\n");
         assert!(!d.join("out.log.3").exists());
+        // The clock set back a day: the period is counted from the new time.
+        file.write_at(b"d\n", at(start - 86_400));
+        file.write_at(b"e\n", at(start - 86_400 + 2800));
+        assert_eq!(read(&d.join("out.log.1")), "d\n");
+        assert_eq!(read(&path), "e\n");
         std::fs::remove_dir_all(&d).unwrap();
     }
 
