@@ -22,7 +22,7 @@ use nix::sys::signal::Signal;
 use rhai::{INT, ImmutableString};
 
 use crate::config::Stream;
-use crate::feed::{Feed, Subscribers};
+use crate::feed::{ENTRY_COST, Feed, Subscribers};
 use crate::process::ProcId;
 use crate::process::lines;
 use crate::process::reactor::IoEvent;
@@ -296,13 +296,31 @@ impl EventLoop {
         let Some(followers) = self.output_followers.get_mut(node) else {
             return;
         };
-        let texts: Vec<_> = lines::split(data).map(String::from_utf8_lossy).collect();
-        let weights: Vec<usize> = texts.iter().map(|text| text.len() + 32).collect();
+        // Lines are looked at one by one only as far as some follower has room; the rest
+        // are only counted, so a follower that is behind costs a count per chunk.
+        let room = followers.room();
+        let (mut texts, mut weights) = (Vec::new(), Vec::new());
+        let (mut used, mut consumed) = (0, 0);
+        for line in lines::split(data) {
+            if used >= room {
+                break;
+            }
+            consumed += line.len() + 1;
+            let text = String::from_utf8_lossy(line);
+            let weight = text.len() + 32;
+            used += weight + ENTRY_COST;
+            texts.push(text);
+            weights.push(weight);
+        }
         // Each item's JSON is made only if a follower has room for it.
-        followers.publish_batch(&weights, |i| {
-            let line = serde_json::to_string(&texts[i]).unwrap_or_default();
-            format!("{{\"stream\":\"{}\",\"line\":{line}}}", stream.name())
-        });
+        if !weights.is_empty() {
+            followers.publish_batch(&weights, |i| {
+                let line = serde_json::to_string(&texts[i]).unwrap_or_default();
+                format!("{{\"stream\":\"{}\",\"line\":{line}}}", stream.name())
+            });
+        }
+        let rest = data.get(consumed..).unwrap_or_default();
+        followers.miss(memchr::memchr_iter(b'\n', rest).count() as u64);
         if followers.is_empty() {
             self.output_followers.remove(node);
         }

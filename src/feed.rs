@@ -35,7 +35,7 @@ pub enum Entry {
 
 /// What an entry costs beside its item's weight, so that a flood of tiny items is
 /// bounded too.
-const ENTRY_COST: usize = 32;
+pub const ENTRY_COST: usize = 32;
 
 /// One follower's queue.
 pub struct Feed {
@@ -96,6 +96,36 @@ impl Feed {
         let woken = was_empty && !queue.entries.is_empty();
         drop(queue);
         if woken {
+            (self.wake)();
+        }
+        true
+    }
+
+    /// How many bytes of items (entry costs included) would be queued now; 0 when the
+    /// follower is gone or the stream has ended.
+    pub fn room(&self) -> usize {
+        let queue = self.lock();
+        if queue.closed || queue.ended {
+            0
+        } else {
+            self.budget.saturating_sub(queue.bytes).max(1)
+        }
+    }
+
+    /// Counts `count` items as missed without making them (they would not fit). False
+    /// when the follower is gone or the stream has ended.
+    pub fn miss(&self, count: u64) -> bool {
+        let mut queue = self.lock();
+        if queue.closed || queue.ended {
+            return false;
+        }
+        let was_empty = queue.entries.is_empty();
+        match queue.entries.back_mut() {
+            Some((Entry::Missed(n), _)) => *n += count,
+            _ => queue.entries.push_back((Entry::Missed(count), 0)),
+        }
+        drop(queue);
+        if was_empty {
             (self.wake)();
         }
         true
@@ -209,6 +239,19 @@ impl Subscribers {
         let mut item = |i: usize| made[i].get_or_insert_with(|| Arc::from(make(i))).clone();
         self.feeds
             .retain(|feed| feed.publish_batch(weights, &mut item));
+    }
+
+    /// The most bytes of items (entry costs included) that some follower would take now:
+    /// a publisher need not make items past that many, and can `miss` the rest.
+    pub fn room(&self) -> usize {
+        self.feeds.iter().map(|f| f.room()).max().unwrap_or(0)
+    }
+
+    /// Counts `count` items as missed by every follower; forgets those that are gone.
+    pub fn miss(&mut self, count: u64) {
+        if count > 0 {
+            self.feeds.retain(|feed| feed.miss(count));
+        }
     }
 
     /// Ends the stream for every follower, and forgets them.
@@ -329,6 +372,22 @@ mod tests {
             taken(&follower),
             [Entry::Item(item(7)), Entry::Item(item(8))]
         );
+    }
+
+    #[test]
+    fn room_tells_how_much_to_make_and_miss_counts_the_rest() {
+        let (a, b) = (Follower::new(200, || {}), Follower::new(200, || {}));
+        let mut subscribers = Subscribers::default();
+        subscribers.add(a.feed());
+        subscribers.add(b.feed());
+        assert_eq!(subscribers.room(), 200);
+        subscribers.publish(100, || "0".into());
+        assert_eq!(subscribers.room(), 68);
+        subscribers.miss(5);
+        drop(b);
+        subscribers.miss(2);
+        assert_eq!(taken(&a), [Entry::Item(item(0)), Entry::Missed(7)]);
+        assert_eq!(subscribers.room(), 200);
     }
 
     #[test]
