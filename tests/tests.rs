@@ -24,6 +24,8 @@
 //! - `repl`: the interactive REPL through a pseudo-terminal (prompt, multi-line input,
 //!   errors, Ctrl-C, completion, history, nodes, output above the prompt), and the
 //!   same REPL reading a pipe
+//! - `watch`: watching a supervisor: JSON log lines, `ctl tail -f` (several followers,
+//!   a follower that never reads), shell completions, the manual page
 //!
 //! `util` holds the helpers: a sandbox directory per test, the binary started in it,
 //! and waiting on conditions with deadlines.
@@ -43,3 +45,4 @@ mod reliability;
 mod repl;
 mod signals;
 mod supervision;
+mod watch;

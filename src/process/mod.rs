@@ -20,13 +20,14 @@
 //!   only after its pipes were drained, so the loop sees its last line before its exit.
 //! - `leftovers` and `tree` find and stop what nodes leave behind (the supervisor is a
 //!   subreaper); `lines` splits pipe bytes into bounded lines; `rotate` writes rotated
-//!   output files.
+//!   output files, and `compress` gzips them on a worker thread of its own.
 //!
 //! Reaping is done by pid (`waitpid(pid)`) on the loop thread when the loop handles the
 //! exit, so a pid stays valid (a zombie) for as long as the loop may still signal it,
 //! and children that someone else in the process spawned are never stolen (adopted
 //! processes are reaped only in subreaper mode, and never a node or the stem).
 
+pub mod compress;
 #[cfg(test)]
 pub mod fake;
 mod leftovers;
