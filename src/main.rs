@@ -76,6 +76,7 @@ fn main() {
             },
         ) => rhai_supervisor::runtime::repl(&scripts, socket.path(), &settings),
         (None, Command::Stem) => Ok(rhai_supervisor::node::serve_stem(init_logging)),
+        (None, Command::Collect) => Ok(rhai_supervisor::node::serve_collector()),
         (None, Command::Ctl(args)) => Ok(rhai_supervisor::ctl::run(&args)),
         (None, Command::Completions { shell }) => {
             use std::io::Write;

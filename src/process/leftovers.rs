@@ -59,10 +59,10 @@ pub enum Look {
     Later,
 }
 
-/// What a look found besides leftovers: the stem's pid when the stem has died (its
-/// handle collects it).
+/// What a look found besides leftovers: helpers (the stem, collectors) that have died;
+/// their handles collect them.
 pub struct Found {
-    pub stem_died: Option<Pid>,
+    pub died: Vec<Pid>,
 }
 
 #[derive(Default)]
@@ -136,17 +136,17 @@ impl Leftovers {
     /// Makes a look if one is due: reaps adopted children that have exited, and stops
     /// those left behind by ended instances (or by anyone, while shutting down).
     /// `is_leader` says which children are live node leaders (their exits are reported
-    /// and collected elsewhere), `is_live` which instances are alive; `stem` is the
-    /// stem's pid.
+    /// and collected elsewhere), `is_live` which instances are alive; `helpers` are the
+    /// pids of the stem and the collectors, which are left alone.
     pub fn look(
         &mut self,
         now: Instant,
         me: Pid,
         is_leader: impl Fn(Pid) -> bool,
         is_live: impl Fn(ProcId) -> bool,
-        stem: Option<Pid>,
+        helpers: &[Pid],
     ) -> Found {
-        let mut found = Found { stem_died: None };
+        let mut found = Found { died: Vec::new() };
         if self.look_at.is_none_or(|at| at > now) {
             return found;
         }
@@ -157,15 +157,15 @@ impl Leftovers {
         for child in children {
             let pid = child.pid;
             if child.zombie {
-                if Some(pid) == stem {
-                    found.stem_died = Some(pid);
+                if helpers.contains(&pid) {
+                    found.died.push(pid);
                 } else if waitpid(pid, Some(WaitPidFlag::WNOHANG)).is_ok() {
                     log::debug!("reaped adopted process {pid}");
                     self.strays.remove(&pid);
                 }
                 continue;
             }
-            if Some(pid) == stem {
+            if helpers.contains(&pid) {
                 continue;
             }
             if self.strays.contains_key(&pid) {

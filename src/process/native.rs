@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::collector::Outlets;
 use super::leftovers::Leftovers;
 use super::plan::{Launcher, NodePayload, SpawnPlan, plan};
 use super::probe::{HttpGet, NetProbe};
@@ -27,6 +28,8 @@ use crate::config::{Check, ExitInfo, NodeConfig};
 pub struct Native {
     launcher: Launcher,
     watcher: Watcher,
+    /// Where each node is watched: here, or by a collector.
+    outlets: Outlets,
     /// How command nodes get their streams and a stack (see `spawn::Slots`).
     slots: Slots,
     /// The process that forks script nodes, once one was needed.
@@ -47,12 +50,23 @@ impl Native {
     /// With `adopting` (this process is a child subreaper), what nodes leave behind is
     /// stopped and reaped.
     pub fn new(launcher: Launcher, watcher: Watcher, slots: Slots, adopting: bool) -> Native {
+        let self_pid = nix::unistd::getpid();
+        let mut outlets = Outlets::new(watcher.clone(), launcher.node_program.clone(), self_pid);
+        // For tests: collectors at a few nodes already (`LOCAL,EACH`).
+        if let Ok(value) = std::env::var("RHAI_SUPERVISOR_TEST_COLLECT") {
+            if let Some((local, each)) = value.split_once(',') {
+                if let (Ok(local), Ok(each)) = (local.parse(), each.parse()) {
+                    outlets.set_capacities(local, each);
+                }
+            }
+        }
         Native {
             launcher,
             watcher,
+            outlets,
             slots,
             stem: None,
-            self_pid: nix::unistd::getpid(),
+            self_pid,
             leaders: HashMap::new(),
             live: HashSet::new(),
             leftovers: adopting.then(Leftovers::default),
@@ -76,14 +90,17 @@ impl Native {
         let pid = spawned.pid;
         self.leaders.insert(pid, proc);
         self.live.insert(proc);
-        self.watcher.watch(Watch {
-            proc,
-            name: plan.name.clone(),
-            pidfd: spawned.pidfd,
-            stdout: spawned.stdout,
-            stderr: spawned.stderr,
-            ready: spawned.ready,
-        });
+        self.outlets.watch(
+            Watch {
+                proc,
+                name: plan.name.clone(),
+                pidfd: spawned.pidfd,
+                stdout: spawned.stdout,
+                stderr: spawned.stderr,
+                ready: spawned.ready,
+            },
+            pid,
+        );
         Ok(pid)
     }
 
@@ -145,18 +162,23 @@ impl Native {
         };
         let (leaders, live) = (&self.leaders, &self.live);
         let stem = self.stem.as_ref().map(Stem::pid);
+        let helpers: Vec<Pid> = stem.into_iter().chain(self.outlets.helpers()).collect();
         let found = leftovers.look(
             now,
             self.self_pid,
             |pid| leaders.contains_key(&pid),
             |proc| live.contains(&proc),
-            stem,
+            &helpers,
         );
-        if let Some(died) = found.stem_died {
-            // The stem died: its handle collects it, and the next script node gets a
-            // new one.
-            log::warn!("the stem (pid {died}) has died");
-            self.stem = None;
+        for died in found.died {
+            if Some(died) == stem {
+                // The stem died: its handle collects it, and the next script node gets
+                // a new one.
+                log::warn!("the stem (pid {died}) has died");
+                self.stem = None;
+            } else if self.outlets.died(died) {
+                log::warn!("the collector (pid {died}) has died");
+            }
         }
     }
 }
@@ -309,6 +331,7 @@ impl Backend for Native {
         // Children that have exec'd since the last turn give their spawn slots (and the
         // slots' copies of their output pipes) back, which costs a look at each slot.
         self.slots.reap();
+        self.outlets.tidy();
         self.look(now);
     }
 
