@@ -57,7 +57,7 @@ pub const MAX_LINE: usize = 1024 * 1024;
 
 /// The commands, as they are spelled in `cmd`.
 pub const COMMANDS: &[&str] = &[
-    "create", "status", "restart", "destroy", "signal", "stop", "tail", "eval",
+    "create", "status", "restart", "destroy", "signal", "stop", "tail", "eval", "reload",
 ];
 
 /// The `state` in the answer to `create` for a node that belongs to another host (its
@@ -108,6 +108,12 @@ pub enum Command {
     },
     /// Run Rhai code in the supervisor's engine, as a REPL line.
     Eval(String),
+    /// Read the command-line scripts again and apply the difference (answered once it
+    /// is applied); with `dry_run`, only say what would change.
+    Reload {
+        /// Change nothing: only the plan.
+        dry_run: bool,
+    },
 }
 
 /// The nodes a `restart` or `destroy` is for.
@@ -131,6 +137,7 @@ impl Command {
             Command::Stop => "stop",
             Command::Tail { .. } => "tail",
             Command::Eval(_) => "eval",
+            Command::Reload { .. } => "reload",
         }
     }
 }
@@ -274,6 +281,12 @@ fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
                 .ok_or("eval needs 'code' (Rhai source text)")?;
             Command::Eval(code)
         }
+        "reload" => {
+            fields.allowed = &["dry_run"];
+            Command::Reload {
+                dry_run: fields.boolean("dry_run")?.unwrap_or(false),
+            }
+        }
         _ => {
             return Err(format!(
                 "unknown command '{cmd}' (one of: {})",
@@ -408,6 +421,11 @@ impl Request {
             Command::Eval(code) => {
                 object.insert("code".into(), code.clone().into());
             }
+            Command::Reload { dry_run } => {
+                if *dry_run {
+                    object.insert("dry_run".into(), true.into());
+                }
+            }
         }
         Value::Object(object)
     }
@@ -528,6 +546,24 @@ mod tests {
         assert_eq!(
             ok(r#"{"cmd":"eval","code":"1 + 1"}"#).command,
             Command::Eval("1 + 1".into())
+        );
+        assert_eq!(
+            ok(r#"{"cmd":"reload"}"#).command,
+            Command::Reload { dry_run: false }
+        );
+        assert_eq!(
+            ok(r#"{"cmd":"reload","dry_run":true}"#).command,
+            Command::Reload { dry_run: true }
+        );
+        assert!(
+            err(r#"{"cmd":"reload","dry_run":"yes"}"#)
+                .error
+                .contains("true or false")
+        );
+        assert!(
+            err(r#"{"cmd":"reload","dryrun":true}"#)
+                .error
+                .contains("unknown field 'dryrun'")
         );
         let Command::Create(config) =
             ok(r#"{"cmd":"create","config":{"name":"w1","command":["sleep","9"]}}"#).command
@@ -660,6 +696,8 @@ mod tests {
                 },
             ),
             Request::new(8, Command::Eval("print(1);\n2".into())),
+            Request::new(10, Command::Reload { dry_run: false }),
+            Request::new(11, Command::Reload { dry_run: true }),
         ];
         for request in requests {
             let line = serde_json::to_vec(&request.to_json()).unwrap();

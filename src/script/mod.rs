@@ -14,10 +14,13 @@
 //! script runs.
 //!
 //! `api` registers the `Supervisor` and `Cluster` modules and the builtins; `records`
-//! the record types.
+//! the record types; `table` is the node table as those functions reach it, with what
+//! a create means at the moment (the scripts' own node, a run-time node, or one only
+//! recorded while a reload evaluates new scripts).
 
 pub mod api;
 pub mod records;
+pub mod table;
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -35,6 +38,7 @@ use rhai::{
 
 use crate::config::{NodeConfig, Stream};
 use crate::supervisor::Supervisor;
+pub use table::{Mode, Table};
 
 /// The node table as the `Supervisor` module's functions reach it: owned by the loop
 /// (`EventLoop`), borrowed for the length of one call.
@@ -383,6 +387,8 @@ pub struct Host {
     /// The scripts' global variables as shared values, for functions to find by name.
     globals: Rc<RefCell<HashMap<String, Dynamic>>>,
     defined: [bool; Hook::ALL.len()],
+    /// The node table as this engine's `Supervisor` functions reach it.
+    table: Option<Rc<Table>>,
 }
 
 impl Host {
@@ -447,7 +453,8 @@ impl Host {
             }
             Ok(lookup.borrow().get(name).cloned())
         });
-        api::register(&mut engine, &shared, nodes);
+        let table = nodes.map(|nodes| Rc::new(Table::new(nodes)));
+        api::register(&mut engine, &shared, table.clone());
         Host {
             engine,
             program: AST::empty(),
@@ -458,7 +465,19 @@ impl Host {
             function_files: BTreeMap::new(),
             globals,
             defined: [false; Hook::ALL.len()],
+            table,
         }
+    }
+
+    /// The node table as this engine's `Supervisor` functions reach it (in the
+    /// supervisor role), to change what their calls mean (`Mode`).
+    pub fn table(&self) -> Option<&Rc<Table>> {
+        self.table.as_ref()
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// The context the native functions reach.
@@ -582,6 +601,13 @@ impl Host {
     ) -> Result<Option<Dynamic>, ScriptError> {
         if !self.defines(hook) {
             return Ok(None);
+        }
+        // The file that defines the hook is the source its native calls see (where a
+        // reload reports a refused create); the program spans files, so it is set for
+        // the hook at hand, and only when it changes.
+        let file = self.function_files.get(hook.name());
+        if let Some(file) = file.filter(|f| self.program.source() != Some(f.as_str())) {
+            self.program.set_source(file.as_str());
         }
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
         let result = self.limited(|host| {

@@ -47,7 +47,7 @@ pub use host::ThisHost;
 pub use node::{Action, Input, Instance, Node, Readiness, State, Then, Whom};
 use output::TAIL_LINES;
 pub use policy::human;
-pub use reload::{Applying, Checked, Plan, Recording};
+pub use reload::{Applying, Recording};
 
 /// Something the loop should tell the script.
 #[derive(Clone, Debug, PartialEq)]
