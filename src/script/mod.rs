@@ -382,8 +382,9 @@ pub struct Host {
     limits: Limits,
     /// When the running call must stop; `None` when no call is limited.
     deadline: Rc<Cell<Option<Instant>>>,
-    /// Which file defined each function, for error messages.
-    function_files: BTreeMap<String, String>,
+    /// Which file defined each function, and where its body starts, for error
+    /// messages.
+    function_files: BTreeMap<String, (String, Position)>,
     /// The scripts' global variables as shared values, for functions to find by name.
     globals: Rc<RefCell<HashMap<String, Dynamic>>>,
     defined: [bool; Hook::ALL.len()],
@@ -515,8 +516,10 @@ impl Host {
         }
         for (name, ast) in &compiled {
             self.program += ast.clone_functions_only();
-            for f in ast.iter_functions() {
-                self.function_files.insert(f.name.to_string(), name.clone());
+            for f in ast.iter_fn_def() {
+                let body = f.body.start_position();
+                self.function_files
+                    .insert(f.name.to_string(), (name.clone(), body));
             }
         }
         self.refresh_hooks();
@@ -605,7 +608,7 @@ impl Host {
         // The file that defines the hook is the source its native calls see (where a
         // reload reports a refused create); the program spans files, so it is set for
         // the hook at hand, and only when it changes.
-        let file = self.function_files.get(hook.name());
+        let file = self.function_files.get(hook.name()).map(|(f, _)| f);
         if let Some(file) = file.filter(|f| self.program.source() != Some(f.as_str())) {
             self.program.set_source(file.as_str());
         }
@@ -622,9 +625,15 @@ impl Host {
         match result {
             Ok(value) => Ok(Some(value)),
             Err(e) => {
-                let file = self.function_files.get(hook.name()).map(String::as_str);
-                let mut error = ScriptError::eval(file, &e);
+                let defined = self.function_files.get(hook.name());
+                let mut error = ScriptError::eval(defined.map(|(f, _)| f.as_str()), &e);
                 error.message = format!("in hook '{}': {}", hook.name(), error.message);
+                // Rhai gives a limit that stopped a function the position of its call,
+                // which for a hook is none: the hook's body is the best we know.
+                if let (None, Some((_, body))) = (error.line, defined) {
+                    error.line = body.line();
+                    error.column = body.position();
+                }
                 Err(error)
             }
         }
