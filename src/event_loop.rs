@@ -507,10 +507,18 @@ impl EventLoop {
         if self.scripts.is_empty() {
             return Err(ReloadError::NoScripts);
         }
-        let names: Vec<String> = self.scripts.iter().map(|p| p.display().to_string()).collect();
+        let names: Vec<String> = self
+            .scripts
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
         log::info!(
             "{} the scripts: {}",
-            if dry_run { "dry run of reloading" } else { "reloading" },
+            if dry_run {
+                "dry run of reloading"
+            } else {
+                "reloading"
+            },
             names.join(", ")
         );
         let (host, recording) = self.evaluate(&nodes)?;
@@ -523,7 +531,10 @@ impl EventLoop {
         if dry_run {
             return Ok(Begun::Shown(report));
         }
-        let checked = nodes.borrow_mut().check(&plan).map_err(ReloadError::Refused)?;
+        let checked = nodes
+            .borrow_mut()
+            .check(&plan)
+            .map_err(ReloadError::Refused)?;
         // The new program takes over before the plan runs, so the hooks called for
         // what it does (node_status of a new process) are the new ones. The old
         // program, and its timers, go.

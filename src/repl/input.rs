@@ -123,9 +123,7 @@ impl Command {
             "reload" | "r" => match argument {
                 "" => Command::Reload { dry_run: false },
                 "--dry-run" | "dry-run" | "-n" => Command::Reload { dry_run: true },
-                other => Command::Bad(format!(
-                    ":{name} takes --dry-run or nothing, not '{other}'"
-                )),
+                other => Command::Bad(format!(":{name} takes --dry-run or nothing, not '{other}'")),
             },
             _ => Command::Bad(format!("unknown command ':{name}' (:help lists them)")),
         })

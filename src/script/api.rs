@@ -238,7 +238,10 @@ impl Op {
 /// `s.rhai:7:5: ` for the call of a native function, as far as it is known.
 fn where_called(ctx: &NativeCallContext) -> String {
     let pos = ctx.call_position();
-    let file = ctx.call_source().map(|s| format!("{s}:")).unwrap_or_default();
+    let file = ctx
+        .call_source()
+        .map(|s| format!("{s}:"))
+        .unwrap_or_default();
     match (pos.line(), pos.position()) {
         (Some(line), Some(column)) => format!("{file}{line}:{column}: "),
         (Some(line), None) => format!("{file}{line}: "),
