@@ -521,13 +521,21 @@ impl EventLoop {
             },
             names.join(", ")
         );
+        let started = Instant::now();
         let (host, recording) = self.evaluate(&nodes)?;
+        let evaluated = Instant::now();
         let plan = nodes.borrow().plan(recording);
         let mut report = plan.report(dry_run);
+        let planned = Instant::now();
         for line in report.nodes.iter().filter(|l| l.change != Change::Keep) {
             log::info!("reload: {line}");
         }
-        log::info!("reload plan: {}", report.summary());
+        log::info!(
+            "reload plan: {} (scripts evaluated in {:.1} ms, planned in {:.1} ms)",
+            report.summary(),
+            millis(evaluated - started),
+            millis(planned - evaluated)
+        );
         if dry_run {
             return Ok(Begun::Shown(report));
         }
@@ -584,8 +592,8 @@ impl EventLoop {
         }
         if let Some(reloading) = self.reloading.take() {
             log::info!(
-                "reload applied in {} ms",
-                reloading.since.elapsed().as_millis()
+                "reload applied in {:.1} ms",
+                millis(reloading.since.elapsed())
             );
             (reloading.done)(Ok(reloading.report));
         }
@@ -615,6 +623,10 @@ impl EventLoop {
             (a, b) => a.or(b),
         }
     }
+}
+
+fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 fn push_line(out: &mut Vec<u8>, node: &str, line: &[u8]) {
