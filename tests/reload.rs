@@ -347,15 +347,16 @@ fn a_dry_run_changes_nothing() {
 #[test]
 fn two_reloads_at_once_the_second_is_refused() {
     let sandbox = Sandbox::new("reload-twice");
-    // w1 ignores SIGTERM, so its restart takes its whole stop timeout.
+    // w1 ignores SIGTERM: its restart waits, until the test kills it.
     let stubborn = |level: &str| {
         format!(
-            "fn zeek_init() {{\n  Supervisor::create(#{{name: \"w1\", stop_timeout: 2, env: #{{LEVEL: \"{level}\"}},\n    command: [\"sh\", \"-c\", \"trap '' TERM; echo up; while :; do sleep 0.1; done\"]}});\n}}\n"
+            "fn zeek_init() {{\n  Supervisor::create(#{{name: \"w1\", stop_timeout: 120, env: #{{LEVEL: \"{level}\"}},\n    command: [\"sh\", \"-c\", \"trap '' TERM; echo up; while :; do sleep 0.1; done\"]}});\n}}\n"
         )
     };
     sandbox.write("s.rhai", &stubborn("1"));
     let sup = sandbox.start(&["run", "s.rhai"]);
     sup.expect_stdout("[w1] up");
+    let old = pid(&pids(&sandbox), "w1");
     sandbox.write("s.rhai", &stubborn("2"));
     let mut first = sandbox.start(&["ctl", "reload"]);
     sup.expect_stderr("restarting node 'w1'");
@@ -368,6 +369,8 @@ fn two_reloads_at_once_the_second_is_refused() {
     );
     let dry = ctl(&sandbox, &["reload", "--dry-run"]);
     assert_eq!(dry.code(), Some(1), "a dry run waits its turn too");
+    // The first is answered once the old process is gone.
+    kill(old, SIGKILL);
     assert_eq!(first.expect_exit(), Some(0), "{}", first.stderr());
     assert_eq!(first.stdout(), "~ w1 (env.LEVEL: \"1\" -> \"2\")\n");
     let w1 = pid(&pids(&sandbox), "w1");
@@ -381,10 +384,14 @@ fn a_reload_during_shutdown_is_refused() {
     let sandbox = Sandbox::new("reload-shutdown");
     sandbox.write(
         "s.rhai",
-        "fn zeek_init() {\n  Supervisor::create(#{name: \"w1\", stop_timeout: 2,\n    command: [\"sh\", \"-c\", \"trap '' TERM; echo up; while :; do sleep 0.1; done\"]});\n}\n",
+        "fn zeek_init() {\n  Supervisor::create(#{name: \"w1\", stop_timeout: 120,\n    command: [\"sh\", \"-c\", \"trap '' TERM; echo up; while :; do sleep 0.1; done\"]});\n}\n",
     );
     let mut sup = sandbox.start(&["run", "s.rhai"]);
     sup.expect_stdout("[w1] up");
+    assert!(wait_until(PATIENCE, || sandbox
+        .path("rhai-supervisor.sock")
+        .exists()));
+    let w1 = pid(&pids(&sandbox), "w1");
     sup.signal(SIGTERM);
     sup.expect_stderr("stopping every node");
     let out = ctl(&sandbox, &["reload"]);
@@ -392,6 +399,7 @@ fn a_reload_during_shutdown_is_refused() {
     assert!(out.stderr.contains("shutting down"), "{}", out.stderr);
     sup.signal(SIGHUP);
     sup.expect_stderr("cannot reload: the supervisor is shutting down");
+    kill(w1, SIGKILL);
     assert_eq!(sup.expect_exit(), Some(0));
 }
 
