@@ -13,7 +13,8 @@
 # a reload with nothing changed. Every figure is the median over the runs.
 #
 # Times: "ctl" is the wall time of the `ctl reload` process (its own start, the request,
-# the answer of N plan lines); "applied" and "evaluated" are what the supervisor logs
+# the answer of N plan lines), beside that of `ctl eval 1`, the floor of any ctl
+# request; "applied" and "evaluated" are what the supervisor logs
 # (from the request to the plan applied; the new scripts' top level and zeek_init()).
 # CPU is the supervisor's, both its threads, from /proc/PID/task/*/schedstat (ns).
 set -euo pipefail
@@ -103,6 +104,15 @@ measure() {
         ;;
     esac
     [ "$kind" = dry ] && args=(--dry-run)
+    if [ "$kind" = eval ]; then
+        before=$(cpu_ns)
+        t0=$(now_ns)
+        ctl eval 1 >/dev/null
+        t1=$(now_ns)
+        after=$(cpu_ns)
+        echo "$(((t1 - t0) / 1000)) - - $(((after - before) / 1000))"
+        return
+    fi
     before=$(cpu_ns)
     t0=$(now_ns)
     out=$(ctl reload "${args[@]}")
@@ -127,8 +137,7 @@ measure() {
     echo "$(((t1 - t0) / 1000)) $applied $evaluated $(((after - before) / 1000))"
 }
 
-declare -A col
-for kind in change dry same; do
+for kind in change dry same eval; do
     : >"$dir/$kind.tsv"
     for _ in $(seq "$runs"); do
         measure "$kind" >>"$dir/$kind.tsv"
@@ -139,8 +148,14 @@ us_to_ms() { awk '{printf "%.1f", $1 / 1000}'; }
 row() {
     local kind="$1" label="$2" ctl_ms applied evaluated cpu
     ctl_ms=$(cut -d' ' -f1 "$dir/$kind.tsv" | median | us_to_ms)
-    applied=$(cut -d' ' -f2 "$dir/$kind.tsv" | { [ "$kind" = dry ] && echo - || median; })
-    evaluated=$(cut -d' ' -f3 "$dir/$kind.tsv" | median)
+    applied=-
+    evaluated=-
+    if [ "$kind" != dry ] && [ "$kind" != eval ]; then
+        applied=$(cut -d' ' -f2 "$dir/$kind.tsv" | median)
+    fi
+    if [ "$kind" != eval ]; then
+        evaluated=$(cut -d' ' -f3 "$dir/$kind.tsv" | median)
+    fi
     cpu=$(cut -d' ' -f4 "$dir/$kind.tsv" | median | us_to_ms)
     echo "| $label | $ctl_ms | $applied | $evaluated | $cpu |"
 }
@@ -152,6 +167,7 @@ echo "|---|---|---|---|---|"
 row change "one node changed"
 row dry "one node changed, --dry-run"
 row same "nothing changed"
+row eval "for scale: \`ctl eval 1\`"
 rss=$(awk '/VmRSS/ {print $2}' /proc/"$sup"/status)
 echo
 echo "supervisor RSS with $nodes nodes after the reloads: $((rss / 1024)) MiB"
