@@ -15,7 +15,8 @@
 # Times: "ctl" is the wall time of the `ctl reload` process (its own start, the request,
 # the answer of N plan lines), beside that of `ctl eval 1`, the floor of any ctl
 # request; "applied" and "evaluated" are what the supervisor logs
-# (from the request to the plan applied; the new scripts' top level and zeek_init()).
+# (from the request to the plan applied; the new scripts' top level and zeek_init()),
+# and "planned" the comparison of every node's configuration that follows.
 # CPU is the supervisor's, both its threads, from /proc/PID/task/*/schedstat (ns).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,7 +97,7 @@ fi
 # One reload of kind $1 (change, dry, same); prints: ctl_ms applied_ms evaluated_ms cpu_ms
 level=a
 measure() {
-    local kind="$1" args=() before after t0 t1 out applied evaluated
+    local kind="$1" args=() before after t0 t1 out applied evaluated planned
     case "$kind" in
     change | dry)
         if [ "$level" = a ]; then level=b; else level=a; fi
@@ -110,7 +111,7 @@ measure() {
         ctl eval 1 >/dev/null
         t1=$(now_ns)
         after=$(cpu_ns)
-        echo "$(((t1 - t0) / 1000)) - - $(((after - before) / 1000))"
+        echo "$(((t1 - t0) / 1000)) - - $(((after - before) / 1000)) -"
         return
     fi
     before=$(cpu_ns)
@@ -126,6 +127,7 @@ measure() {
     same) [ "$changed" = 0 ] && [ "$kept" = "$nodes" ] ;;
     esac || { echo "unexpected plan ($kind): $changed changed, $kept kept" >&2; exit 1; }
     evaluated=$(grep -o 'scripts evaluated in [0-9.]* ms' "$dir/log" | tail -1 | grep -o '[0-9.]*')
+    planned=$(grep -o 'planned in [0-9.]* ms' "$dir/log" | tail -1 | grep -o '[0-9.]*')
     if [ "$kind" = dry ]; then
         applied=-
         # A dry run changes nothing: undo the edit for the next pair.
@@ -134,7 +136,7 @@ measure() {
     else
         applied=$(grep -o 'reload applied in [0-9.]* ms' "$dir/log" | tail -1 | grep -o '[0-9.]*')
     fi
-    echo "$(((t1 - t0) / 1000)) $applied $evaluated $(((after - before) / 1000))"
+    echo "$(((t1 - t0) / 1000)) $applied $evaluated $(((after - before) / 1000)) $planned"
 }
 
 for kind in change dry same eval; do
@@ -146,24 +148,26 @@ done
 
 us_to_ms() { awk '{printf "%.1f", $1 / 1000}'; }
 row() {
-    local kind="$1" label="$2" ctl_ms applied evaluated cpu
+    local kind="$1" label="$2" ctl_ms applied evaluated planned cpu
     ctl_ms=$(cut -d' ' -f1 "$dir/$kind.tsv" | median | us_to_ms)
     applied=-
     evaluated=-
+    planned=-
     if [ "$kind" != dry ] && [ "$kind" != eval ]; then
         applied=$(cut -d' ' -f2 "$dir/$kind.tsv" | median)
     fi
     if [ "$kind" != eval ]; then
         evaluated=$(cut -d' ' -f3 "$dir/$kind.tsv" | median)
+        planned=$(cut -d' ' -f5 "$dir/$kind.tsv" | median)
     fi
     cpu=$(cut -d' ' -f4 "$dir/$kind.tsv" | median | us_to_ms)
-    echo "| $label | $ctl_ms | $applied | $evaluated | $cpu |"
+    echo "| $label | $ctl_ms | $applied | $evaluated | $planned | $cpu |"
 }
 
 echo "rhai-supervisor reload, $nodes nodes, median of $runs ($(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg))"
 echo
-echo "| reload | ctl wall (ms) | applied (ms, supervisor) | scripts evaluated (ms) | supervisor CPU (ms) |"
-echo "|---|---|---|---|---|"
+echo "| reload | ctl wall (ms) | applied (ms, supervisor) | scripts evaluated (ms) | planned (ms) | supervisor CPU (ms) |"
+echo "|---|---|---|---|---|---|"
 row change "one node changed"
 row dry "one node changed, --dry-run"
 row same "nothing changed"
