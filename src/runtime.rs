@@ -1,4 +1,5 @@
-//! Assembling one process of any role: signal routing, the I/O thread, the shared
+//! Assembling one process of any role: signal routing (SIGHUP too, for a supervisor
+//! that reloads on it), the I/O thread, the shared
 //! context, the Rhai host and the loop, in the order that matters (the interrupt flag
 //! is registered before the reactor's signal pipe, so a script is already being
 //! stopped when the loop hears of the signal).
@@ -52,6 +53,10 @@ pub struct Settings {
     /// machine's host name, `localhost`, loopback addresses and the addresses of its
     /// interfaces.
     pub host: Vec<String>,
+    /// In the supervisor role, SIGHUP reloads the scripts (`EventLoop::reload`), as
+    /// daemons re-read their configuration. Off by default, so that an embedding
+    /// program keeps SIGHUP for itself; the command line turns it on.
+    pub hangup_reloads: bool,
 }
 
 impl Default for Settings {
@@ -63,6 +68,7 @@ impl Default for Settings {
             launcher: None,
             subreaper: false,
             host: Vec::new(),
+            hangup_reloads: false,
         }
     }
 }
@@ -119,6 +125,9 @@ impl Runtime {
                 .map_err(|e| setup("cannot become a child subreaper", e.into()))?;
         }
         let mut signals = vec![Signal::SIGTERM, Signal::SIGINT];
+        if role == Role::Supervisor && settings.hangup_reloads {
+            signals.push(Signal::SIGHUP);
+        }
         if adopting {
             signals.push(Signal::SIGCHLD);
         }
