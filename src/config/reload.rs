@@ -130,9 +130,16 @@ pub fn changes(old: &NodeConfig, new: &NodeConfig) -> Vec<FieldChange> {
     };
     let mut found = Vec::new();
     for field in NodeConfig::FIELDS {
-        let before = old.get(*field).unwrap_or(&Value::Null);
-        let after = new.get(*field).unwrap_or(&Value::Null);
-        differences(field, before, after, &mut found);
+        let (before, after) = (old.get(*field), new.get(*field));
+        // An empty list or map is left out of JSON: beside a present one, it is empty.
+        let absent = |other: Option<&Value>| match other {
+            Some(Value::Array(_)) => Value::Array(Vec::new()),
+            Some(Value::Object(_)) => Value::Object(Default::default()),
+            _ => Value::Null,
+        };
+        let before = before.cloned().unwrap_or_else(|| absent(after));
+        let after = after.cloned().unwrap_or_else(|| absent(Some(&before)));
+        differences(field, &before, &after, &mut found);
     }
     found
 }

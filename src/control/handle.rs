@@ -108,6 +108,22 @@ fn answer(
                 Err(error) => Response::error(id, error),
             }
         }
+        Command::Status(name) => {
+            let Some(nodes) = event_loop.nodes() else {
+                return Response::error(id, NOT_SUPERVISOR);
+            };
+            let name = name.unwrap_or_default();
+            let status = nodes.borrow().status(&name);
+            if !name.is_empty() && status.nodes.is_empty() {
+                return Response::error(id, no_such_node(&name));
+            }
+            // Encoded straight from the records: at 10,000 nodes, building a `Value`
+            // first would cost more than the rest of the answer.
+            match serde_json::to_string(&status) {
+                Ok(text) => Response::ok_encoded(id, text),
+                Err(e) => Response::error(id, format!("cannot encode the status: {e}")),
+            }
+        }
         Command::Stop => {
             log::info!(
                 "control client (pid {}) asked the supervisor to stop",
@@ -148,14 +164,7 @@ fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result
                 None => Err(missing(&name)),
             }
         }
-        Command::Status(None) => to_json(&supervisor.status("")),
-        Command::Status(Some(name)) => {
-            let status = supervisor.status(&name);
-            if status.nodes.is_empty() {
-                return Err(missing(&name));
-            }
-            to_json(&status)
-        }
+        Command::Status(_) => Err("answered by `answer`".into()),
         Command::Tail { node, lines } => {
             let mut tail = supervisor.tail(&node).ok_or_else(|| missing(&node))?;
             if let Some(keep) = lines {
