@@ -129,16 +129,16 @@ pub fn changes(old: &NodeConfig, new: &NodeConfig) -> Vec<FieldChange> {
         return Vec::new();
     };
     let mut found = Vec::new();
+    let empty = NodeConfig::default();
     for field in NodeConfig::FIELDS {
-        let (before, after) = (old.get(*field), new.get(*field));
-        // An empty list or map is left out of JSON: beside a present one, it is empty.
-        let absent = |other: Option<&Value>| match other {
-            Some(Value::Array(_)) => Value::Array(Vec::new()),
-            Some(Value::Object(_)) => Value::Object(Default::default()),
+        // An empty list or map is left out of JSON, as an unset field is.
+        let absent = || match empty.get(field) {
+            Some(value) if value.is_array() => Value::Array(Vec::new()),
+            Some(value) if value.is_map() => Value::Object(Default::default()),
             _ => Value::Null,
         };
-        let before = before.cloned().unwrap_or_else(|| absent(after));
-        let after = after.cloned().unwrap_or_else(|| absent(Some(&before)));
+        let before = old.get(*field).cloned().unwrap_or_else(absent);
+        let after = new.get(*field).cloned().unwrap_or_else(absent);
         differences(field, &before, &after, &mut found);
     }
     found
