@@ -309,7 +309,12 @@ impl EventLoop {
                         self.host.call_hook(Hook::NodeStatus, (node, 0 as INT))
                     }
                     Notice::Ready { node } => self.host.call_hook(Hook::NodeReady, (node,)),
-                    Notice::Exited { node, exit, uptime } => {
+                    Notice::Exited {
+                        node,
+                        exit,
+                        uptime,
+                        reason,
+                    } => {
                         let mut info = rhai::Map::new();
                         let (code, signal) = match exit {
                             Some(ExitInfo::Code(code)) => ((code as INT).into(), Dynamic::UNIT),
@@ -321,6 +326,7 @@ impl EventLoop {
                         info.insert("code".into(), code);
                         info.insert("signal".into(), signal);
                         info.insert("uptime".into(), (uptime as rhai::FLOAT).into());
+                        info.insert("reason".into(), reason.map_or(Dynamic::UNIT, Dynamic::from));
                         let answer = self
                             .host
                             .call_hook(Hook::NodeExit, (node.clone(), Dynamic::from_map(info)));

@@ -74,7 +74,7 @@ fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result
                 None => Err(missing(&name)),
             }
         }
-        Command::Status(None) => to_json(&supervisor.status("")),
+        Command::Status(None) => to_json(&supervisor.status_with_usage("")),
         Command::Status(Some(name)) => {
             let status = supervisor.status(&name);
             if status.nodes.is_empty() {

@@ -27,6 +27,8 @@
 //! and children that someone else in the process spawned are never stolen (adopted
 //! processes are reaped only in subreaper mode, and never a node or the stem).
 
+pub mod cgroup;
+pub mod envfile;
 #[cfg(test)]
 pub mod fake;
 mod leftovers;
@@ -116,6 +118,17 @@ pub struct Ended {
     /// For the log: `exited with code 3`, `killed by SIGKILL`, or why the program could
     /// not start when the process failed before it ran.
     pub what: String,
+    /// Why it ended, when more is known than its status: `out of memory (limit 64 MiB)`.
+    pub reason: Option<String>,
+}
+
+/// What a node's processes use.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// Seconds of CPU time.
+    pub cpu: f64,
+    /// Bytes of memory.
+    pub memory: u64,
 }
 
 /// What the supervisor's policy asks of the operating system.
@@ -154,6 +167,11 @@ pub trait Backend {
         check: &Check,
         timeout: Duration,
     ) -> Result<Option<Pid>, String>;
+
+    /// What each of these processes (an instance and its leader's pid) uses with
+    /// everything it started: from its cgroup where it has one, else from its process
+    /// group. Looked up only when asked (`status` of one node, `ctl status`).
+    fn usage(&self, of: &[(ProcId, Pid)]) -> Vec<Option<Usage>>;
 
     /// The instance that process `pid` belongs to (its leader, or a descendant), for a
     /// notification it sent.

@@ -13,7 +13,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::os_error;
-use super::spawn::open_output;
+use super::spawn::{give, open_output};
 use crate::config::{NodeConfig, Stream};
 
 /// The output files of one node that the supervisor writes (those it rotates), by
@@ -25,7 +25,12 @@ pub struct OutputFiles {
 
 impl OutputFiles {
     /// Opens the rotated files of `config` (paths as `plan` resolves them).
-    pub fn open(config: &NodeConfig, cwd: &Path) -> Result<OutputFiles, String> {
+    /// `owner` (uid, gid) is the node's user, when it has one: the files are its.
+    pub fn open(
+        config: &NodeConfig,
+        cwd: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> Result<OutputFiles, String> {
         let mut files = OutputFiles::default();
         let Some((max, backups)) = config.rotation() else {
             return Ok(files);
@@ -41,7 +46,7 @@ impl OutputFiles {
         {
             if let Some(file) = file {
                 *slot = Some(
-                    RotatingFile::open(&base.join(file), max, backups)
+                    RotatingFile::open(&base.join(file), max, backups, owner)
                         .map_err(|e| format!("node '{}': {e}", config.name))?,
                 );
             }
@@ -72,12 +77,19 @@ pub struct RotatingFile {
     failing: bool,
     /// Only regular files are rotated: renaming `/dev/null` or a FIFO would be wrong.
     regular: bool,
+    /// The node's user and group, who own its files.
+    owner: Option<(u32, u32)>,
 }
 
 impl RotatingFile {
     /// Starts writing `path`. Output a previous supervisor left there is rotated away
     /// first (kept as `path.1` when backups are kept).
-    pub fn open(path: &Path, max_bytes: u64, backups: u32) -> Result<RotatingFile, String> {
+    pub fn open(
+        path: &Path,
+        max_bytes: u64,
+        backups: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<RotatingFile, String> {
         let shown = path.display();
         let (regular, existing) = match std::fs::metadata(path) {
             Ok(meta) => (meta.is_file(), meta.len()),
@@ -88,6 +100,7 @@ impl RotatingFile {
         }
         let file =
             open_output(path).map_err(|e| format!("cannot open '{shown}': {}", os_error(&e)))?;
+        give(&file, owner).map_err(|e| format!("cannot give '{shown}' to its user: {e}"))?;
         Ok(RotatingFile {
             path: path.to_path_buf(),
             file,
@@ -96,6 +109,7 @@ impl RotatingFile {
             backups,
             failing: false,
             regular,
+            owner,
         })
     }
 
@@ -160,7 +174,11 @@ impl RotatingFile {
         } else {
             Ok(())
         };
-        let reopened = result.and_then(|()| open_output(&self.path).map_err(|e| os_error(&e)));
+        let reopened = result.and_then(|()| {
+            let file = open_output(&self.path).map_err(|e| os_error(&e))?;
+            give(&file, self.owner)?;
+            Ok(file)
+        });
         match reopened {
             Ok(file) => {
                 self.file = file;
@@ -214,7 +232,7 @@ mod tests {
     fn rotates_between_lines_and_keeps_n_backups() {
         let d = dir("n");
         let path = d.join("out.log");
-        let mut file = RotatingFile::open(&path, 20, 2).unwrap();
+        let mut file = RotatingFile::open(&path, 20, 2, None).unwrap();
         let mut all = String::new();
         for i in 0..10 {
             let line = format!("line {i:02}\n"); // 8 bytes
@@ -233,7 +251,7 @@ mod tests {
     fn chunks_are_split_at_line_boundaries_and_long_lines_get_their_own_file() {
         let d = dir("chunk");
         let path = d.join("out.log");
-        let mut file = RotatingFile::open(&path, 10, 5).unwrap();
+        let mut file = RotatingFile::open(&path, 10, 5, None).unwrap();
         file.write(b"aaaa\nbbbb\ncccc\n");
         file.write(b"this line is longer than ten bytes\nz\n");
         let files: Vec<String> = (1..=4)
@@ -257,7 +275,7 @@ mod tests {
     fn without_backups_the_file_starts_over() {
         let d = dir("zero");
         let path = d.join("out.log");
-        let mut file = RotatingFile::open(&path, 10, 0).unwrap();
+        let mut file = RotatingFile::open(&path, 10, 0, None).unwrap();
         file.write(b"12345678\nabc\n");
         assert_eq!(read(&path), "abc\n");
         assert!(!d.join("out.log.1").exists());
@@ -269,7 +287,7 @@ mod tests {
         let d = dir("special");
         let link = d.join("null.log");
         std::os::unix::fs::symlink("/dev/null", &link).unwrap();
-        let mut file = RotatingFile::open(&link, 4, 3).unwrap();
+        let mut file = RotatingFile::open(&link, 4, 3, None).unwrap();
         file.write(b"123\n456\n789\n");
         assert!(std::path::Path::new("/dev/null").exists());
         assert!(!d.join("null.log.1").exists());
@@ -281,7 +299,7 @@ mod tests {
         let d = dir("old");
         let path = d.join("out.log");
         std::fs::write(&path, "from before\n").unwrap();
-        let mut file = RotatingFile::open(&path, 100, 1).unwrap();
+        let mut file = RotatingFile::open(&path, 100, 1, None).unwrap();
         file.write(b"new\n");
         assert_eq!(read(&d.join("out.log.1")), "from before\n");
         assert_eq!(read(&path), "new\n");

@@ -85,6 +85,60 @@ pub fn parent_of(pid: i32) -> Option<i32> {
     fields.next()?.parse().ok()
 }
 
+/// What process `pid` uses (with its reaped children's CPU time): its process group
+/// and its usage, from `/proc/PID/stat`; `None` for a zombie or a process gone.
+pub fn usage_of(pid: i32) -> Option<(i32, super::Usage)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, from the state (field 3) on.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    let pgrp = fields.get(5 - 3)?.parse().ok()?;
+    // utime, stime, cutime, cstime (fields 14-17), in clock ticks; rss (24), in pages.
+    let ticks = field(14)? + field(15)? + field(16)? + field(17)?;
+    let rss = field(24)?;
+    Some((
+        pgrp,
+        super::Usage {
+            cpu: ticks as f64 / clock_ticks(),
+            memory: rss * page_size(),
+        },
+    ))
+}
+
+/// What the processes of each of `groups` use, summed over one look at every process.
+pub fn group_usage(groups: &[i32]) -> std::collections::HashMap<i32, super::Usage> {
+    let mut usage: std::collections::HashMap<i32, super::Usage> = std::collections::HashMap::new();
+    if groups.is_empty() {
+        return usage;
+    }
+    for pid in every_process() {
+        let Some((pgrp, of)) = usage_of(pid) else {
+            continue;
+        };
+        if groups.contains(&pgrp) {
+            let sum = usage.entry(pgrp).or_default();
+            sum.cpu += of.cpu;
+            sum.memory += of.memory;
+        }
+    }
+    usage
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let ticks = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let size = unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+}
+
 /// Which instance of which supervisor `pid` descends from, if its environment says.
 pub fn owner_of(pid: Pid, supervisor: Pid) -> Option<ProcId> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;

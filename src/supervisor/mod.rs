@@ -62,6 +62,8 @@ pub enum Notice {
         node: String,
         exit: Option<ExitInfo>,
         uptime: f64,
+        /// Why, when more is known than the status: `out of memory (limit 64 MiB)`.
+        reason: Option<String>,
     },
 }
 
@@ -174,6 +176,8 @@ struct Entry {
     health_failures: u32,
     health: Option<String>,
     status_text: Option<String>,
+    /// Why the last process ended, beyond its status.
+    exit_reason: Option<String>,
 }
 
 impl Entry {
@@ -203,6 +207,8 @@ pub struct Supervisor {
     next_serial: u32,
     /// Set by `stop_all`: nothing is revived or restarted any more.
     stopping: bool,
+    /// A node changed state since `take_changed` was last asked.
+    changed: bool,
     /// The script has a `node_exit` hook: revivals wait for its answer.
     exit_hook: bool,
     /// What a node's endpoint must name for the node to be started here.
@@ -225,6 +231,7 @@ impl Supervisor {
             notices: Vec::new(),
             next_serial: 0,
             stopping: false,
+            changed: false,
             exit_hook: false,
         }
     }
@@ -298,6 +305,7 @@ impl Supervisor {
             health_failures: 0,
             health: None,
             status_text: None,
+            exit_reason: None,
         };
         if !ready {
             let waiting: Vec<&str> = entry.unmet().map(String::as_str).collect();
@@ -427,8 +435,49 @@ impl Supervisor {
         self.exit_hook = defined;
     }
 
-    /// `Supervisor::status`: `""` means every node; an unknown name gives no entry.
+    /// `Supervisor::status`: `""` means every node; an unknown name gives no entry. The
+    /// status of one node has what its processes use (`cpu`, `memory`).
     pub fn status(&self, name: &str) -> Status {
+        let mut status = self.plain_status(name);
+        if !name.is_empty() {
+            self.add_usage(&mut status);
+        }
+        status
+    }
+
+    /// `status`, with what every node's processes use (for a person's table: `ctl
+    /// status`, `:status`).
+    pub fn status_with_usage(&self, name: &str) -> Status {
+        let mut status = self.plain_status(name);
+        self.add_usage(&mut status);
+        status
+    }
+
+    /// Fills in `cpu` and `memory` of the nodes of `status` that have a process.
+    fn add_usage(&self, status: &mut Status) {
+        let live: Vec<(String, ProcId, Pid)> = status
+            .nodes
+            .keys()
+            .filter_map(|name| {
+                let entry = self.entry(*self.names.get(name)?)?;
+                let instance = entry.node.state.instance()?;
+                Some((name.clone(), instance.proc, instance.pid))
+            })
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let asked: Vec<(ProcId, Pid)> = live.iter().map(|(_, proc, pid)| (*proc, *pid)).collect();
+        let usage = self.backend.usage(&asked);
+        for ((name, _, _), usage) in live.iter().zip(usage) {
+            if let (Some(node), Some(usage)) = (status.nodes.get_mut(name), usage) {
+                node.cpu = Some(usage.cpu);
+                node.memory = Some(i64::try_from(usage.memory).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    fn plain_status(&self, name: &str) -> Status {
         let now = self.backend.now();
         let entry = |e: &Entry| {
             let node = &e.node;
@@ -451,6 +500,7 @@ impl Supervisor {
             }
             status.status_text = e.status_text.clone();
             status.health = e.health.clone();
+            status.exit_reason = e.exit_reason.clone();
             // One node's status carries its recent output; every node's would be big.
             if !name.is_empty() {
                 status.output = node.output.lines();
@@ -599,6 +649,7 @@ impl Supervisor {
         let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
         };
+        entry.exit_reason = ended.reason.clone();
         let mut actions = entry.node.step(
             Input::Exited {
                 proc,
@@ -611,6 +662,7 @@ impl Supervisor {
                 node: name.clone(),
                 exit: ended.exit,
                 uptime: now.duration_since(instance.since).as_secs_f64(),
+                reason: ended.reason,
             });
             if self.exit_hook {
                 // The hook may keep the node down: revive once it has answered.
@@ -1000,6 +1052,7 @@ impl Supervisor {
         if entry.seen == seen {
             return;
         }
+        self.changed = true;
         let was_up = matches!(entry.seen.0, "starting" | "running");
         let was_running = entry.seen.0 == "running" && entry.seen.1 == seen.1;
         entry.seen = seen;
