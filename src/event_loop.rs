@@ -6,7 +6,11 @@
 //! It owns the `Host` (the Rhai engine) and the node table (`nodes`, in the supervisor
 //! role; lent to the engine's `Supervisor` functions), turns node output into `stdout_hook`/`stderr_hook` calls or `[node] line`
 //! prints, turns node starts into `node_status` calls, and runs the shutdown: stop
-//! every node, wait for the last one, `zeek_done()`, return the exit status.
+//! every node, wait for the last one, `zeek_done()`, return the exit status. Under a
+//! service manager (`service`), it tells the manager when the supervisor is ready,
+//! alive and stopping.
+
+mod service;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -74,6 +78,8 @@ pub struct EventLoop {
     failed_hooks: HashSet<(Arc<str>, Stream)>,
     /// Keep serving with nothing to do (supervisor, node); `exec` ends instead.
     serve_forever: bool,
+    /// The service manager to tell about readiness, liveness and shutdown, if any.
+    service: Option<service::ServiceManager>,
 }
 
 impl EventLoop {
@@ -95,7 +101,15 @@ impl EventLoop {
             sigint,
             failed_hooks: HashSet::new(),
             serve_forever,
+            service: None,
         }
+    }
+
+    /// Tells the service manager named by `NOTIFY_SOCKET` in this process's environment
+    /// (systemd's `Type=notify`) when the supervisor is ready, alive and stopping; see
+    /// `service`. Nothing happens without the variable.
+    pub fn notify_service_manager(&mut self) {
+        self.service = service::ServiceManager::from_env();
     }
 
     /// The Rhai host: to evaluate code in the loaded program.
@@ -126,6 +140,9 @@ impl EventLoop {
             return Err(error);
         }
         self.after_script();
+        if let Some(service) = self.service.as_mut() {
+            service.started(self.nodes.as_ref().map(|n| n.borrow()).as_deref());
+        }
         Ok(())
     }
 
@@ -135,6 +152,9 @@ impl EventLoop {
             let now = Instant::now();
             self.fire_due(now);
             self.after_script();
+            if let Some(service) = self.service.as_mut() {
+                service.turn(self.nodes.as_ref().map(|n| n.borrow_mut()).as_deref_mut());
+            }
             if let Some(code) = self.finished() {
                 return code;
             }
@@ -361,6 +381,9 @@ impl EventLoop {
             return;
         }
         self.phase = Phase::Stopping { code, clean };
+        if let Some(service) = self.service.as_mut() {
+            service.stopping();
+        }
         self.host.shared().borrow_mut().timers.clear();
         if let Some(nodes) = &self.nodes {
             nodes.borrow_mut().stop_all();
@@ -394,6 +417,9 @@ impl EventLoop {
     }
 
     fn fire_due(&mut self, now: Instant) {
+        if let Some(service) = self.service.as_mut() {
+            service.fire_due(now);
+        }
         let shared = self.host.shared().clone();
         if let Some(nodes) = &self.nodes {
             nodes.borrow_mut().fire_due(now);
@@ -412,10 +438,8 @@ impl EventLoop {
     fn next_deadline(&self) -> Option<Instant> {
         let timers = self.host.shared().borrow().timers.next_deadline();
         let supervisor = self.nodes.as_ref().and_then(|n| n.borrow().next_deadline());
-        match (timers, supervisor) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let service = self.service.as_ref().and_then(|s| s.next_deadline());
+        [timers, supervisor, service].into_iter().flatten().min()
     }
 }
 

@@ -51,6 +51,11 @@ pub struct Settings {
     /// machine's host name, `localhost`, loopback addresses and the addresses of its
     /// interfaces.
     pub host: Vec<String>,
+    /// In the supervisor role, tell the service manager named by `NOTIFY_SOCKET`
+    /// (systemd's `Type=notify`) when the supervisor is ready, alive and stopping. An
+    /// embedding program that speaks to its manager itself leaves it off (the
+    /// default); `run` turns it on.
+    pub notify_service_manager: bool,
 }
 
 impl Default for Settings {
@@ -62,6 +67,7 @@ impl Default for Settings {
             launcher: None,
             subreaper: false,
             host: Vec::new(),
+            notify_service_manager: false,
         }
     }
 }
@@ -162,8 +168,12 @@ impl Runtime {
             settings.limits,
             interrupt.clone(),
         );
+        let mut event_loop = EventLoop::new(host, nodes, event_rx, interrupt, settings.sigint);
+        if role == Role::Supervisor && settings.notify_service_manager {
+            event_loop.notify_service_manager();
+        }
         Ok(Runtime {
-            event_loop: EventLoop::new(host, nodes, event_rx, interrupt, settings.sigint),
+            event_loop,
             events,
             control: None,
             _reactor: reactor,

@@ -514,6 +514,73 @@ impl Supervisor {
         Status { nodes }
     }
 
+    /// Whether a node changed state since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// One line on every node: `3 nodes: 2 running, 1 starting`.
+    pub fn summary(&self) -> String {
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for (_, slot) in self.names.iter() {
+            if let Some(entry) = self.entry(*slot) {
+                *counts.entry(entry.node.state.name()).or_default() += 1;
+            }
+        }
+        let total: usize = counts.values().sum();
+        if total == 0 {
+            return "no nodes".into();
+        }
+        // In the order of a node's life, not of the alphabet.
+        let order = [
+            "running",
+            "starting",
+            "waiting",
+            "reviving",
+            "restarting",
+            "stopping",
+            "exited",
+            "failed",
+        ];
+        let parts: Vec<String> = order
+            .iter()
+            .filter_map(|state| counts.get(state).map(|n| format!("{n} {state}")))
+            .collect();
+        let noun = if total == 1 { "node" } else { "nodes" };
+        format!("{total} {noun}: {}", parts.join(", "))
+    }
+
+    /// Keeps the names of `nodes` that are still on their way up: starting and within
+    /// their readiness timeout, or waiting for dependencies that are. A node that is
+    /// ready, has ended, failed, timed out (it is then stopped and revived), or is gone
+    /// has settled; so has one that waits for what has settled without being up.
+    pub fn unsettled(&self, nodes: &mut Vec<String>) {
+        nodes.retain(|name| !self.settled(name, 0));
+    }
+
+    fn settled(&self, name: &str, depth: usize) -> bool {
+        let Some(entry) = self.names.get(name).and_then(|&slot| self.entry(slot)) else {
+            return true;
+        };
+        match entry.node.state {
+            State::Starting { .. } => false,
+            State::Waiting if depth < self.names.len() => entry.unmet().all(|dep| {
+                let up = self
+                    .names
+                    .get(dep)
+                    .and_then(|&slot| self.entry(slot))
+                    .is_some_and(|e| e.node.state.is_up());
+                !up && self.settled(dep, depth + 1)
+            }),
+            State::Waiting
+            | State::Running(_)
+            | State::Reviving { .. }
+            | State::Stopping { .. }
+            | State::Exited
+            | State::Failed(_) => true,
+        }
+    }
+
     /// The last lines a node wrote, oldest first; `None` for an unknown node.
     pub fn tail(&self, name: &str) -> Option<Vec<OutputLine>> {
         let slot = *self.names.get(name)?;
