@@ -90,13 +90,16 @@ impl Amount {
         }
     }
 
-    fn parse(v: &Value, at: &str) -> Result<Amount, String> {
+    /// Reads a number or `"unlimited"`; with `bytes`, a size such as `"16M"` too.
+    fn parse(v: &Value, at: &str, bytes: bool) -> Result<Amount, String> {
         match v {
             Value::String(s) if s == "unlimited" || s == "infinity" => Ok(Amount::Unlimited),
+            Value::String(_) if bytes => parse_bytes(v, at).map(Amount::Of),
             Value::Number(n) => match n.as_u64() {
                 Some(u64::MAX) | None => Err(format!("{at} must be 0 or more, not {n}")),
                 Some(n) => Ok(Amount::Of(n)),
             },
+            other if bytes => Err(wrong(at, "a size (\"16M\"), a number or \"unlimited\"", other)),
             other => Err(wrong(at, "a number or \"unlimited\"", other)),
         }
     }
@@ -121,7 +124,7 @@ pub const MIN_CPU: f64 = 0.01;
 pub struct Limits {
     /// Open files (`RLIMIT_NOFILE`).
     pub nofile: Option<Amount>,
-    /// Core file size in bytes (`RLIMIT_CORE`).
+    /// Core file size in bytes (`RLIMIT_CORE`); sizes as for `memory`.
     pub core: Option<Amount>,
     /// Processes of the node's user (`RLIMIT_NPROC`).
     pub nproc: Option<Amount>,
@@ -267,11 +270,11 @@ impl Shape for Limits {
         for (key, value) in map {
             let field = format!("{at}.{key}");
             match key.as_str() {
-                "nofile" => limits.nofile = Some(Amount::parse(value, &field)?),
-                "core" => limits.core = Some(Amount::parse(value, &field)?),
-                "nproc" => limits.nproc = Some(Amount::parse(value, &field)?),
-                "stack" => limits.stack = Some(Amount::parse(value, &field)?),
-                "memlock" => limits.memlock = Some(Amount::parse(value, &field)?),
+                "nofile" => limits.nofile = Some(Amount::parse(value, &field, false)?),
+                "core" => limits.core = Some(Amount::parse(value, &field, true)?),
+                "nproc" => limits.nproc = Some(Amount::parse(value, &field, false)?),
+                "stack" => limits.stack = Some(Amount::parse(value, &field, true)?),
+                "memlock" => limits.memlock = Some(Amount::parse(value, &field, true)?),
                 "memory" => {
                     let bytes = parse_bytes(value, &field)?;
                     if bytes < MIN_MEMORY {
