@@ -99,7 +99,11 @@ impl Amount {
                 Some(u64::MAX) | None => Err(format!("{at} must be 0 or more, not {n}")),
                 Some(n) => Ok(Amount::Of(n)),
             },
-            other if bytes => Err(wrong(at, "a size (\"16M\"), a number or \"unlimited\"", other)),
+            other if bytes => Err(wrong(
+                at,
+                "a size (\"16M\"), a number or \"unlimited\"",
+                other,
+            )),
             other => Err(wrong(at, "a number or \"unlimited\"", other)),
         }
     }
