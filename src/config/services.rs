@@ -161,7 +161,11 @@ impl Limits {
             ("memlock", libc::RLIMIT_MEMLOCK, self.memlock),
         ]
         .into_iter()
-        .filter_map(|(field, resource, amount)| Some((field, resource as u32, amount?)))
+        // The type of the `RLIMIT_*` constants differs between C libraries.
+        .filter_map(|(field, resource, amount)| {
+            #[allow(clippy::unnecessary_cast)]
+            Some((field, resource as u32, amount?))
+        })
         .collect()
     }
 

@@ -377,24 +377,18 @@ fn account(config: &NodeConfig) -> Result<Option<Resolved>, String> {
         format!("cannot look up {what}: {}", super::errno_text(e))
     };
     let user = match &config.user {
-        Some(Account::Name(name)) => Some((
+        Some(Account::Name(name)) => Some(
             User::from_name(name)
                 .map_err(|e| lookup_failed(&format!("user '{name}'"), e))?
                 .ok_or_else(|| format!("no such user '{name}'"))?,
-            true,
-        )),
-        Some(Account::Id(uid)) => {
-            match User::from_uid(Uid::from_raw(*uid))
-                .map_err(|e| lookup_failed(&format!("user {uid}"), e))?
-            {
-                Some(user) => Some((user, true)),
-                None => None,
-            }
-        }
+        ),
+        // A number need not be in the database.
+        Some(Account::Id(uid)) => User::from_uid(Uid::from_raw(*uid))
+            .map_err(|e| lookup_failed(&format!("user {uid}"), e))?,
         None => None,
     };
     let uid = match (&config.user, &user) {
-        (_, Some((user, _))) => user.uid.as_raw(),
+        (_, Some(user)) => user.uid.as_raw(),
         (Some(Account::Id(uid)), None) => *uid,
         _ => geteuid().as_raw(),
     };
@@ -406,7 +400,7 @@ fn account(config: &NodeConfig) -> Result<Option<Resolved>, String> {
             .as_raw(),
         Some(Account::Id(gid)) => *gid,
         None => match (&user, &config.user) {
-            (Some((user, _)), _) => user.gid.as_raw(),
+            (Some(user), _) => user.gid.as_raw(),
             (None, Some(Account::Id(uid))) => {
                 return Err(format!(
                     "user {uid} has no entry in the user database: set group too"
@@ -416,7 +410,7 @@ fn account(config: &NodeConfig) -> Result<Option<Resolved>, String> {
         },
     };
     let groups = match &user {
-        Some((user, _)) => {
+        Some(user) => {
             let name = std::ffi::CString::new(user.name.as_bytes())
                 .map_err(|_| format!("user '{}' has a NUL byte in its name", user.name))?;
             getgrouplist(&name, Gid::from_raw(gid))
@@ -442,7 +436,7 @@ fn account(config: &NodeConfig) -> Result<Option<Resolved>, String> {
     let mut env = Vec::new();
     if config.user.is_some() {
         match &user {
-            Some((user, _)) => {
+            Some(user) => {
                 env.push(("HOME", user.dir.to_string_lossy().into_owned()));
                 env.push(("USER", user.name.clone()));
                 env.push(("LOGNAME", user.name.clone()));
@@ -470,6 +464,7 @@ fn rlimits(
     use nix::sys::resource::{Resource, getrlimit};
     let mut set = Vec::new();
     if let (None, Some((soft, hard))) = (limits.nofile, restored) {
+        #[allow(clippy::unnecessary_cast)] // its type differs between C libraries
         set.push((nix::libc::RLIMIT_NOFILE as u32, soft, hard, false));
     }
     let raise = may_raise_limits();
