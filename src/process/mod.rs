@@ -15,6 +15,10 @@
 //!   affinity, output pipes or files, and a pidfd for the new process.
 //! - `stem` forks script nodes from a prepared helper process (Rhai's library built
 //!   once), as the supervisor's own children.
+//! - `cgroup` makes a cgroup per node process with `memory`, `pids` or `cpu` limits
+//!   (v2 where delegated, else v1), which the child joins before its program runs;
+//!   the backend stops what is in it with the node and removes it once empty.
+//! - `envfile` reads a node's `env_file` at each start.
 //! - `reactor` is the one I/O thread: it waits with epoll on every pidfd, every output
 //!   pipe and the signal pipe, and sends `IoEvent`s to the loop. A node's exit is sent
 //!   only after its pipes were drained, so the loop sees its last line before its exit.
