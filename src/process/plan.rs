@@ -467,7 +467,6 @@ fn rlimits(
         #[allow(clippy::unnecessary_cast)] // its type differs between C libraries
         set.push((nix::libc::RLIMIT_NOFILE as u32, soft, hard, false));
     }
-    let raise = may_raise_limits();
     for (field, resource, amount) in limits.rlimits() {
         let value = amount.raw();
         let current = match field {
@@ -480,7 +479,7 @@ fn rlimits(
         // The supervisor raised its own open-file limit to the hard limit; the hard
         // limit is what bounds the node.
         if let Ok((_, hard)) = current {
-            if value > hard && !raise {
+            if value > hard && !may_raise_limits() {
                 let shown = |n: u64| {
                     if n == u64::MAX {
                         "unlimited".to_string()
