@@ -6,7 +6,8 @@
 //! postgres, ready by `notify`, with a dependent that queries it.
 //!
 //! Tests that need root (changing user, cgroups) say so and pass when not root; those
-//! that need cgroups also when the machine has none the supervisor may use.
+//! that need cgroups also when the machine has none the supervisor may use. Nodes run as
+//! daemon and postgres, never as nobody, whose processes `reliability` counts.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -226,7 +227,7 @@ fn a_command_node_runs_as_another_user_with_its_groups_home_and_umask() {
             stdout_file: "out.log", command: ["sh", "-c", "touch made; exec sleep 300"]});
         Supervisor::create(#{name: "gid", user: "postgres", group: "nogroup",
             env: #{HOME: "/srv/elsewhere"}, command: ["sleep", "300"]});
-        Supervisor::create(#{name: "num", user: 65534, group: 65534, command: ["sleep", "300"]});
+        Supervisor::create(#{name: "num", user: 1, group: 1, command: ["sleep", "300"]});
         "#,
     );
     let sup = sandbox.start(&["run", "s.rhai"]);
@@ -278,8 +279,8 @@ fn a_command_node_runs_as_another_user_with_its_groups_home_and_umask() {
     assert_eq!(env_of(pid, "HOME").as_deref(), Some("/srv/elsewhere"));
     // Numbers work as well as names.
     let pid = running_pid(&sandbox, &sup, "num");
-    assert!(proc_status(pid, "Uid").unwrap().starts_with("65534\t"));
-    assert_eq!(env_of(pid, "USER").as_deref(), Some("nobody"));
+    assert!(proc_status(pid, "Uid").unwrap().starts_with("1\t"));
+    assert_eq!(env_of(pid, "USER").as_deref(), Some("daemon"));
 }
 
 #[test]
@@ -294,7 +295,7 @@ fn a_script_node_runs_as_another_user_and_the_stem_stays_root() {
             r#"
             fn zeek_init() {
                 if Supervisor::is_supervisor() {
-                    Supervisor::create(#{name: "sn", user: "nobody", umask: 0o077});
+                    Supervisor::create(#{name: "sn", user: "daemon", umask: 0o077});
                 } else {
                     print(`node runs as ${getenv("USER")} in ${getenv("HOME")}`);
                 }
@@ -306,9 +307,9 @@ fn a_script_node_runs_as_another_user_and_the_stem_stays_root() {
                 c.env("RHAI_SUPERVISOR_NO_STEM", "1");
             }
         });
-        sup.expect_stdout("[sn] node runs as nobody in /nonexistent");
+        sup.expect_stdout("[sn] node runs as daemon in /usr/sbin");
         let pid = running_pid(&sandbox, &sup, "sn");
-        assert!(proc_status(pid, "Uid").unwrap().starts_with("65534\t"));
+        assert!(proc_status(pid, "Uid").unwrap().starts_with("1\t"));
         assert_eq!(proc_status(pid, "Umask").as_deref(), Some("0077"));
         // The stem (the supervisor's other child) is still root.
         for child in children_of(sup.pid()) {
@@ -353,12 +354,13 @@ fn unknown_users_and_a_supervisor_that_is_not_root_are_refused() {
         eprintln!("unknown_users_and_a_supervisor_that_is_not_root_are_refused: root part skipped");
         return;
     }
-    // The same supervisor, not run by root.
-    let (nobody, nogroup, _) = ids("nobody");
-    std::os::unix::fs::chown(&sandbox.dir, Some(nobody), Some(nogroup)).unwrap();
+    // The same supervisor, not run by root (as daemon: tests/reliability.rs counts the
+    // processes of nobody).
+    let (daemon, daemon_group, _) = ids("daemon");
+    std::os::unix::fs::chown(&sandbox.dir, Some(daemon), Some(daemon_group)).unwrap();
     let out = sandbox.run_with(&["run", "--no-socket", "s.rhai"], |c| {
         use std::os::unix::process::CommandExt;
-        c.uid(nobody).gid(nogroup);
+        c.uid(daemon).gid(daemon_group);
     });
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(
