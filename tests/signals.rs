@@ -106,6 +106,13 @@ fn hup_through_ctl_makes_nginx_reconfigure_without_a_restart() {
         "{}",
         bad.stderr
     );
+    // Stop nginx before the supervisor is killed at the end of the test: the workers it
+    // started on HUP would outlive a master killed with the supervisor, as nobody, and
+    // count against the process limit of another test's nodes.
+    let workers = workers(pid);
+    assert_eq!(ctl(&sandbox, &["destroy", "web"]).code(), Some(0));
+    assert!(wait_until(PATIENCE, || !alive(pid)
+        && workers.iter().all(|w| !alive(*w))));
 }
 
 #[test]

@@ -810,6 +810,55 @@ mod tests {
         assert_eq!(escape("_x"), "__x");
     }
 
+    /// The v2 mechanics (placement, listing, usage, `cgroup.kill`, `populated 0`,
+    /// removal) on whatever cgroup2 mount there is, even one without controllers
+    /// (hybrid machines have one at /sys/fs/cgroup/unified). Needs root.
+    #[test]
+    fn a_v2_cgroup_holds_kills_and_goes() {
+        let Some(mount) = mounts().into_iter().find(|m| m.v2) else {
+            eprintln!("skipped: no cgroup2 mount");
+            return;
+        };
+        let dir = mount
+            .point
+            .join(format!("rhai-supervisor-unit.{}", std::process::id()));
+        if std::fs::create_dir(&dir).is_err() {
+            eprintln!("skipped: cannot make a cgroup in {}", mount.point.display());
+            return;
+        }
+        let cgroup = NodeCgroup {
+            version: Version::V2,
+            dirs: vec![dir.clone()],
+            controllers: vec![""],
+            cpuacct: false,
+            memory_limit: None,
+        };
+        assert!(cgroup.is_empty());
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = Pid::from_raw(child.id() as i32);
+        write_file(&dir.join("cgroup.procs"), &pid.to_string()).unwrap();
+        assert_eq!(cgroup.pids(), vec![pid]);
+        assert!(!cgroup.is_empty());
+        assert!(cgroup.usage().memory > 0, "{:?}", cgroup.usage());
+        assert!(!cgroup.remove(), "not while it holds a process");
+        cgroup.signal(Signal::SIGKILL);
+        let status = child.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !cgroup.is_empty() && std::time::Instant::now() < deadline {
+            std::thread::yield_now();
+        }
+        assert!(cgroup.is_empty());
+        assert!(cgroup.remove());
+        assert!(!dir.exists());
+    }
+
     #[test]
     fn mountinfo_fields_are_unescaped() {
         assert_eq!(unescape("/a\\040b"), "/a b");
