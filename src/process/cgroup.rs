@@ -9,8 +9,9 @@
 //!   the controllers (its `cgroup.controllers`) and may be written: a delegated
 //!   subtree (systemd's `Delegate=yes`), or the root for a root supervisor. Since v2
 //!   lets only leaves hold processes, a supervisor that is not at the root first moves
-//!   itself (and whatever else is in its cgroup) into a leaf `supervisor` beside the
-//!   nodes, and enables the controllers below. Nodes go in
+//!   itself (and what it started) into a leaf `supervisor` beside the nodes, and
+//!   enables the controllers below; a cgroup that also holds processes that are not
+//!   its own (a login session's scope) is left alone. Nodes go in
 //!   `OWN/rhai-supervisor.PID/NODE`.
 //! - **cgroup v1**, each controller a hierarchy of its own, where those are mounted
 //!   and writable: `MOUNT/OWN/rhai-supervisor.PID/NODE` in each hierarchy a node's
@@ -705,9 +706,22 @@ fn detect_v2(own: &str, mounts: &[Mount], base_name: &str) -> Result<Layout, Str
         ));
     }
     writable(&dir)?;
+    let enable: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
     if path != "/" {
-        // Only leaves hold processes: move ours (and whatever shares the cgroup with
-        // us: it was started from here) into a leaf, then enable the controllers.
+        // Only leaves hold processes: move ours (this process and what it started)
+        // into a leaf, then enable the controllers. A cgroup that holds others (a
+        // login session's scope: the shell that started us) is not ours to rearrange.
+        let me = std::process::id() as i32;
+        let procs: Vec<i32> = read_words(&dir.join("cgroup.procs"))
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect();
+        if let Some(stranger) = procs.iter().find(|&&pid| !descends_from(pid, me)) {
+            return Err(format!(
+                "{} holds other processes than this supervisor's (pid {stranger}); give it a cgroup of its own (a unit with Delegate=yes, or systemd-run -p Delegate=yes)",
+                dir.display()
+            ));
+        }
         let leaf = dir.join("supervisor");
         match std::fs::create_dir(&leaf) {
             Ok(()) => {}
@@ -720,37 +734,36 @@ fn detect_v2(own: &str, mounts: &[Mount], base_name: &str) -> Result<Layout, Str
                 ));
             }
         }
-        for _ in 0..8 {
-            let procs = read_words(&dir.join("cgroup.procs"));
-            if procs.is_empty() {
-                break;
-            }
-            for pid in procs {
-                let _ = write_file(&leaf.join("cgroup.procs"), &pid);
-            }
+        for pid in procs {
+            let _ = write_file(&leaf.join("cgroup.procs"), &pid.to_string());
         }
-        let enable: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
-        write_file(&dir.join("cgroup.subtree_control"), &enable.join(" ")).map_err(|why| {
-            format!(
-                "cannot enable {} in {}: {why}",
-                enable.join(" "),
-                dir.display()
-            )
-        })?;
-    } else {
-        let enable: Vec<String> = controllers.iter().map(|c| format!("+{c}")).collect();
-        write_file(&dir.join("cgroup.subtree_control"), &enable.join(" ")).map_err(|why| {
-            format!(
-                "cannot enable {} in {}: {why}",
-                enable.join(" "),
-                dir.display()
-            )
-        })?;
     }
+    write_file(&dir.join("cgroup.subtree_control"), &enable.join(" ")).map_err(|why| {
+        format!(
+            "cannot enable {} in {}: {why}",
+            enable.join(" "),
+            dir.display()
+        )
+    })?;
     Ok(Layout::V2 {
         base: dir.join(base_name),
         controllers,
     })
+}
+
+/// Whether `pid` is `ancestor` or one of its descendants.
+fn descends_from(pid: i32, ancestor: i32) -> bool {
+    let mut at = pid;
+    for _ in 0..64 {
+        if at == ancestor {
+            return true;
+        }
+        match super::tree::parent_of(at) {
+            Some(parent) if parent > 1 => at = parent,
+            _ => return false,
+        }
+    }
+    false
 }
 
 fn detect_v1(own: &str, mounts: &[Mount], base_name: &str) -> Result<Layout, String> {
