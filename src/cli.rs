@@ -1,10 +1,11 @@
-//! The command line (clap): `run`, `exec`, `repl`, `ctl`, and the hidden `__node` a supervisor
-//! uses to start a script node (and `ctl __relay`, which `ctl --ssh` runs on the other
-//! host).
+//! The command line (clap): `run`, `exec`, `repl`, `ctl`, `completions`, `man`, the
+//! hidden `__node` a supervisor uses to start a script node, and `ctl __relay`, which
+//! `ctl --ssh` runs on the other host. Shell completions and the manual page are
+//! generated from these same definitions (`completions`, `man_page`).
 
 use std::path::PathBuf;
 
-use clap::{ArgAction, Args, Parser, Subcommand};
+use clap::{ArgAction, Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::config::{DEFAULT_REMOTE_COMMAND, REMOTE_COMMAND_ENV, SOCKET_ENV, socket_path};
 
@@ -26,6 +27,10 @@ pub struct Cli {
     /// run before it is stopped, in seconds.
     #[arg(long, global = true, value_name = "SECONDS", default_value = "1", value_parser = parse_seconds)]
     pub call_time_limit: std::time::Duration,
+    /// How the supervisor's own log lines are written on stderr: as text, or as one JSON
+    /// object per line (ts, level, msg, and node where one is concerned).
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,15 +85,38 @@ pub enum Command {
     },
     /// Control a running supervisor over its Unix socket.
     Ctl(CtlArgs),
+    /// Print a completion script for SHELL on stdout, e.g.
+    /// `rhai-supervisor completions bash > ~/.local/share/bash-completion/completions/rhai-supervisor`.
+    Completions {
+        /// The shell: bash, zsh, fish (also elvish, powershell).
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) on stdout, e.g. `rhai-supervisor man | man -l -`.
+    Man,
     /// Fork script nodes for a supervisor (started by a supervisor, not by hand).
     #[command(name = "__stem", hide = true)]
     Stem,
+    /// Watch nodes for a supervisor whose descriptor table is full (started by a
+    /// supervisor, not by hand).
+    #[command(name = "__collect", hide = true)]
+    Collect,
     /// Run as a supervised script node (started by a supervisor, not by hand).
     #[command(name = "__node", hide = true)]
     Node {
         /// The node's name (for `ps`; the configuration comes from the environment).
         name: String,
     },
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// `[INFO] message`, for a person.
+    #[default]
+    Text,
+    /// `{"ts": ..., "level": ..., "msg": ..., "node": ...}`, one object per line.
+    Json,
 }
 
 /// Where a supervisor listens for control clients (`run`, `repl`).
@@ -219,13 +247,18 @@ pub enum CtlCommand {
     },
     /// Stop the supervisor: every node is stopped, then it runs zeek_done() and exits.
     Stop,
-    /// Print the last lines a node wrote (stdout lines to stdout, stderr lines to stderr).
+    /// Print the last lines a node wrote (stdout lines to stdout, stderr lines to stderr);
+    /// with -f, then every new line as it comes.
     Tail {
         /// The node.
         name: String,
-        /// At most this many lines.
+        /// At most this many lines (of those kept).
         #[arg(short = 'n', long, value_name = "N")]
         lines: Option<usize>,
+        /// Follow: go on printing new lines until interrupted, or until the node is
+        /// destroyed or the supervisor stops.
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
     /// Run Rhai code in the supervisor (like a REPL line); print its output and value.
     Eval {
@@ -250,6 +283,25 @@ impl Cli {
             _ => Off,
         }
     }
+}
+
+/// The completion script for `shell`. (Made in memory: the generator panics when its
+/// writer fails, say on a closed pipe.)
+pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
+    // The generators offer hidden subcommands too: leave out `__node` and `__stem`.
+    let full = Cli::command();
+    let mut command = clap::Command::new("rhai-supervisor")
+        .version(env!("CARGO_PKG_VERSION"))
+        .args(full.get_arguments().cloned())
+        .subcommands(full.get_subcommands().filter(|s| !s.is_hide_set()).cloned());
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "rhai-supervisor", &mut script);
+    script
+}
+
+/// Writes the manual page, in roff, to `out`.
+pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    clap_mangen::Man::new(Cli::command()).render(out)
 }
 
 fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {

@@ -9,6 +9,9 @@
 //! What a script prints (`print`, `debug`, `eprint`) can instead be captured for the
 //! duration of one call on the loop thread (`capture`): a control client's `eval` gets
 //! the text back rather than the supervisor's terminal.
+//!
+//! Log lines are text by default (the program sets up `simplelog` onto a `Writer`), or
+//! JSON objects, one per line (`JsonLogger`, `--log-format json`).
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -156,9 +159,182 @@ impl Write for Writer {
     }
 }
 
+/// Writes each log record on stderr (or the installed sink) as one JSON object:
+/// `{"ts":"2025-01-31T12:00:00.123Z","level":"info","msg":"...","node":"w1"}`.
+///
+/// `node` is present where a node is concerned: from the record's `node` key-value
+/// (`log::info!(node = name; "...")`), else from the message itself, since every message
+/// about a node names it as `node 'NAME'` (or Zeek's `node with name 'NAME'`).
+pub struct JsonLogger {
+    level: log::LevelFilter,
+}
+
+impl JsonLogger {
+    /// Installs the logger for records up to `level`. Fails when a logger is already set.
+    pub fn init(level: log::LevelFilter) -> Result<(), log::SetLoggerError> {
+        log::set_boxed_logger(Box::new(JsonLogger { level }))?;
+        log::set_max_level(level);
+        Ok(())
+    }
+}
+
+impl log::Log for JsonLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let message = record.args().to_string();
+        let node = record
+            .key_values()
+            .get(log::kv::Key::from_str("node"))
+            .map(|value| value.to_string())
+            .or_else(|| node_in(&message).map(str::to_string));
+        let mut line = json_line(
+            std::time::SystemTime::now(),
+            record.level(),
+            &message,
+            node.as_deref(),
+        );
+        line.push('\n');
+        write(Stream::Stderr, line.as_bytes());
+    }
+
+    fn flush(&self) {}
+}
+
+/// One log record as a JSON object (without a newline).
+pub fn json_line(
+    at: std::time::SystemTime,
+    level: log::Level,
+    message: &str,
+    node: Option<&str>,
+) -> String {
+    // Built by hand to keep the keys in this order; serde_json escapes each string.
+    let text = |s: &str| serde_json::Value::from(s).to_string();
+    let mut line = format!(
+        "{{\"ts\":\"{}\",\"level\":\"{}\",\"msg\":{}",
+        rfc3339(at),
+        level.as_str().to_ascii_lowercase(),
+        text(message)
+    );
+    if let Some(node) = node {
+        line.push_str(",\"node\":");
+        line.push_str(&text(node));
+    }
+    line.push('}');
+    line
+}
+
+/// The node a log message is about: the name in its first `node 'NAME'` or
+/// `node with name 'NAME'`.
+pub fn node_in(message: &str) -> Option<&str> {
+    let mut rest = message;
+    while let Some(at) = rest.find("node ") {
+        let after = &rest[at + "node ".len()..];
+        let quoted = after.strip_prefix("with name ").unwrap_or(after);
+        if let Some(name) = quoted.strip_prefix('\'') {
+            if let Some(end) = name.find('\'') {
+                if end > 0 {
+                    return Some(&name[..end]);
+                }
+            }
+        }
+        rest = after;
+    }
+    None
+}
+
+/// A time as RFC 3339 in UTC with milliseconds: `2025-01-31T12:00:00.123Z`.
+pub fn rfc3339(at: std::time::SystemTime) -> String {
+    let since_epoch = match at.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d,
+        Err(_) => std::time::Duration::ZERO,
+    };
+    let seconds = since_epoch.as_secs();
+    let (year, month, day) = civil_date((seconds / 86_400) as i64);
+    let of_day = seconds % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60,
+        since_epoch.subsec_millis()
+    )
+}
+
+/// The proleptic Gregorian date (year, month, day) of a count of days since 1970-01-01.
+///
+/// Counts in 400-year eras of 146,097 days, each year starting on 1 March so that the
+/// leap day is the last day of its year; then shifts back to January-based months.
+fn civil_date(days: i64) -> (i64, u32, u32) {
+    let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let march_month = (5 * day_of_year + 2) / 153; // 0 = March .. 11 = February
+    let day = (day_of_year - (153 * march_month + 2) / 5 + 1) as u32;
+    let month = if march_month < 10 {
+        march_month + 3
+    } else {
+        march_month - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_are_rfc3339_in_utc() {
+        let at = |s: u64, ms: u64| {
+            std::time::UNIX_EPOCH + std::time::Duration::from_millis(s * 1000 + ms)
+        };
+        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
+        assert_eq!(rfc3339(at(951_868_799, 999)), "2000-02-29T23:59:59.999Z");
+        assert_eq!(rfc3339(at(1_700_000_000, 0)), "2023-11-14T22:13:20.000Z");
+        assert_eq!(rfc3339(at(4_107_542_400, 0)), "2100-03-01T00:00:00.000Z");
+        assert_eq!(rfc3339(at(253_402_300_799, 0)), "9999-12-31T23:59:59.000Z");
+    }
+
+    #[test]
+    fn the_node_is_found_in_the_message() {
+        assert_eq!(node_in("node 'w1' started (pid 7)"), Some("w1"));
+        assert_eq!(node_in("destroying node 'a-b' (pid 7)"), Some("a-b"));
+        assert_eq!(node_in("node with name 'x' already exists"), Some("x"));
+        assert_eq!(
+            node_in("error (for node 'w2'; its lines are printed as they come)"),
+            Some("w2")
+        );
+        assert_eq!(node_in("received SIGTERM; stopping every node"), None);
+        assert_eq!(node_in("a node '' is no node"), None);
+        assert_eq!(node_in("the node is gone; node 'z' too"), Some("z"));
+    }
+
+    #[test]
+    fn log_lines_are_json_objects() {
+        let line = json_line(
+            std::time::UNIX_EPOCH,
+            log::Level::Warn,
+            "node 'w1' said \"hi\"\n",
+            Some("w1"),
+        );
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["ts"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(value["level"], "warn");
+        assert_eq!(value["msg"], "node 'w1' said \"hi\"\n");
+        assert_eq!(value["node"], "w1");
+        let plain = json_line(std::time::UNIX_EPOCH, log::Level::Info, "x", None);
+        assert!(!plain.contains("node"), "{plain}");
+    }
 
     #[test]
     fn capture_collects_script_lines_in_order_and_nests() {

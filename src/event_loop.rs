@@ -6,13 +6,16 @@
 //! It owns the `Host` (the Rhai engine) and the node table (`nodes`, in the supervisor
 //! role; lent to the engine's `Supervisor` functions), turns node output into `stdout_hook`/`stderr_hook` calls or `[node] line`
 //! prints, turns node starts into `node_status` calls, and runs the shutdown: stop
-//! every node, wait for the last one, `zeek_done()`, return the exit status. Under a
-//! service manager (`service`), it tells the manager when the supervisor is ready,
-//! alive and stopping.
+//! every node, wait for the last one, `zeek_done()`, return the exit status.
+//!
+//! It also publishes each node's output lines to the node's followers (`follow_output`,
+//! `ctl tail -f`), through their bounded feeds (`feed`), and ends their streams when the
+//! node is gone. Under a service manager (`service`), it tells the manager when the
+//! supervisor is ready, alive and stopping.
 
 mod service;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -22,6 +25,7 @@ use nix::sys::signal::Signal;
 use rhai::{Dynamic, INT, ImmutableString};
 
 use crate::config::{ExitInfo, Stream};
+use crate::feed::{ENTRY_COST, Feed, Subscribers};
 use crate::process::ProcId;
 use crate::process::lines;
 use crate::process::reactor::IoEvent;
@@ -78,6 +82,8 @@ pub struct EventLoop {
     failed_hooks: HashSet<(Arc<str>, Stream)>,
     /// Keep serving with nothing to do (supervisor, node); `exec` ends instead.
     serve_forever: bool,
+    /// Who follows each node's output, by node name.
+    output_followers: HashMap<String, Subscribers>,
     /// The service manager to tell about readiness, liveness and shutdown, if any.
     service: Option<service::ServiceManager>,
 }
@@ -101,6 +107,7 @@ impl EventLoop {
             sigint,
             failed_hooks: HashSet::new(),
             serve_forever,
+            output_followers: HashMap::new(),
             service: None,
         }
     }
@@ -188,6 +195,15 @@ impl EventLoop {
         self.begin_shutdown(0, true);
     }
 
+    /// From now on, gives each line of the output of node `node` to `feed`, as an item
+    /// `{"stream": "stdout" or "stderr", "line": TEXT}`, until the node is gone.
+    pub fn follow_output(&mut self, node: &str, feed: std::sync::Arc<Feed>) {
+        self.output_followers
+            .entry(node.to_string())
+            .or_default()
+            .add(feed);
+    }
+
     /// Shutdown has begun, or a script asked for it (`terminate()`, `exit(code)`) and
     /// the loop will begin it when the running call returns.
     pub fn is_stopping(&self) -> bool {
@@ -263,6 +279,9 @@ impl EventLoop {
 
     /// Prints or hands to a hook each line of a node's output.
     fn output(&mut self, proc: ProcId, node: &Arc<str>, stream: Stream, data: &[u8]) {
+        if !self.output_followers.is_empty() {
+            self.publish_output(node, stream, data);
+        }
         let to_file = match &self.nodes {
             Some(nodes) => nodes.borrow_mut().take_output(proc, stream, data),
             None => false,
@@ -306,6 +325,61 @@ impl EventLoop {
                 push_line(&mut printed, node, line.as_bytes());
                 write_stream(stream, &printed);
             }
+        }
+    }
+
+    /// Gives the lines of `data` to the followers of `node`.
+    fn publish_output(&mut self, node: &str, stream: Stream, data: &[u8]) {
+        let Some(followers) = self.output_followers.get_mut(node) else {
+            return;
+        };
+        // Lines are looked at one by one only as far as some follower has room; the rest
+        // are only counted, so a follower that is behind costs a count per chunk.
+        let room = followers.room();
+        let (mut texts, mut weights) = (Vec::new(), Vec::new());
+        let (mut used, mut consumed) = (0, 0);
+        for line in lines::split(data) {
+            if used >= room {
+                break;
+            }
+            consumed += line.len() + 1;
+            let text = String::from_utf8_lossy(line);
+            let weight = text.len() + 32;
+            used += weight + ENTRY_COST;
+            texts.push(text);
+            weights.push(weight);
+        }
+        // Each item's JSON is made only if a follower has room for it.
+        if !weights.is_empty() {
+            followers.publish_batch(&weights, |i| {
+                let line = serde_json::to_string(&texts[i]).unwrap_or_default();
+                format!("{{\"stream\":\"{}\",\"line\":{line}}}", stream.name())
+            });
+        }
+        let rest = data.get(consumed..).unwrap_or_default();
+        followers.miss(memchr::memchr_iter(b'\n', rest).count() as u64);
+        if followers.is_empty() {
+            self.output_followers.remove(node);
+        }
+    }
+
+    /// A node left the table: its followers' streams end, unless a new node of that
+    /// name already exists (then they follow that one).
+    fn node_removed(&mut self, node: &str) {
+        let recreated = self
+            .nodes
+            .as_ref()
+            .is_some_and(|nodes| nodes.borrow().exists(node));
+        if recreated {
+            return;
+        }
+        if let Some(mut followers) = self.output_followers.remove(node) {
+            let reason = if self.phase == Phase::Serving {
+                format!("node '{node}' was destroyed")
+            } else {
+                "the supervisor is stopping".to_string()
+            };
+            followers.end(&reason);
         }
     }
 
@@ -358,6 +432,10 @@ impl EventLoop {
                             }
                         }
                         answer
+                    }
+                    Notice::Removed { node } => {
+                        self.node_removed(&node);
+                        continue;
                     }
                 };
                 if let Err(error) = called {

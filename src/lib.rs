@@ -14,7 +14,7 @@
 //! | `script` | the Rhai side: engine and limits, globals, hooks, the `Supervisor` and `Cluster` modules, records' registration |
 //! | `supervisor` | policy: the node table, each node's state machine (`supervisor::node`), revival and backoff, deadlines, which host a node belongs to (`supervisor::host`) |
 //! | `process` | mechanism: the `Backend` trait and the native backend (plan, spawn, stem, reactor, leftovers, a cgroup per node: `process::cgroup`) |
-//! | `config`, `console` | shared leaves: the records (one field table each) and constants; where output goes |
+//! | `config`, `console`, `feed` | shared leaves: the records (one field table each) and constants; where output goes; followers' bounded queues |
 //!
 //! # Who owns what
 //!
@@ -40,11 +40,17 @@
 //!   every client of the control socket with `poll`: it reads request lines, decodes
 //!   them, sends each to the loop as an `Event::Task`, and writes the answer that the
 //!   task sends back on its reply channel. The loop never touches a client socket.
+//!   A `follow` request is answered with a stream: the loop publishes into the
+//!   follower's bounded queue (`feed`), the control thread writes from it;
 //! - in `repl`, the **REPL thread** (`repl`) runs the line editor; each complete input
 //!   goes to the loop as an `Event::Task`, is evaluated there, and its rendered value
 //!   comes back on a channel. An output thread prints node output, script prints and
 //!   logs above the prompt (the `console` sink), so the loop never waits for the
-//!   terminal.
+//!   terminal. A keys thread (`repl::keys`) reads the terminal into a queue and feeds
+//!   the editor a line at a time, so nothing typed ahead is lost;
+//! - the **gzip worker** (`process::compress`), only once a node's rotated output files
+//!   are to be compressed: one for the process, it numbers and compresses rotated files
+//!   in order, so the loop only renames a file at a rotation.
 //!
 //! Processes: besides the nodes, a supervisor that runs script nodes has one helper
 //! process, the **stem** (`process::stem`): single-threaded, with Rhai's standard
@@ -84,6 +90,12 @@
 //! request is served there like any other. `Supervisor::create` leaves a node whose
 //! endpoint names another host to that host's supervisor (`supervisor::host`).
 //!
+//! `ctl tail -f` travels the same way once: the task (`control::handle`) takes the node's
+//! kept tail and subscribes the follower's feed in the same loop turn; from then on the
+//! loop, handling each `IoEvent::Output`, publishes the node's lines to its feeds
+//! (`event_loop`), never waiting: a full feed counts what it misses. When the node leaves
+//! the table (`Notice::Removed`), its feeds get their end.
+//!
 //! # The embedding API
 //!
 //! `Runtime` (with `Settings`) runs a supervisor in another program; the records of
@@ -99,6 +111,7 @@ pub mod control;
 #[doc(hidden)]
 pub mod ctl;
 pub mod event_loop;
+pub mod feed;
 pub mod node;
 pub(crate) mod process;
 pub mod repl;

@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 
 use clap::Parser;
-use rhai_supervisor::cli::{Cli, Command};
+use rhai_supervisor::cli::{Cli, Command, LogFormat};
 use rhai_supervisor::config::Stream;
-use rhai_supervisor::console::Writer;
+use rhai_supervisor::console::{JsonLogger, Writer};
 use rhai_supervisor::runtime::{Error, Runtime, Settings};
 use rhai_supervisor::script::Role;
 use simplelog::{ConfigBuilder, WriteLogger};
@@ -27,7 +27,12 @@ fn main() {
         },
         _ => None,
     };
-    init_logging(level);
+    match cli.log_format {
+        LogFormat::Json => {
+            let _ = JsonLogger::init(level);
+        }
+        LogFormat::Text => init_logging(level),
+    }
     let mut settings = Settings::default();
     settings.log_level = level;
     settings.subreaper = true;
@@ -72,7 +77,22 @@ fn main() {
             },
         ) => rhai_supervisor::runtime::repl(&scripts, socket.path(), &settings),
         (None, Command::Stem) => Ok(rhai_supervisor::node::serve_stem(init_logging)),
+        (None, Command::Collect) => Ok(rhai_supervisor::node::serve_collector()),
         (None, Command::Ctl(args)) => Ok(rhai_supervisor::ctl::run(&args)),
+        (None, Command::Completions { shell }) => {
+            use std::io::Write;
+            let script = rhai_supervisor::cli::completions(shell);
+            // A closed stdout is not an error.
+            let _ = std::io::stdout().lock().write_all(&script);
+            Ok(0)
+        }
+        (None, Command::Man) => match rhai_supervisor::cli::man_page(&mut std::io::stdout().lock())
+        {
+            // A closed stdout (`man | head`) is not an error.
+            Ok(()) => Ok(0),
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
+            Err(e) => Err(Error::Setup(format!("cannot write the manual page: {e}"))),
+        },
         (None, Command::Node { .. }) => Err(Error::Setup("no node payload".into())),
     };
     match outcome {

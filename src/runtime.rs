@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use crossbeam_channel::Sender;
 use nix::libc;
@@ -207,6 +208,7 @@ impl Runtime {
     /// reclaim, which is much cheaper than tearing it down piece by piece.
     pub fn finish(mut self) {
         drop(self.control.take());
+        finish_compression();
         std::mem::forget(self);
     }
 
@@ -327,5 +329,15 @@ pub fn repl(
     };
     let code = runtime.run();
     front_end.finish();
+    finish_compression();
     Ok(code)
+}
+
+/// How long an exiting supervisor waits for rotated files still being compressed.
+const COMPRESSION_GRACE: Duration = Duration::from_secs(10);
+
+/// Lets the compression worker finish the rotated files queued so far (those it does
+/// not finish are compressed when their node's file is opened again).
+fn finish_compression() {
+    crate::process::compress::finish(COMPRESSION_GRACE);
 }

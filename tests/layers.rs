@@ -9,17 +9,26 @@ use std::path::Path;
 /// Each top-level module and the modules it may name.
 const LAYERS: &[(&str, &[&str])] = &[
     ("config", &[]),
+    ("feed", &[]),
     ("console", &["config"]),
     ("process", &["config"]),
     ("supervisor", &["process", "config"]),
     ("script", &["supervisor", "process", "config", "console"]),
     (
         "event_loop",
-        &["script", "supervisor", "process", "config", "console"],
+        &[
+            "script",
+            "supervisor",
+            "process",
+            "config",
+            "console",
+            "feed",
+        ],
     ),
     (
         "control",
         &[
+            "feed",
             "event_loop",
             "script",
             "supervisor",
@@ -31,6 +40,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "repl",
         &[
+            "feed",
             "control",
             "event_loop",
             "script",
@@ -43,6 +53,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "runtime",
         &[
+            "feed",
             "repl",
             "control",
             "event_loop",

@@ -255,3 +255,176 @@ fn a_flooding_node_does_not_grow_the_supervisor() {
     sup.signal(SIGTERM);
     assert_eq!(sup.expect_exit(), Some(0));
 }
+
+/// The text of a rotated file, gunzipped when its name ends in `.gz`.
+fn read_rotated(path: &std::path::Path) -> String {
+    use std::io::Read;
+    let Ok(file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let mut text = String::new();
+    if path.extension().is_some_and(|e| e == "gz") {
+        flate2::read::GzDecoder::new(file)
+            .read_to_string(&mut text)
+            .unwrap_or_else(|e| panic!("{} is not gzip: {e}", path.display()));
+    } else {
+        std::io::BufReader::new(file)
+            .read_to_string(&mut text)
+            .unwrap();
+    }
+    text
+}
+
+/// Files in `dir` that are rotated but not yet compressed (staged, or being written).
+fn compressing(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.contains(".rotating-") || n.ends_with(".tmp"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Everything kept of `name` in `dir`, oldest first: `name.N.gz` … `name.1.gz`, `name`.
+/// Panics if a backup number is missing in between or a file is not compressed.
+fn all_rotated(dir: &std::path::Path, name: &str) -> (String, u32) {
+    let mut count = 0;
+    while dir.join(format!("{name}.{}.gz", count + 1)).exists() {
+        count += 1;
+    }
+    assert!(
+        !dir.join(format!("{name}.{}", count + 1)).exists(),
+        "an uncompressed backup of {name}"
+    );
+    let mut text = String::new();
+    for n in (1..=count).rev() {
+        let part = read_rotated(&dir.join(format!("{name}.{n}.gz")));
+        assert!(part.ends_with('\n'), "{name}.{n}.gz ends mid-line");
+        text.push_str(&part);
+    }
+    text.push_str(&read_rotated(&dir.join(name)));
+    (text, count)
+}
+
+#[test]
+fn rotation_by_size_with_compression_keeps_every_line_once_in_order() {
+    let sandbox = Sandbox::new("rotate-gzip");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        let r = Supervisor::create(#{name: "z", directory: "logs", stdout_file: "out.log",
+            output_max_bytes: 100000, output_backups: 100, output_compress: true,
+            command: ["sh", "-c", "seq 1 200000; echo finished >&2; exec sleep 300"]});
+        print(`create: [${r}]`);
+        "#,
+    );
+    let mut sup = sandbox.start(&["run", "s.rhai"]);
+    sup.expect_stdout("create: []");
+    sup.expect_stderr("[z] finished");
+    let logs = sandbox.path("logs");
+    assert!(
+        wait_until(PATIENCE, || sandbox
+            .read("logs/out.log")
+            .ends_with("\n200000\n")
+            && compressing(&logs).is_empty()),
+        "still compressing: {:?}",
+        compressing(&logs)
+    );
+    let (text, backups) = all_rotated(&logs, "out.log");
+    // 1,288,895 bytes in files of at most 100,000: 12 rotated files and the current one.
+    assert_eq!(backups, 12);
+    let expected: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    assert!(
+        text == expected,
+        "lines lost, repeated or split across rotations"
+    );
+    for n in 1..=backups {
+        let size = std::fs::metadata(logs.join(format!("out.log.{n}.gz")))
+            .unwrap()
+            .len();
+        assert!(
+            size < 100_000 / 2,
+            "out.log.{n}.gz is {size} bytes: not compressed"
+        );
+    }
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+}
+
+#[test]
+fn rotation_by_time_cuts_a_continuous_writer_between_lines() {
+    let sandbox = Sandbox::new("rotate-time");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        print(Supervisor::create(#{name: "t", directory: "logs", stdout_file: "out.log",
+            output_rotate_every: "hourly", output_backups: 1000, output_compress: true,
+            command: ["sh", "-c", "i=0; while :; do echo \"line $i\"; i=$((i+1)); done"]}));
+        "#,
+    );
+    // The hour shortened to 200 ms (for tests only), so that a few pass.
+    let mut sup = sandbox.start_with(&["run", "--no-socket", "s.rhai"], |c| {
+        c.env("RHAI_SUPERVISOR_TEST_ROTATE_PERIOD_MS", "200");
+    });
+    sup.expect_stdout("\n");
+    assert!(
+        wait_until(PATIENCE, || sandbox.path("logs/out.log.4.gz").exists()),
+        "no fourth rotation\n{}",
+        sup.stderr()
+    );
+    // Shutdown stops the writer mid-stream and waits for the compression of what is
+    // rotated.
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0), "{}", sup.stderr());
+    let logs = sandbox.path("logs");
+    assert!(compressing(&logs).is_empty(), "{:?}", compressing(&logs));
+    let (text, backups) = all_rotated(&logs, "out.log");
+    assert!(backups >= 4, "{backups} backups");
+    let mut expected = 0;
+    for line in text.lines() {
+        assert_eq!(line, format!("line {expected}"), "after {expected} lines");
+        expected += 1;
+    }
+    assert!(text.ends_with('\n'));
+    assert!(expected > 0);
+}
+
+#[test]
+fn wrong_rotation_settings_are_refused_naming_the_field() {
+    let sandbox = Sandbox::new("rotate-bad");
+    sandbox.write(
+        "s.rhai",
+        r#"
+        print(Supervisor::create(#{name: "a", stdout_file: "x", output_rotate_every: "weekly", command: ["true"]}));
+        print(Supervisor::create(#{name: "b", output_rotate_every: "daily", command: ["true"]}));
+        print(Supervisor::create(#{name: "c", stdout_file: "x", output_compress: true, command: ["true"]}));
+        try { Supervisor::create(#{name: "d", stdout_file: "x", output_compress: "yes"}); }
+        catch (e) { print(e); }
+        try { Supervisor::create(#{name: "e", stdout_file: "x", output_rotate_every: 3600}); }
+        catch (e) { print(e); }
+        print(Supervisor::status().nodes.len());
+        terminate();
+        "#,
+    );
+    let out = sandbox.run(&["run", "--no-socket", "s.rhai"]);
+    assert_eq!(out.code(), Some(0), "{}", out.stderr);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines[0],
+        r#"node 'a': output_rotate_every must be "hourly" or "daily", not "weekly""#
+    );
+    assert_eq!(
+        lines[1],
+        "node 'b': output_rotate_every needs stdout_file or stderr_file to rotate"
+    );
+    assert_eq!(
+        lines[2],
+        "node 'c': output_compress needs output_max_bytes or output_rotate_every (it compresses rotated files)"
+    );
+    assert!(lines[3].contains("output_compress"), "{}", lines[3]);
+    assert!(lines[4].contains("output_rotate_every"), "{}", lines[4]);
+    assert_eq!(lines[5], "0");
+}

@@ -1,5 +1,5 @@
 //! The REPL: driven through a real pseudo-terminal as a person would (keys, Ctrl-C,
-//! Ctrl-D, Tab, history), and through a pipe as a script would.
+//! Ctrl-D, Tab, history, typing ahead, pastes), and through a pipe as a script would.
 //!
 //! Terminal output is matched after removing escape sequences and carriage returns.
 //! A fresh prompt always starts a line (`\nsup> `), while the editor redraws a line
@@ -32,6 +32,14 @@ struct Repl {
 
 impl Repl {
     fn start(sandbox: &Sandbox, args: &[&str]) -> Repl {
+        let mut command = Command::new(binary());
+        command.arg("repl").args(args);
+        Repl::spawn(sandbox, command)
+    }
+
+    /// Runs `command` in `sandbox` on a terminal of its own, as a shell runs it in a
+    /// terminal window.
+    fn spawn(sandbox: &Sandbox, mut command: Command) -> Repl {
         let size = Winsize {
             ws_row: 50,
             ws_col: 200,
@@ -43,10 +51,7 @@ impl Repl {
             fcntl(fd.as_fd(), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC)).unwrap();
         }
         let slave = |fd: &OwnedFd| Stdio::from(fd.try_clone().unwrap());
-        let mut command = Command::new(binary());
         command
-            .arg("repl")
-            .args(args)
             .current_dir(&sandbox.dir)
             .env("TERM", "xterm")
             .env("HOME", &sandbox.dir)
@@ -57,7 +62,7 @@ impl Repl {
             .stderr(slave(&pty.slave));
         // SAFETY: between fork and exec only setsid(2) and ioctl(2), both
         // async-signal-safe; the terminal becomes the child's controlling terminal, so
-        // Ctrl-C reaches it as SIGINT, as in a shell.
+        // Ctrl-C reaches it as SIGINT and a shell there has job control.
         unsafe {
             command.pre_exec(|| {
                 nix::unistd::setsid()?;
@@ -67,7 +72,7 @@ impl Repl {
                 Ok(())
             });
         }
-        let child = command.spawn().expect("cannot start the binary");
+        let child = command.spawn().expect("cannot start the program");
         drop(command);
         drop(pty.slave);
         let master = File::from(pty.master);
@@ -93,6 +98,11 @@ impl Repl {
     fn line(&mut self, line: &str) {
         self.send(line);
         self.send("\r");
+    }
+
+    /// Pastes `text` as a terminal does with bracketed paste on (the REPL turns it on).
+    fn paste(&mut self, text: &str) {
+        self.send(&format!("\x1b[200~{text}\x1b[201~"));
     }
 
     /// Everything shown so far, cleaned.
@@ -144,10 +154,8 @@ impl Repl {
         text[seen..end].to_string()
     }
 
-    /// Types a line (or lines), waits for its echo and then for the next prompt and
-    /// for the editor to be back in raw mode (waiting for keys); returns what was
-    /// shown from before the echo. Typing before that would meet the terminal in
-    /// cooked mode, which echoes the keys itself.
+    /// Types a line (or lines), waits for its echo and then for the next prompt;
+    /// returns what was shown from before the echo.
     fn enter(&mut self, line: &str) -> String {
         self.line(line);
         let mut shown = self.expect(line.rsplit('\n').next().unwrap_or(""));
@@ -164,7 +172,8 @@ impl Repl {
         self.wait_for_editor();
     }
 
-    /// Waits until the editor reads keys: the terminal is in raw mode.
+    /// Waits until the REPL holds the terminal in raw mode (from its start to its end:
+    /// keys typed at any time wait for the editor, unechoed).
     fn wait_for_editor(&self) {
         let raw =
             || tcgetattr(&self.master).is_ok_and(|t| !t.local_flags.contains(LocalFlags::ICANON));
@@ -367,6 +376,211 @@ fn ctrl_c_clears_the_input_and_stops_a_running_statement() {
     // The variables of the statement are still there, and so is the supervisor.
     let shown = repl.enter("n > 0");
     assert!(shown.contains("\ntrue\n"), "{shown}");
+    repl.send("\x04");
+    assert_eq!(repl.expect_exit(), Some(0));
+}
+
+#[test]
+fn lines_that_arrive_together_all_run_in_order() {
+    let sandbox = Sandbox::new("repl-type-ahead");
+    let mut repl = Repl::start(&sandbox, &[]);
+    repl.expect(PROMPT);
+    // Two lines in one read, as when typed faster than the first one runs.
+    repl.send("let x = 40;\rx + 2\r");
+    repl.expect("let x = 40;\n");
+    repl.expect("sup> x + 2\n42\n");
+    repl.expect("sup> ");
+    // The end of a line and another, arriving during an edit.
+    repl.send("let a = ");
+    repl.expect("let a = ");
+    repl.send("1;\ra + 1\r");
+    repl.expect("\n2\n");
+    // Text pasted without bracketed paste, or sent by `tmux send-keys`: the lines of
+    // a function go on at `...>`, and it runs once it is whole.
+    repl.send("fn twice(n) {\r  n * 2\r}\rtwice(21)\r");
+    repl.expect("...>   n * 2\n");
+    repl.expect("...> }\n");
+    repl.expect("sup> twice(21)\n42\n");
+    // (At the prompt: while a statement runs, Ctrl-C would stop it instead.)
+    repl.expect("sup> ");
+    // Keys that end an input with what follows them: Ctrl-C forgets the line so far,
+    // Ctrl-D at `...>` runs the unfinished statement; what comes after still runs.
+    repl.send("let junk = \x037 * 6\r");
+    repl.expect("sup> 7 * 6\n42\n");
+    repl.send("let open = [1,\r\x04x + 3\r");
+    repl.expect("error: line ");
+    repl.expect("sup> x + 3\n43\n");
+    repl.expect("sup> ");
+    repl.send("\x04");
+    assert_eq!(repl.expect_exit(), Some(0));
+    // The terminal is given back as it was.
+    let settings = tcgetattr(&repl.master).unwrap();
+    assert!(
+        settings
+            .local_flags
+            .contains(LocalFlags::ICANON | LocalFlags::ECHO | LocalFlags::ISIG),
+        "the terminal was left in raw mode: {:?}",
+        settings.local_flags
+    );
+}
+
+#[test]
+fn what_is_typed_while_a_statement_runs_runs_after_it() {
+    let sandbox = Sandbox::new("repl-type-while-busy");
+    let mut repl = Repl::start(&sandbox, &[]);
+    repl.expect(PROMPT);
+    repl.line(r#"print("started"); let t = timestamp(); while t.elapsed < 1.0 {} "done""#);
+    repl.expect("\nstarted\n");
+    repl.send("40 + 2\r");
+    repl.paste("let late = 1;\nlate + 1\n");
+    let shown = repl.expect("\"done\"\n");
+    // Nothing echoed the keys meanwhile: they are shown when the editor takes them.
+    assert!(!shown.contains("40 + 2"), "{shown}");
+    repl.expect("sup> 40 + 2\n42\n");
+    repl.expect("sup> let late = 1;\n");
+    repl.expect("sup> late + 1\n2\n");
+    repl.expect("sup> ");
+    repl.send("\x04");
+    assert_eq!(repl.expect_exit(), Some(0));
+}
+
+#[test]
+fn a_pasted_block_runs_statement_by_statement() {
+    let sandbox = Sandbox::new("repl-paste");
+    let mut repl = Repl::start(&sandbox, &[]);
+    repl.expect(PROMPT);
+    repl.paste("let y = 5;\ny * 2\nprint(`y=${y}`);\n");
+    // Each statement is shown at its prompt, as if typed, and runs in turn.
+    for shown in [
+        "sup> let y = 5;\n",
+        "sup> y * 2\n10\n",
+        "sup> print(`y=${y}`);\ny=5\n",
+    ] {
+        repl.expect(shown);
+    }
+    repl.expect("sup> ");
+    assert!(!repl.text().contains("error"), "{}", repl.text());
+    // A function over several lines stays one statement. A tab in a paste is text,
+    // not completion; lines may end in CR LF.
+    repl.paste("fn area(w, h) {\r\n\tlet a = w * h;\r\n\ta\r\n}\r\narea(6, 7)\r\n");
+    repl.expect("sup> fn area(w, h) {\n");
+    repl.expect("...> \tlet a = w * h;\n");
+    repl.expect("...> \ta\n");
+    repl.expect("...> }\n");
+    repl.expect("sup> area(6, 7)\n42\n");
+    repl.expect("sup> ");
+    // Up brings the function back as one entry, above the call.
+    repl.send("\x1b[A\x1b[A");
+    repl.expect("let a = w * h;");
+    repl.clear_input();
+    // A map over several lines is one statement too.
+    repl.paste("let sizes = #{\n    small: 1,\n    large: 9\n};\nsizes.large\n");
+    repl.expect("...>     large: 9\n");
+    repl.expect("sup> sizes.large\n9\n");
+    repl.expect("sup> ");
+    // The last line of a paste without a newline at its end waits to be finished.
+    repl.paste("area(2, 3)");
+    repl.expect("area(2, 3)");
+    repl.line(" * 10");
+    repl.expect("\n60\n");
+    repl.expect("sup> ");
+    repl.send("\x04");
+    assert_eq!(repl.expect_exit(), Some(0));
+}
+
+#[test]
+fn a_thousand_line_paste_runs_every_line_in_order() {
+    let sandbox = Sandbox::new("repl-paste-1000");
+    let mut repl = Repl::start(&sandbox, &[]);
+    repl.expect(PROMPT);
+    repl.enter("let seen = [];");
+    let check = "let in_order = true; for i in 0..seen.len() { if seen[i] != i { in_order = false } } [seen.len(), in_order]";
+    let lines: String = (0..1000).map(|i| format!("seen.push({i});\n")).collect();
+    repl.paste(&lines);
+    repl.expect("sup> seen.push(999);\n");
+    let shown = repl.enter(check);
+    assert!(shown.contains("\n[1000, true]\n"), "{shown}");
+    // The same typed in one go (as `tmux send-keys` or `expect` would).
+    let lines: String = (1000..2000).map(|i| format!("seen.push({i});\r")).collect();
+    repl.send(&lines);
+    repl.expect("sup> seen.push(1999);\n");
+    let shown = repl.enter(check);
+    assert!(shown.contains("\n[2000, true]\n"), "{shown}");
+    assert!(!repl.text().contains("error"), "{}", repl.text());
+    repl.send("\x04");
+    assert_eq!(repl.expect_exit(), Some(0));
+}
+
+#[test]
+fn ctrl_c_stops_the_running_statement_and_what_was_typed_around_it_runs() {
+    let sandbox = Sandbox::new("repl-ctrl-c-type-ahead");
+    let mut repl = Repl::start(&sandbox, &[]);
+    repl.expect(PROMPT);
+    repl.line(r#"print("spinning"); let n = 0; loop { n += 1; }"#);
+    repl.expect("\nspinning\n");
+    // Typed before Ctrl-C, and with it in one read: the loop never ends by itself, so
+    // all of it arrives while the statement runs.
+    repl.send("2 + 2\r");
+    repl.send("\x03n > 0\r");
+    let shown = repl.expect("interrupted");
+    assert!(shown.contains("error: line 1, column "), "{shown}");
+    repl.expect("sup> 2 + 2\n4\n");
+    repl.expect("sup> n > 0\ntrue\n");
+    repl.expect("sup> ");
+    repl.send("\x04");
+    assert_eq!(repl.expect_exit(), Some(0));
+}
+
+#[test]
+fn ctrl_z_suspends_the_repl_and_fg_brings_it_back() {
+    let sandbox = Sandbox::new("repl-job-control");
+    // An interactive shell on the terminal, with job control, runs the REPL as a job.
+    let mut shell = Command::new("sh");
+    shell.arg("-i").env("PS1", "$ ").env("ENV", "/dev/null");
+    let mut repl = Repl::spawn(&sandbox, shell);
+    repl.expect("$ ");
+    repl.line(&format!("'{}' repl --no-socket", binary()));
+    repl.expect(PROMPT);
+    repl.enter("let q = 7;");
+    // At the prompt.
+    repl.send("\x1a");
+    repl.expect("Stopped");
+    repl.expect("$ ");
+    repl.line("fg");
+    repl.expect(PROMPT);
+    let shown = repl.enter("q * 6");
+    assert!(shown.contains("\n42\n"), "{shown}");
+    // While a statement runs; what was typed before Ctrl-Z runs after it.
+    repl.line(r#"print("started"); let t = timestamp(); while t.elapsed < 1.0 {} "done""#);
+    repl.expect("\nstarted\n");
+    repl.send("q + 1\r\x1a");
+    repl.expect("Stopped");
+    repl.expect("$ ");
+    repl.line("fg");
+    repl.expect("\"done\"\n");
+    repl.expect("sup> q + 1\n8\n");
+    repl.send("\x04");
+    repl.expect("$ ");
+    repl.line("exit");
+    assert_eq!(repl.expect_exit(), Some(0));
+}
+
+#[test]
+fn ctrl_z_with_no_shell_to_continue_the_repl_changes_nothing() {
+    // Alone in its session, the REPL's process group has no shell to continue it:
+    // the kernel drops the stop, and the session goes on with its terminal in raw mode.
+    let sandbox = Sandbox::new("repl-orphan-ctrl-z");
+    let mut repl = Repl::start(&sandbox, &[]);
+    repl.expect(PROMPT);
+    repl.send("\x1a");
+    let shown = repl.enter("1 + 1");
+    assert!(shown.contains("\n2\n"), "{shown}");
+    repl.line(r#"print("started"); let t = timestamp(); while t.elapsed < 0.5 {} "done""#);
+    repl.expect("\nstarted\n");
+    repl.send("\x1a2 + 2\r");
+    repl.expect("\"done\"\n");
+    repl.expect("sup> 2 + 2\n4\n");
+    repl.wait_for_editor();
     repl.send("\x04");
     assert_eq!(repl.expect_exit(), Some(0));
 }

@@ -62,13 +62,15 @@ fn with_nginx(sandbox: &Sandbox, settings: &str) -> Process {
     sup
 }
 
-/// Stops a supervisor with SIGTERM when a test ends, even by a panic.
-struct Stopper(i32);
-
-impl Drop for Stopper {
-    fn drop(&mut self) {
-        kill(self.0, SIGTERM);
-    }
+/// Stops the supervisor cleanly and waits until nginx and its workers are gone: nginx's
+/// workers outlive a master that was killed, so a test must not just kill the
+/// supervisor.
+fn stop(mut sup: Process, master: i32) {
+    let workers = workers(master);
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+    assert!(wait_until(PATIENCE, || !alive(master)
+        && workers.iter().all(|w| !alive(*w))));
 }
 
 fn master(sandbox: &Sandbox) -> i32 {
@@ -106,13 +108,7 @@ fn hup_through_ctl_makes_nginx_reconfigure_without_a_restart() {
         "{}",
         bad.stderr
     );
-    // Stop nginx before the supervisor is killed at the end of the test: the workers it
-    // started on HUP would outlive a master killed with the supervisor, as nobody, and
-    // count against the process limit of another test's nodes.
-    let workers = workers(pid);
-    assert_eq!(ctl(&sandbox, &["destroy", "web"]).code(), Some(0));
-    assert!(wait_until(PATIENCE, || !alive(pid)
-        && workers.iter().all(|w| !alive(*w))));
+    stop(sup, pid);
 }
 
 #[test]
@@ -122,7 +118,6 @@ fn quit_and_mixed_give_nginx_a_graceful_shutdown() {
     let pid = master(&sandbox);
     let workers = workers(pid);
     assert_eq!(workers.len(), 2, "two workers");
-    let _stop_at_the_end = Stopper(sup.pid());
     let out = ctl(&sandbox, &["destroy", "web"]);
     assert_eq!(out.code(), Some(0), "{}", out.stderr);
     sup.expect_stderr(&format!("sent SIGQUIT to node 'web' (pid {pid})"));
@@ -134,6 +129,7 @@ fn quit_and_mixed_give_nginx_a_graceful_shutdown() {
     let from_supervisor = format!("received from {}", sup.pid());
     assert_eq!(log.matches(&from_supervisor).count(), 1, "{log}");
     assert!(log.contains("signal 3 (SIGQUIT) received"), "{log}");
+    stop(sup, pid);
 }
 
 #[test]
@@ -156,6 +152,7 @@ fn the_default_group_signal_reaches_every_worker() {
         "{}",
         sandbox.read("error.log")
     );
+    stop(sup, pid);
 }
 
 #[test]

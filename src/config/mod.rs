@@ -307,6 +307,11 @@ record! {
         output_max_bytes: Option<i64>,
         /// Extension: rotated files kept (`FILE.1` … `FILE.n`; default 5).
         output_backups: Option<i64>,
+        /// Extension: also rotate `stdout_file`/`stderr_file` when an hour or a day (UTC)
+        /// is over: `"hourly"` or `"daily"`; the supervisor then writes them.
+        output_rotate_every: Option<String>,
+        /// Extension: gzip rotated files (`FILE.1.gz` …), off the loop thread.
+        output_compress: Option<bool>,
         /// Extension: revivals allowed within `restart_window` before the node is marked
         /// failed (default: no limit).
         max_restarts: Option<i64>,
@@ -355,15 +360,65 @@ record! {
 /// Rotated files kept when `output_backups` is not set.
 pub const DEFAULT_OUTPUT_BACKUPS: u32 = 5;
 
+/// The period of `output_rotate_every`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Period {
+    /// At the start of every hour (UTC).
+    Hourly,
+    /// At the start of every day (midnight UTC).
+    Daily,
+}
+
+impl Period {
+    /// `hourly` or `daily`.
+    pub fn parse(text: &str) -> Option<Period> {
+        match text {
+            "hourly" => Some(Period::Hourly),
+            "daily" => Some(Period::Daily),
+            _ => None,
+        }
+    }
+
+    /// Its length.
+    pub fn length(self) -> Duration {
+        match self {
+            Period::Hourly => Duration::from_secs(3600),
+            Period::Daily => Duration::from_secs(86_400),
+        }
+    }
+}
+
+/// How the supervisor rotates a node's output files (`output_*` fields).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    /// Rotate before a line would take a file past this size.
+    pub max_bytes: Option<u64>,
+    /// Rotate when this period is over.
+    pub every: Option<Period>,
+    /// Rotated files kept.
+    pub backups: u32,
+    /// Gzip rotated files.
+    pub compress: bool,
+}
+
 impl NodeConfig {
-    /// The rotation of this node's output files, if asked for: (max bytes, backups).
-    pub fn rotation(&self) -> Option<(u64, u32)> {
-        let max = u64::try_from(self.output_max_bytes?).ok()?;
+    /// The rotation of this node's output files, if asked for (by size or by time).
+    pub fn rotation(&self) -> Option<Rotation> {
+        let max_bytes = self.output_max_bytes.and_then(|n| u64::try_from(n).ok());
+        let every = self.output_rotate_every.as_deref().and_then(Period::parse);
+        if max_bytes.is_none() && every.is_none() {
+            return None;
+        }
         let backups = self
             .output_backups
             .and_then(|n| u32::try_from(n).ok())
             .unwrap_or(DEFAULT_OUTPUT_BACKUPS);
-        Some((max, backups))
+        Some(Rotation {
+            max_bytes,
+            every,
+            backups,
+            compress: self.output_compress.unwrap_or(false),
+        })
     }
 
     /// A configuration with only a name: a script node with every default.
@@ -420,6 +475,29 @@ impl NodeConfig {
                     self.name
                 ));
             }
+        }
+        if let Some(every) = &self.output_rotate_every {
+            if Period::parse(every).is_none() {
+                return Err(format!(
+                    "node '{}': output_rotate_every must be \"hourly\" or \"daily\", not {every:?}",
+                    self.name
+                ));
+            }
+            if self.stdout_file.is_none() && self.stderr_file.is_none() {
+                return Err(format!(
+                    "node '{}': output_rotate_every needs stdout_file or stderr_file to rotate",
+                    self.name
+                ));
+            }
+        }
+        if self.output_compress == Some(true)
+            && self.output_max_bytes.is_none()
+            && self.output_rotate_every.is_none()
+        {
+            return Err(format!(
+                "node '{}': output_compress needs output_max_bytes or output_rotate_every (it compresses rotated files)",
+                self.name
+            ));
         }
         if let Some(n) = self.output_backups {
             if !(0..=MAX_BACKUPS).contains(&n) {
@@ -939,6 +1017,29 @@ mod tests {
         assert_eq!(edit_distance("directory", "dirctory"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn rotation_by_size_time_or_both() {
+        let mut cfg = NodeConfig::named("r");
+        cfg.stdout_file = Some("out.log".into());
+        assert_eq!(cfg.rotation(), None);
+        cfg.output_rotate_every = Some("daily".into());
+        let rotation = cfg.rotation().unwrap();
+        assert_eq!(rotation.every, Some(Period::Daily));
+        assert_eq!(rotation.max_bytes, None);
+        assert_eq!(rotation.backups, DEFAULT_OUTPUT_BACKUPS);
+        assert!(!rotation.compress);
+        cfg.output_max_bytes = Some(10);
+        cfg.output_compress = Some(true);
+        cfg.output_backups = Some(2);
+        let rotation = cfg.rotation().unwrap();
+        assert_eq!((rotation.max_bytes, rotation.backups), (Some(10), 2));
+        assert!(rotation.compress);
+        assert!(cfg.validate().is_ok());
+        cfg.output_rotate_every = Some("Hourly".into());
+        assert!(cfg.validate().unwrap_err().contains("output_rotate_every"));
+        assert_eq!(Period::Hourly.length(), Duration::from_secs(3600));
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! a request finds its connection closed before any answer came, the client connects
 //! again and sends it once more. That is safe: the supervisor answers every request it
 //! has read, so a connection that ends without an answer had not delivered it.
+//!
+//! `follow` hands the connection over to a `Stream` of the lines that come after the
+//! response; the client connects again for its next request.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -16,7 +19,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{Command, Request, Response};
+use super::{Command, Request, Response, StreamEvent, Topic};
 use crate::process::os_error;
 
 /// How long a client waits for an answer unless told otherwise.
@@ -202,6 +205,30 @@ impl Client {
         Ok(response)
     }
 
+    /// Follows a stream (`follow`): returns the response (for `output`, the node's kept
+    /// tail) and, when it says `ok`, the stream that follows it on this connection.
+    /// Reading the stream waits as long as it takes for the next line.
+    pub fn follow(&mut self, topic: Topic) -> Result<(Response, Option<Stream>), ClientError> {
+        let response = self.call(Command::Follow(topic))?;
+        if !response.ok {
+            return Ok((response, None));
+        }
+        let Some(reader) = self.connection.take() else {
+            return Err(ClientError::Lost {
+                path: self.display(),
+                reason: "the connection closed after the answer".into(),
+            });
+        };
+        let _ = reader.get_ref().set_read_timeout(None);
+        let stream = Stream {
+            path: self.path.clone(),
+            id: response.id.clone(),
+            reader,
+            over: false,
+        };
+        Ok((response, Some(stream)))
+    }
+
     /// Runs Rhai code in the supervisor, as a REPL line would.
     pub fn eval(&mut self, code: &str) -> Result<Evaluation, ClientError> {
         self.call(Command::Eval(code.to_string()))
@@ -276,6 +303,55 @@ impl Client {
             path: self.display(),
             reason: reason.to_string(),
         }
+    }
+}
+
+/// The lines of a stream after the response to its `follow`, as they come; the last is
+/// `StreamEvent::End`. An error ends it too (the supervisor went away without ending it:
+/// killed, or it dropped this follower for not reading).
+pub struct Stream {
+    path: PathBuf,
+    id: Value,
+    reader: BufReader<UnixStream>,
+    over: bool,
+}
+
+impl Iterator for Stream {
+    type Item = Result<StreamEvent, ClientError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.over {
+            return None;
+        }
+        let path = self.path.display().to_string();
+        let mut line = Vec::new();
+        let read = self
+            .reader
+            .by_ref()
+            .take(MAX_RESPONSE)
+            .read_until(b'\n', &mut line);
+        let event = match read {
+            Ok(_) if line.ends_with(b"\n") => {
+                match StreamEvent::from_line(&line[..line.len() - 1]) {
+                    Ok((id, _)) if id != self.id => Err(ClientError::Invalid {
+                        path,
+                        reason: format!("a stream line of request {id} instead of {}", self.id),
+                    }),
+                    Ok((_, event)) => Ok(event),
+                    Err(reason) => Err(ClientError::Invalid { path, reason }),
+                }
+            }
+            Ok(_) => Err(ClientError::Lost {
+                path,
+                reason: "the stream stopped without its end".into(),
+            }),
+            Err(e) => Err(ClientError::Lost {
+                path,
+                reason: os_error(&e),
+            }),
+        };
+        self.over = !matches!(event, Ok(StreamEvent::Item(_) | StreamEvent::Missed(_)));
+        Some(event)
     }
 }
 

@@ -2,11 +2,14 @@
 //! (`Supervisor::create`, `status`, ...), run between other events like a script call,
 //! so `node_status` fires for a node created this way once the request is done.
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
-use super::{Command, ELSEWHERE, Request, Response, Target, no_such_node};
+use super::{Command, ELSEWHERE, Request, Response, Target, Topic, no_such_node};
 use crate::config::NodeStatus;
 use crate::event_loop::EventLoop;
+use crate::feed::Feed;
 use crate::script::api::NOT_SUPERVISOR;
 use crate::supervisor::{Placed, Supervisor};
 
@@ -17,8 +20,14 @@ pub struct Peer {
     pub uid: u32,
 }
 
-/// Runs one request on the loop thread and returns its answer.
-pub fn execute(event_loop: &mut EventLoop, peer: Peer, request: Request) -> Response {
+/// Runs one request on the loop thread and returns its answer. A `follow` request comes
+/// with the feed to publish its stream into.
+pub fn execute(
+    event_loop: &mut EventLoop,
+    peer: Peer,
+    request: Request,
+    feed: Option<Arc<Feed>>,
+) -> Response {
     let Request { id, command } = request;
     log::debug!(
         "control request from pid {}: {} (id {id})",
@@ -33,6 +42,31 @@ pub fn execute(event_loop: &mut EventLoop, peer: Peer, request: Request) -> Resp
                 Err(error) => Response::error(id, error.to_string()),
             };
             response.with_output(output)
+        }
+        Command::Follow(Topic::Output { node, lines }) => {
+            let Some(feed) = feed else {
+                return Response::error(id, "follow needs a connection of its own to stream on");
+            };
+            let tail = match event_loop.nodes() {
+                Some(nodes) => nodes.borrow().tail(&node),
+                None => return Response::error(id, NOT_SUPERVISOR),
+            };
+            let Some(mut tail) = tail else {
+                return Response::error(id, format!("node with name '{node}' does not exist"));
+            };
+            if let Some(keep) = lines {
+                tail.drain(..tail.len().saturating_sub(keep));
+            }
+            log::debug!(
+                "control client (pid {}) follows the output of node '{node}'",
+                peer.pid
+            );
+            // In the same loop turn as the tail: no line is missed or repeated between.
+            event_loop.follow_output(&node, feed);
+            match to_json(&tail) {
+                Ok(result) => Response::ok(id, result),
+                Err(error) => Response::error(id, error),
+            }
         }
         Command::Stop => {
             log::info!(
@@ -130,7 +164,7 @@ fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result
                 .map_err(|e| e.to_string())?;
             Ok(names.into())
         }
-        Command::Eval(_) | Command::Stop => Err("not a node command".into()),
+        Command::Eval(_) | Command::Stop | Command::Follow(_) => Err("not a node command".into()),
     }
 }
 

@@ -34,6 +34,13 @@
 //! - `ssh` reaches the supervisor of another host through the OpenSSH client, and
 //!   `relay` is what runs there (`ctl __relay`): the socket over ssh's stdin and
 //!   stdout, for `ctl --ssh` and `repl --attach --ssh`.
+//!
+//! Most requests get one response. `follow` gets a stream: its response first, then
+//! `StreamEvent` lines (items, a count of missed items, the end) with the same `id`,
+//! until the stream ends or the client hangs up. The loop publishes into a bounded
+//! queue per follower (`crate::feed`), and the control thread writes from it, so a
+//! follower that does not keep up loses items (and is told how many) instead of
+//! slowing the supervisor; one that takes nothing for `write_timeout` is disconnected.
 
 pub mod client;
 mod handle;
@@ -47,7 +54,7 @@ use serde_json::{Map, Value};
 
 use crate::config::NodeConfig;
 
-pub use client::{Client, ClientError, Connection, Evaluation};
+pub use client::{Client, ClientError, Connection, Evaluation, Stream};
 pub use server::{Limits, ListenError, Server};
 
 pub use crate::config::{DEFAULT_SOCKET, SOCKET_ENV, socket_path};
@@ -57,8 +64,11 @@ pub const MAX_LINE: usize = 1024 * 1024;
 
 /// The commands, as they are spelled in `cmd`.
 pub const COMMANDS: &[&str] = &[
-    "create", "status", "restart", "destroy", "signal", "stop", "tail", "eval",
+    "create", "status", "restart", "destroy", "signal", "stop", "tail", "eval", "follow",
 ];
+
+/// The kinds of stream a client can `follow`, as they are spelled in `topic`.
+pub const TOPICS: &[&str] = &["output"];
 
 /// The `state` in the answer to `create` for a node that belongs to another host (its
 /// own endpoint names that host): it was not started here.
@@ -108,6 +118,31 @@ pub enum Command {
     },
     /// Run Rhai code in the supervisor's engine, as a REPL line.
     Eval(String),
+    /// Follow a stream: a first response, then the stream's lines (`StreamEvent`).
+    Follow(Topic),
+}
+
+/// What a `follow` request follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Topic {
+    /// A node's output: the response has its kept tail (as `tail`; at most `lines`
+    /// lines when given), then each new line is an item
+    /// `{"stream": "stdout" or "stderr", "line": TEXT}`, until the node is destroyed.
+    Output {
+        /// The node.
+        node: String,
+        /// At most this many lines of the kept tail, the newest.
+        lines: Option<usize>,
+    },
+}
+
+impl Topic {
+    /// The name used in `topic`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Topic::Output { .. } => "output",
+        }
+    }
 }
 
 /// The nodes a `restart` or `destroy` is for.
@@ -131,6 +166,7 @@ impl Command {
             Command::Stop => "stop",
             Command::Tail { .. } => "tail",
             Command::Eval(_) => "eval",
+            Command::Follow(_) => "follow",
         }
     }
 }
@@ -252,20 +288,29 @@ fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
             let node = fields
                 .string("node")?
                 .ok_or("tail needs 'node' (a node name)")?;
-            let lines = match fields.take("lines") {
-                None => None,
-                Some(Value::Number(n)) if n.as_u64().is_some() => Some(
-                    n.as_u64()
-                        .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX)),
-                ),
-                Some(other) => {
+            let lines = fields.count("lines")?;
+            Command::Tail { node, lines }
+        }
+        "follow" => {
+            fields.allowed = &["topic", "node", "lines"];
+            let topic = fields
+                .string("topic")?
+                .ok_or_else(|| format!("follow needs 'topic' (one of: {})", TOPICS.join(", ")))?;
+            match topic.as_str() {
+                "output" => {
+                    let node = fields
+                        .string("node")?
+                        .ok_or("follow of 'output' needs 'node' (a node name)")?;
+                    let lines = fields.count("lines")?;
+                    Command::Follow(Topic::Output { node, lines })
+                }
+                _ => {
                     return Err(format!(
-                        "'lines' must be a whole number >= 0, not {}",
-                        describe(&other)
+                        "unknown topic '{topic}' (one of: {})",
+                        TOPICS.join(", ")
                     ));
                 }
-            };
-            Command::Tail { node, lines }
+            }
         }
         "eval" => {
             fields.allowed = &["code"];
@@ -318,6 +363,22 @@ impl Fields<'_> {
             Some(other) => Err(format!(
                 "'{key}' must be true or false, not {}",
                 kind(&other)
+            )),
+        }
+    }
+
+    /// A whole number >= 0.
+    fn count(&mut self, key: &str) -> Result<Option<usize>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) if n.as_u64().is_some() => {
+                Ok(Some(n.as_u64().map_or(usize::MAX, |n| {
+                    usize::try_from(n).unwrap_or(usize::MAX)
+                })))
+            }
+            Some(other) => Err(format!(
+                "'{key}' must be a whole number >= 0, not {}",
+                describe(&other)
             )),
         }
     }
@@ -408,6 +469,17 @@ impl Request {
             Command::Eval(code) => {
                 object.insert("code".into(), code.clone().into());
             }
+            Command::Follow(topic) => {
+                object.insert("topic".into(), topic.name().into());
+                match topic {
+                    Topic::Output { node, lines } => {
+                        object.insert("node".into(), node.clone().into());
+                        if let Some(lines) = lines {
+                            object.insert("lines".into(), (*lines as u64).into());
+                        }
+                    }
+                }
+            }
         }
         Value::Object(object)
     }
@@ -473,6 +545,56 @@ impl Response {
         });
         line.push(b'\n');
         line
+    }
+}
+
+/// A line of a stream, after the response to its `follow`: `{"id": ID, "item": ...}`,
+/// `{"id": ID, "missed": N}` or `{"id": ID, "end": REASON}`. (Responses have `ok`; stream
+/// lines do not.)
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// One item of the stream (for `output`: `{"stream": ..., "line": ...}`).
+    Item(Value),
+    /// This many items were left out here: the client did not read fast enough.
+    Missed(u64),
+    /// The stream is over (the node was destroyed, the supervisor is stopping).
+    End(String),
+}
+
+/// `{"id": ID, "KEY": VALUE}` and a newline, `id` first (by hand: serde_json's maps sort
+/// their keys).
+pub(crate) fn stream_line(id: &Value, key: &str, value: &dyn std::fmt::Display) -> Vec<u8> {
+    format!("{{\"id\":{id},\"{key}\":{value}}}\n").into_bytes()
+}
+
+impl StreamEvent {
+    /// The line for the stream of request `id`, newline included.
+    pub fn to_line(&self, id: &Value) -> Vec<u8> {
+        match self {
+            StreamEvent::Item(item) => stream_line(id, "item", item),
+            StreamEvent::Missed(n) => stream_line(id, "missed", &Value::from(*n)),
+            StreamEvent::End(reason) => stream_line(id, "end", &Value::from(reason.as_str())),
+        }
+    }
+
+    /// Reads a stream line: its id and event.
+    pub fn from_line(line: &[u8]) -> Result<(Value, StreamEvent), String> {
+        let value: Value = serde_json::from_slice(line)
+            .map_err(|e| format!("a stream line is not valid JSON: {e}"))?;
+        let Value::Object(mut object) = value else {
+            return Err("a stream line must be a JSON object".into());
+        };
+        let id = object.remove("id").unwrap_or(Value::Null);
+        let event = if let Some(item) = object.remove("item") {
+            StreamEvent::Item(item)
+        } else if let Some(missed) = object.remove("missed") {
+            StreamEvent::Missed(missed.as_u64().ok_or("'missed' must be a whole number")?)
+        } else if let Some(end) = object.remove("end") {
+            StreamEvent::End(end.as_str().unwrap_or_default().to_string())
+        } else {
+            return Err("a stream line needs 'item', 'missed' or 'end'".into());
+        };
+        Ok((id, event))
     }
 }
 
@@ -618,6 +740,64 @@ mod tests {
     }
 
     #[test]
+    fn follow_names_its_topic() {
+        assert_eq!(
+            ok(r#"{"id":1,"cmd":"follow","topic":"output","node":"w1","lines":3}"#).command,
+            Command::Follow(Topic::Output {
+                node: "w1".into(),
+                lines: Some(3)
+            })
+        );
+        assert_eq!(
+            err(r#"{"cmd":"follow","node":"w1"}"#).error,
+            "follow needs 'topic' (one of: output)"
+        );
+        assert_eq!(
+            err(r#"{"cmd":"follow","topic":"weather"}"#).error,
+            "unknown topic 'weather' (one of: output)"
+        );
+        assert!(
+            err(r#"{"cmd":"follow","topic":"output"}"#)
+                .error
+                .contains("needs 'node'")
+        );
+        assert!(
+            err(r#"{"cmd":"follow","topic":"output","node":"w1","lines":"all"}"#)
+                .error
+                .contains("whole number")
+        );
+        assert!(
+            err(r#"{"cmd":"follow","topic":"output","node":"w1","since":1}"#)
+                .error
+                .starts_with("unknown field 'since'")
+        );
+    }
+
+    #[test]
+    fn stream_lines_round_trip_and_have_no_ok() {
+        let id = Value::from(7);
+        for event in [
+            StreamEvent::Item(serde_json::json!({"stream": "stdout", "line": "hi"})),
+            StreamEvent::Missed(12),
+            StreamEvent::End("node 'w1' was destroyed".into()),
+        ] {
+            let line = event.to_line(&id);
+            assert!(line.ends_with(b"\n"));
+            let text = String::from_utf8(line.clone()).unwrap();
+            assert!(!text.contains("\"ok\""), "{text}");
+            assert_eq!(
+                StreamEvent::from_line(&line[..line.len() - 1]).unwrap(),
+                (id.clone(), event)
+            );
+        }
+        assert_eq!(
+            String::from_utf8(StreamEvent::Missed(3).to_line(&id)).unwrap(),
+            "{\"id\":7,\"missed\":3}\n"
+        );
+        assert!(StreamEvent::from_line(b"{\"id\":1,\"ok\":true}").is_err());
+    }
+
+    #[test]
     fn an_oversized_line_is_refused_before_parsing() {
         let mut line = br#"{"cmd":"eval","code":""#.to_vec();
         line.resize(MAX_LINE + 1, b'x');
@@ -660,6 +840,20 @@ mod tests {
                 },
             ),
             Request::new(8, Command::Eval("print(1);\n2".into())),
+            Request::new(
+                9,
+                Command::Follow(Topic::Output {
+                    node: "w1".into(),
+                    lines: Some(0),
+                }),
+            ),
+            Request::new(
+                10,
+                Command::Follow(Topic::Output {
+                    node: "w1".into(),
+                    lines: None,
+                }),
+            ),
         ];
         for request in requests {
             let line = serde_json::to_vec(&request.to_json()).unwrap();

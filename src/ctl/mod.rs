@@ -14,7 +14,10 @@ use crate::cli::{CtlArgs, CtlCommand};
 use crate::config::{NodeStatus, OutputLine, Status};
 use crate::control::client::DEFAULT_TIMEOUT;
 use crate::control::show::status_table;
-use crate::control::{Client, Command, ELSEWHERE, Response, SOCKET_ENV, Target, decode_config};
+use crate::control::{
+    Client, ClientError, Command, ELSEWHERE, Response, SOCKET_ENV, StreamEvent, Target, Topic,
+    decode_config,
+};
 
 /// The supervisor did what was asked.
 pub const EXIT_OK: i32 = 0;
@@ -38,20 +41,24 @@ pub fn run(args: &CtlArgs) -> i32 {
         }
     };
     if !args.ssh.is_empty() {
+        if matches!(command, Command::Follow(_)) {
+            complain("tail -f follows one supervisor: it takes no --ssh");
+            return EXIT_USAGE;
+        }
         return hosts::run(args, command);
     }
     let path = args.socket_path();
     let timeout = args.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    if let Command::Follow(topic) = command {
+        return follow(args, &path, topic);
+    }
     let response = match Client::connect(&path).and_then(|mut c| {
         c.set_timeout(Some(timeout));
         c.call(command.clone())
     }) {
         Ok(response) => response,
         Err(error) => {
-            complain(&format!(
-                "{error} (is a supervisor running? its socket is chosen with --socket PATH or {})",
-                SOCKET_ENV
-            ));
+            unreachable_supervisor(&error);
             return EXIT_UNREACHABLE;
         }
     };
@@ -86,6 +93,109 @@ fn relay(args: &CtlArgs) -> i32 {
 
 fn exit_status(response: &Response) -> i32 {
     if response.ok { EXIT_OK } else { EXIT_REFUSED }
+}
+
+fn unreachable_supervisor(error: &ClientError) {
+    complain(&format!(
+        "{error} (is a supervisor running? its socket is chosen with --socket PATH or {})",
+        SOCKET_ENV
+    ));
+}
+
+/// `tail -f`: the kept tail, then each new line until the stream ends. Exit status 0
+/// when it ends (the node was destroyed, the supervisor stopped) or stdout is closed; 3
+/// when the connection is lost without an end.
+fn follow(args: &CtlArgs, path: &std::path::Path, topic: Topic) -> i32 {
+    let followed = Client::connect(path).and_then(|mut client| client.follow(topic.clone()));
+    let (response, stream) = match followed {
+        Ok(answer) => answer,
+        Err(error) => {
+            unreachable_supervisor(&error);
+            return EXIT_UNREACHABLE;
+        }
+    };
+    let Some(stream) = stream else {
+        if args.json {
+            write_out(&response.to_line());
+        } else {
+            complain(
+                response
+                    .error
+                    .as_deref()
+                    .unwrap_or("the supervisor refused"),
+            );
+        }
+        return EXIT_REFUSED;
+    };
+    let mut out = std::io::stdout().lock();
+    let written = if args.json {
+        out.write_all(&response.to_line())
+    } else {
+        let lines: Vec<OutputLine> =
+            serde_json::from_value(response.result.clone().unwrap_or(Value::Null))
+                .unwrap_or_default();
+        lines
+            .iter()
+            .try_for_each(|line| print_line(&mut out, &line.stream, &line.line))
+    };
+    if written.and_then(|()| out.flush()).is_err() {
+        return EXIT_OK;
+    }
+    let node = match &topic {
+        Topic::Output { node, .. } => node.clone(),
+    };
+    for event in stream {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                complain(&error.to_string());
+                return EXIT_UNREACHABLE;
+            }
+        };
+        let written = if args.json {
+            out.write_all(&event.to_line(&response.id))
+        } else {
+            match &event {
+                StreamEvent::Item(item) => print_line(
+                    &mut out,
+                    item["stream"].as_str().unwrap_or("stdout"),
+                    item["line"].as_str().unwrap_or_default(),
+                ),
+                StreamEvent::Missed(n) => {
+                    let _ = out.flush();
+                    write_err(
+                        format!(
+                            "rhai-supervisor: missed {n} lines of node '{node}' here: this follower did not keep up\n"
+                        )
+                        .as_bytes(),
+                    );
+                    Ok(())
+                }
+                StreamEvent::End(reason) => {
+                    let _ = out.flush();
+                    write_err(format!("rhai-supervisor: {reason}\n").as_bytes());
+                    Ok(())
+                }
+            }
+        };
+        // A closed stdout (`tail -f w1 | head`) ends the follow.
+        if written.and_then(|()| out.flush()).is_err() {
+            return EXIT_OK;
+        }
+    }
+    EXIT_OK
+}
+
+/// One line of a node: stdout lines to stdout, stderr lines to stderr.
+fn print_line(out: &mut impl Write, stream: &str, line: &str) -> std::io::Result<()> {
+    if stream == "stderr" {
+        out.flush()?;
+        write_err(format!("{line}\n").as_bytes());
+        Ok(())
+    } else {
+        out.write_all(line.as_bytes())?;
+        out.write_all(b"\n")
+    }
 }
 
 /// The request a command line asks for.
@@ -135,7 +245,15 @@ fn command(command: &CtlCommand) -> Result<Command, String> {
             }
         }
         CtlCommand::Stop => Command::Stop,
-        CtlCommand::Tail { name, lines } => Command::Tail {
+        CtlCommand::Tail {
+            name,
+            lines,
+            follow: true,
+        } => Command::Follow(Topic::Output {
+            node: name.clone(),
+            lines: *lines,
+        }),
+        CtlCommand::Tail { name, lines, .. } => Command::Tail {
             node: name.clone(),
             lines: *lines,
         },
@@ -219,7 +337,7 @@ fn printed(command: &Command, response: &Response) -> Vec<Piece> {
             pieces.push(Piece::Out(line));
         }
         Command::Stop => pieces.push(Piece::Out("the supervisor is stopping\n".into())),
-        Command::Tail { .. } => {
+        Command::Tail { .. } | Command::Follow(_) => {
             let lines: Vec<OutputLine> = serde_json::from_value(result).unwrap_or_default();
             for line in lines {
                 let text = format!("{}\n", line.line);

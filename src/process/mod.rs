@@ -24,7 +24,7 @@
 //!   only after its pipes were drained, so the loop sees its last line before its exit.
 //! - `leftovers` and `tree` find and stop what nodes leave behind (the supervisor is a
 //!   subreaper); `lines` splits pipe bytes into bounded lines; `rotate` writes rotated
-//!   output files.
+//!   output files, and `compress` gzips them on a worker thread of its own.
 //!
 //! Reaping is done by pid (`waitpid(pid)`) on the loop thread when the loop handles the
 //! exit, so a pid stays valid (a zombie) for as long as the loop may still signal it,
@@ -32,6 +32,8 @@
 //! processes are reaped only in subreaper mode, and never a node or the stem).
 
 pub mod cgroup;
+pub mod collector;
+pub mod compress;
 pub mod envfile;
 #[cfg(test)]
 pub mod fake;

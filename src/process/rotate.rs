@@ -1,20 +1,34 @@
-//! Size-based rotation of a node's output file, done by the supervisor.
+//! Rotation of a node's output files, done by the supervisor: by size, by time, or both,
+//! with the rotated files optionally gzip-compressed.
 //!
-//! With `output_max_bytes` set, a node's `stdout_file`/`stderr_file` is not handed to the
-//! node: its output comes through the supervisor's pipe like captured output and is
-//! written here, whole lines at a time. Before a line would take the file past the
-//! limit, the file is rotated: `FILE.(n-1)` → `FILE.n`, …, `FILE` → `FILE.1`, and a new
-//! `FILE` is started (mode 0600). Nothing is lost or split at the moment of rotation,
-//! because lines are written whole and only between lines. A line longer than the limit
-//! gets a file of its own.
+//! With `output_max_bytes` or `output_rotate_every` set, a node's
+//! `stdout_file`/`stderr_file` is not handed to the node: its output comes through the
+//! supervisor's pipe like captured output and is written here, whole lines at a time.
+//! The file is rotated before a line would take it past `output_max_bytes`, and when the
+//! hour or day (UTC) it was started in is over: `FILE.(n-1)` → `FILE.n`, …, `FILE` →
+//! `FILE.1`, and a new `FILE` is started (mode 0600). Nothing is lost or split at the
+//! moment of rotation, because lines are written whole and only between lines. A line
+//! longer than the limit gets a file of its own.
+//!
+//! Time is checked at each write (a line never lands in the file of a period that is
+//! over) and, for a file that goes quiet, when the supervisor's deadline for the end of
+//! the period comes (`rotate_due`): the loop sleeps until then, it does not poll. An
+//! empty file is not rotated. With `output_compress`, the loop only renames the file to
+//! a staging name and the compression worker (`compress`) does the rest.
 
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use super::compress::{self, Job, numbered, shift_backups};
 use super::os_error;
 use super::spawn::{give, open_output};
-use crate::config::{NodeConfig, Stream};
+use crate::config::{NodeConfig, Rotation, Stream};
+
+/// For tests only: replaces the length of `output_rotate_every`'s hour or day with this
+/// many milliseconds, so rotation by time can be seen without waiting an hour.
+pub const TEST_PERIOD_ENV: &str = "RHAI_SUPERVISOR_TEST_ROTATE_PERIOD_MS";
 
 /// The output files of one node that the supervisor writes (those it rotates), by
 /// stream; none when the node's output goes to the supervisor or straight to its files.
@@ -24,17 +38,28 @@ pub struct OutputFiles {
 }
 
 impl OutputFiles {
-    /// Opens the rotated files of `config` (paths as `plan` resolves them).
-    /// `owner` (uid, gid) is the node's user, when it has one: the files are its.
+    /// Opens the rotated files of `config` (paths as `plan` resolves them). `owner`
+    /// (uid, gid) is the node's user, when it has one: the files are its.
     pub fn open(
         config: &NodeConfig,
         cwd: &Path,
         owner: Option<(u32, u32)>,
     ) -> Result<OutputFiles, String> {
         let mut files = OutputFiles::default();
-        let Some((max, backups)) = config.rotation() else {
+        let Some(rotation) = config.rotation() else {
             return Ok(files);
         };
+        let mut policy = Policy::of(&rotation);
+        policy.owner = owner;
+        if policy.period.is_some() {
+            if let Some(ms) = std::env::var(TEST_PERIOD_ENV)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|&ms| ms > 0)
+            {
+                policy.period = Some(Duration::from_millis(ms));
+            }
+        }
         let base = match &config.directory {
             Some(dir) => cwd.join(dir),
             None => cwd.to_path_buf(),
@@ -46,7 +71,7 @@ impl OutputFiles {
         {
             if let Some(file) = file {
                 *slot = Some(
-                    RotatingFile::open(&base.join(file), max, backups, owner)
+                    RotatingFile::open(&base.join(file), policy)
                         .map_err(|e| format!("node '{}': {e}", config.name))?,
                 );
             }
@@ -64,6 +89,67 @@ impl OutputFiles {
             None => false,
         }
     }
+
+    /// How long until the period of a file rotated by time is over; `None` when no file
+    /// rotates by time.
+    pub fn until_rotation(&self) -> Option<Duration> {
+        let now = SystemTime::now();
+        self.files
+            .iter()
+            .flatten()
+            .filter_map(|f| Some((f.period_end?, f.policy.period?)))
+            // No longer than a period, should the wall clock have been set back.
+            .map(|(end, period)| {
+                end.duration_since(now)
+                    .unwrap_or(Duration::ZERO)
+                    .min(period)
+            })
+            .min()
+    }
+
+    /// Rotates the files whose period is over (those that hold anything).
+    pub fn rotate_due(&mut self) {
+        let now = SystemTime::now();
+        for file in self.files.iter_mut().flatten() {
+            file.rotate_if_over(now);
+        }
+    }
+}
+
+/// When a file is rotated, and what is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Rotate before a line would take the file past this size.
+    pub max_bytes: u64,
+    /// Rotate when the period (counted from the Unix epoch, so hours and days of UTC) is
+    /// over.
+    pub period: Option<Duration>,
+    /// Rotated files kept.
+    pub backups: u32,
+    /// Gzip rotated files.
+    pub compress: bool,
+    /// The node's user and group, who own its files.
+    pub owner: Option<(u32, u32)>,
+}
+
+impl Policy {
+    fn of(rotation: &Rotation) -> Policy {
+        Policy {
+            max_bytes: rotation.max_bytes.unwrap_or(u64::MAX).max(1),
+            period: rotation.every.map(|p| p.length()),
+            backups: rotation.backups,
+            compress: rotation.compress,
+            owner: None,
+        }
+    }
+}
+
+/// The end of the period of length `period` that `now` is in.
+fn period_end(now: SystemTime, period: Duration) -> SystemTime {
+    let since_epoch = now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    let period_ms = period.as_millis().max(1);
+    let end_ms = (since_epoch.as_millis() / period_ms + 1) * period_ms;
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(end_ms).unwrap_or(u64::MAX))
 }
 
 #[derive(Debug)]
@@ -71,52 +157,74 @@ pub struct RotatingFile {
     path: PathBuf,
     file: File,
     size: u64,
-    max_bytes: u64,
-    backups: u32,
+    policy: Policy,
+    /// When the current period is over (rotation by time).
+    period_end: Option<SystemTime>,
+    /// The number of the next staging name (`FILE.rotating-N`).
+    next_staged: u64,
     /// A write error is logged once, until writing works again.
     failing: bool,
     /// Only regular files are rotated: renaming `/dev/null` or a FIFO would be wrong.
     regular: bool,
-    /// The node's user and group, who own its files.
-    owner: Option<(u32, u32)>,
 }
 
 impl RotatingFile {
     /// Starts writing `path`. Output a previous supervisor left there is rotated away
-    /// first (kept as `path.1` when backups are kept).
-    pub fn open(
-        path: &Path,
-        max_bytes: u64,
-        backups: u32,
-        owner: Option<(u32, u32)>,
-    ) -> Result<RotatingFile, String> {
+    /// first (kept as `path.1` when backups are kept), and so are rotated files whose
+    /// compression it did not finish.
+    pub fn open(path: &Path, policy: Policy) -> Result<RotatingFile, String> {
+        Self::open_at(path, policy, SystemTime::now())
+    }
+
+    fn open_at(path: &Path, policy: Policy, now: SystemTime) -> Result<RotatingFile, String> {
         let shown = path.display();
         let (regular, existing) = match std::fs::metadata(path) {
             Ok(meta) => (meta.is_file(), meta.len()),
             Err(_) => (true, 0),
         };
-        if regular && existing > 0 && backups > 0 {
-            shift_backups(path, backups).map_err(|e| format!("cannot rotate '{shown}': {e}"))?;
+        let mut next_staged = 0;
+        if regular && policy.compress && policy.backups > 0 {
+            for (n, staged) in leftover_staged(path) {
+                next_staged = next_staged.max(n + 1);
+                let job = Job {
+                    base: path.to_path_buf(),
+                    staged,
+                    backups: policy.backups,
+                };
+                if let Err(job) = compress::submit(job) {
+                    let _ = std::fs::rename(&job.staged, numbered(path, 1, ""));
+                }
+            }
+        }
+        if regular && existing > 0 && policy.backups > 0 {
+            stage_or_shift(path, policy, &mut next_staged)
+                .map_err(|e| format!("cannot rotate '{shown}': {e}"))?;
         }
         let file =
             open_output(path).map_err(|e| format!("cannot open '{shown}': {}", os_error(&e)))?;
-        give(&file, owner).map_err(|e| format!("cannot give '{shown}' to its user: {e}"))?;
+        give(&file, policy.owner).map_err(|e| format!("cannot give '{shown}' to its user: {e}"))?;
         Ok(RotatingFile {
             path: path.to_path_buf(),
             file,
             size: 0,
-            max_bytes: max_bytes.max(1),
-            backups,
+            policy,
+            period_end: policy.period.map(|p| period_end(now, p)),
+            next_staged,
             failing: false,
             regular,
-            owner,
         })
     }
 
     /// Appends whole lines (each ending in `\n`), rotating between lines when needed.
-    pub fn write(&mut self, mut lines: &[u8]) {
+    pub fn write(&mut self, lines: &[u8]) {
+        self.write_at(lines, SystemTime::now());
+    }
+
+    fn write_at(&mut self, mut lines: &[u8], now: SystemTime) {
+        self.rotate_if_over(now);
         while !lines.is_empty() {
-            let room = self.max_bytes.saturating_sub(self.size) as usize;
+            let room = self.policy.max_bytes.saturating_sub(self.size);
+            let room = usize::try_from(room).unwrap_or(usize::MAX);
             // The longest run of whole lines that fits; at least one line in an empty file.
             let fits = match lines.get(..room.min(lines.len())) {
                 Some(window) if window.len() == lines.len() => lines.len(),
@@ -140,6 +248,25 @@ impl RotatingFile {
             self.append(&lines[..take]);
             lines = &lines[take..];
         }
+    }
+
+    /// Rotates the file if its period is over at `now` and it holds anything; starts the
+    /// next period either way.
+    fn rotate_if_over(&mut self, now: SystemTime) {
+        let (Some(end), Some(period)) = (self.period_end, self.policy.period) else {
+            return;
+        };
+        if now < end {
+            // The wall clock was set back by more than a period: count from now.
+            if end.duration_since(now).unwrap_or(Duration::ZERO) > period {
+                self.period_end = Some(period_end(now, period));
+            }
+            return;
+        }
+        if self.size > 0 {
+            self.rotate();
+        }
+        self.period_end = Some(period_end(now, period));
     }
 
     fn append(&mut self, bytes: &[u8]) {
@@ -169,16 +296,12 @@ impl RotatingFile {
             self.size = 0;
             return;
         }
-        let result = if self.backups > 0 {
-            shift_backups(&self.path, self.backups)
-        } else {
-            Ok(())
-        };
-        let reopened = result.and_then(|()| {
-            let file = open_output(&self.path).map_err(|e| os_error(&e))?;
-            give(&file, self.owner)?;
-            Ok(file)
-        });
+        let policy = self.policy;
+        let next_staged = &mut self.next_staged;
+        let reopened = open_output_keeping(&self.path, policy.backups > 0, |path| {
+            stage_or_shift(path, policy, next_staged)
+        })
+        .and_then(|file| give(&file, policy.owner).map(|()| file));
         match reopened {
             Ok(file) => {
                 self.file = file;
@@ -196,21 +319,75 @@ impl RotatingFile {
     }
 }
 
-/// `FILE.(n-1)` → `FILE.n`, …, `FILE` → `FILE.1`.
-fn shift_backups(path: &Path, backups: u32) -> Result<(), String> {
-    let numbered = |i: u32| {
-        let mut name = path.as_os_str().to_owned();
-        name.push(format!(".{i}"));
-        PathBuf::from(name)
-    };
-    for i in (1..backups).rev() {
-        match std::fs::rename(numbered(i), numbered(i + 1)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(os_error(&e)),
-        }
+/// Opens `path` afresh; first, when `keep`, moves what it holds out of the way with
+/// `move_away`.
+fn open_output_keeping(
+    path: &Path,
+    keep: bool,
+    move_away: impl FnOnce(&Path) -> Result<(), String>,
+) -> Result<File, String> {
+    if keep {
+        move_away(path)?;
     }
-    std::fs::rename(path, numbered(1)).map_err(|e| os_error(&e))
+    open_output(path).map_err(|e| os_error(&e))
+}
+
+/// Moves `path` out of the way at a rotation: to a staging name for the compression
+/// worker (which numbers the backups), or, without compression, to `path.1` after
+/// shifting the backups here.
+fn stage_or_shift(path: &Path, policy: Policy, next_staged: &mut u64) -> Result<(), String> {
+    if policy.compress {
+        let staged = staged_path(path, *next_staged);
+        *next_staged += 1;
+        std::fs::rename(path, &staged).map_err(|e| os_error(&e))?;
+        let job = Job {
+            base: path.to_path_buf(),
+            staged,
+            backups: policy.backups,
+        };
+        return match compress::submit(job) {
+            Ok(()) => Ok(()),
+            // No worker: keep it uncompressed, numbered here.
+            Err(job) => {
+                shift_backups(path, policy.backups)?;
+                std::fs::rename(&job.staged, numbered(path, 1, "")).map_err(|e| os_error(&e))
+            }
+        };
+    }
+    shift_backups(path, policy.backups)?;
+    std::fs::rename(path, numbered(path, 1, "")).map_err(|e| os_error(&e))
+}
+
+/// `FILE.rotating-N`.
+fn staged_path(path: &Path, n: u64) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".rotating-{n}"));
+    PathBuf::from(name)
+}
+
+/// Staged files of `path` that a previous supervisor left, oldest first.
+fn leftover_staged(path: &Path) -> Vec<(u64, PathBuf)> {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Vec::new();
+    };
+    let prefix = format!("{}.rotating-", name.to_string_lossy());
+    let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    }) else {
+        return Vec::new();
+    };
+    let mut found: Vec<(u64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let file_name = entry.file_name();
+            let n = file_name.to_str()?.strip_prefix(&prefix)?.parse().ok()?;
+            Some((n, entry.path()))
+        })
+        .collect();
+    found.sort();
+    found
 }
 
 #[cfg(test)]
@@ -228,11 +405,134 @@ mod tests {
         std::fs::read_to_string(path).unwrap_or_default()
     }
 
+    fn by_size(max_bytes: u64, backups: u32) -> Policy {
+        Policy {
+            max_bytes,
+            period: None,
+            backups,
+            compress: false,
+            owner: None,
+        }
+    }
+
+    fn gunzip(path: &Path) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(File::open(path).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        text
+    }
+
+    fn at(seconds: u64) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(seconds)
+    }
+
+    #[test]
+    fn periods_end_on_the_hour_and_at_midnight_utc() {
+        let hour = Duration::from_secs(3600);
+        let day = Duration::from_secs(86_400);
+        // 2023-11-14T22:13:20Z
+        assert_eq!(period_end(at(1_700_000_000), hour), at(1_700_002_800));
+        assert_eq!(period_end(at(1_700_000_000), day), at(1_700_006_400));
+        // At the boundary itself, the next period has begun.
+        assert_eq!(period_end(at(1_700_006_400), day), at(1_700_092_800));
+    }
+
+    #[test]
+    fn a_file_rotates_when_its_hour_is_over_and_not_when_empty() {
+        let d = dir("time");
+        let path = d.join("out.log");
+        let policy = Policy {
+            max_bytes: u64::MAX,
+            period: Some(Duration::from_secs(3600)),
+            backups: 5,
+            compress: false,
+            owner: None,
+        };
+        let start = 1_700_000_000; // 22:13:20
+        let mut file = RotatingFile::open_at(&path, policy, at(start)).unwrap();
+        file.write_at(b"a\n", at(start));
+        file.write_at(b"b\n", at(start + 2799)); // 22:59:59
+        file.write_at(b"c\n", at(start + 2800)); // 23:00:00: a new file
+        assert_eq!(read(&d.join("out.log.1")), "a\nb\n");
+        assert_eq!(read(&path), "c\n");
+        // A quiet hour: the deadline rotates it; a second quiet hour leaves the empty file.
+        file.rotate_if_over(at(start + 2800 + 3600));
+        assert_eq!(read(&d.join("out.log.1")), "c\n");
+        assert_eq!(read(&path), "");
+        file.rotate_if_over(at(start + 2800 + 7200));
+        assert_eq!(read(&d.join("out.log.2")), "a\nb\n");
+        assert!(!d.join("out.log.3").exists());
+        // The clock set back a day: the period is counted from the new time.
+        file.write_at(b"d\n", at(start - 86_400));
+        file.write_at(b"e\n", at(start - 86_400 + 2800));
+        assert_eq!(read(&d.join("out.log.1")), "d\n");
+        assert_eq!(read(&path), "e\n");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn rotated_files_are_compressed_with_every_line_once_in_order() {
+        let d = dir("gzip");
+        let path = d.join("out.log");
+        let policy = Policy {
+            max_bytes: 1000,
+            period: None,
+            backups: 100,
+            compress: true,
+            owner: None,
+        };
+        let mut file = RotatingFile::open(&path, policy).unwrap();
+        let mut all = String::new();
+        for i in 0..1000 {
+            let line = format!("line {i:04}\n");
+            all.push_str(&line);
+            file.write(line.as_bytes());
+        }
+        assert!(compress::finish(Duration::from_secs(30)));
+        let mut kept = String::new();
+        for n in (1..=9).rev() {
+            let rotated = d.join(format!("out.log.{n}.gz"));
+            assert!(rotated.exists(), "no {}", rotated.display());
+            kept.push_str(&gunzip(&rotated));
+        }
+        assert!(!d.join("out.log.10.gz").exists());
+        kept.push_str(&read(&path));
+        assert_eq!(kept, all);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn staged_files_left_by_a_killed_supervisor_are_compressed_at_open() {
+        let d = dir("leftover");
+        let path = d.join("out.log");
+        std::fs::write(d.join("out.log.rotating-3"), "older\n").unwrap();
+        std::fs::write(d.join("out.log.rotating-7"), "newer\n").unwrap();
+        std::fs::write(&path, "last\n").unwrap();
+        let policy = Policy {
+            max_bytes: 1000,
+            period: None,
+            backups: 5,
+            compress: true,
+            owner: None,
+        };
+        let mut file = RotatingFile::open(&path, policy).unwrap();
+        file.write(b"new\n");
+        assert!(compress::finish(Duration::from_secs(30)));
+        assert_eq!(gunzip(&d.join("out.log.3.gz")), "older\n");
+        assert_eq!(gunzip(&d.join("out.log.2.gz")), "newer\n");
+        assert_eq!(gunzip(&d.join("out.log.1.gz")), "last\n");
+        assert_eq!(read(&path), "new\n");
+        assert!(!d.join("out.log.rotating-8").exists());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
     #[test]
     fn rotates_between_lines_and_keeps_n_backups() {
         let d = dir("n");
         let path = d.join("out.log");
-        let mut file = RotatingFile::open(&path, 20, 2, None).unwrap();
+        let mut file = RotatingFile::open(&path, by_size(20, 2)).unwrap();
         let mut all = String::new();
         for i in 0..10 {
             let line = format!("line {i:02}\n"); // 8 bytes
@@ -251,7 +551,7 @@ mod tests {
     fn chunks_are_split_at_line_boundaries_and_long_lines_get_their_own_file() {
         let d = dir("chunk");
         let path = d.join("out.log");
-        let mut file = RotatingFile::open(&path, 10, 5, None).unwrap();
+        let mut file = RotatingFile::open(&path, by_size(10, 5)).unwrap();
         file.write(b"aaaa\nbbbb\ncccc\n");
         file.write(b"this line is longer than ten bytes\nz\n");
         let files: Vec<String> = (1..=4)
@@ -275,7 +575,7 @@ mod tests {
     fn without_backups_the_file_starts_over() {
         let d = dir("zero");
         let path = d.join("out.log");
-        let mut file = RotatingFile::open(&path, 10, 0, None).unwrap();
+        let mut file = RotatingFile::open(&path, by_size(10, 0)).unwrap();
         file.write(b"12345678\nabc\n");
         assert_eq!(read(&path), "abc\n");
         assert!(!d.join("out.log.1").exists());
@@ -287,7 +587,7 @@ mod tests {
         let d = dir("special");
         let link = d.join("null.log");
         std::os::unix::fs::symlink("/dev/null", &link).unwrap();
-        let mut file = RotatingFile::open(&link, 4, 3, None).unwrap();
+        let mut file = RotatingFile::open(&link, by_size(4, 3)).unwrap();
         file.write(b"123\n456\n789\n");
         assert!(std::path::Path::new("/dev/null").exists());
         assert!(!d.join("null.log.1").exists());
@@ -299,7 +599,7 @@ mod tests {
         let d = dir("old");
         let path = d.join("out.log");
         std::fs::write(&path, "from before\n").unwrap();
-        let mut file = RotatingFile::open(&path, 100, 1, None).unwrap();
+        let mut file = RotatingFile::open(&path, by_size(100, 1)).unwrap();
         file.write(b"new\n");
         assert_eq!(read(&d.join("out.log.1")), "from before\n");
         assert_eq!(read(&path), "new\n");

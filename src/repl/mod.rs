@@ -19,6 +19,7 @@
 pub(crate) mod complete;
 pub(crate) mod evaluator;
 pub(crate) mod input;
+mod keys;
 pub(crate) mod remote;
 pub(crate) mod render;
 mod terminal;
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 pub(crate) use evaluator::{Evaluator, Local, Reply, Unanswered};
 use input::{Command, Completeness};
+use keys::OnInterrupt;
 
 use crossbeam_channel::Sender;
 
@@ -85,7 +87,7 @@ impl FrontEnd {
             .stack_size(FRONT_END_STACK)
             .spawn(move || {
                 let _stop_if_lost = StopIfLost(events);
-                front_end(interactive, evaluator, front_gate)
+                front_end(interactive, evaluator, front_gate, OnInterrupt::Signal)
             })
             .map_err(|e| format!("cannot start the REPL thread: {e}"))?;
         Ok(FrontEnd {
@@ -149,10 +151,13 @@ pub fn attach_over_ssh(
 
 fn attached(connection: Box<dyn crate::control::Connection>) -> i32 {
     let interactive = terminal::available();
+    // Ctrl-C cannot stop a statement that runs there; it ends this process, as
+    // SIGINT always did here.
     front_end(
         interactive,
         Box::new(remote::Remote::new(connection)),
         Arc::new(Gate::default()),
+        OnInterrupt::Exit,
     );
     0
 }
@@ -175,10 +180,15 @@ impl Drop for StopIfLost {
 }
 
 /// The front end's thread: a terminal or plain console, and the session on it.
-fn front_end(interactive: bool, evaluator: Box<dyn Evaluator + Send>, gate: Arc<Gate>) {
+fn front_end(
+    interactive: bool,
+    evaluator: Box<dyn Evaluator + Send>,
+    gate: Arc<Gate>,
+    on_interrupt: OnInterrupt,
+) {
     let evaluator = Rc::new(RefCell::new(evaluator));
     let mut console: Box<dyn Console> = if interactive {
-        match terminal::Terminal::open(evaluator.clone(), gate.clone()) {
+        match terminal::Terminal::open(evaluator.clone(), gate.clone(), on_interrupt) {
             Ok(terminal) => {
                 gate.set_output(terminal.output());
                 Box::new(terminal)

@@ -297,7 +297,9 @@ Keys (Emacs):
   Ctrl-K, Ctrl-U     delete to the end, to the start; Ctrl-Y puts it back
   Ctrl-C             clear the input; while a statement runs, stop it
   Ctrl-D             on an empty line: leave as :quit does; at `...>`: run the
-                     unfinished statement as it stands (to see what is wrong)";
+                     unfinished statement as it stands (to see what is wrong)
+
+Typed ahead or pasted, lines wait and run one by one, as if typed at the prompt.";
 
 #[cfg(test)]
 mod tests {

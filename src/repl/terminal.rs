@@ -1,6 +1,6 @@
 //! The REPL on a terminal: a rustyline editor (Emacs keys, history in a file, Ctrl-R,
-//! Tab completion) on the front end's thread, and an output thread that prints
-//! everything else the process says above the prompt.
+//! Tab completion) on the front end's thread, fed what is typed by `keys`, and an
+//! output thread that prints everything else the process says above the prompt.
 //!
 //! Node output, script prints and logs reach `console::write` on the loop thread while
 //! the user types. A `console::Sink` hands them to the output thread, which gives them
@@ -12,6 +12,7 @@
 
 use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use rustyline::{CompletionType, Config, EditMode, Editor, ExternalPrinter, Helpe
 
 use super::complete::{self, Want};
 use super::evaluator::{Evaluator, Names};
+use super::keys::{Feed, Keys, OnInterrupt};
 use super::{Console, Gate, Read};
 use crate::config::Stream;
 use crate::console::{self, Sink};
@@ -164,28 +166,25 @@ fn print_queued<P: ExternalPrinter>(
     }
 }
 
-/// The terminal's settings before the editor changed them, to put back if the REPL
-/// must leave while the editor waits for a key (the supervisor was told to stop).
-pub struct SavedTerminal(Termios);
+/// The terminal's settings before the REPL changed them, to put back if it must leave
+/// while the editor waits for a key (the supervisor was told to stop). Kept with the
+/// terminal itself, since the editor's side of `keys` takes its place on fd 0.
+pub struct SavedTerminal {
+    terminal: OwnedFd,
+    settings: Termios,
+}
 
 impl SavedTerminal {
     pub fn save() -> Option<SavedTerminal> {
-        tcgetattr(std::io::stdin()).ok().map(SavedTerminal)
+        let stdin = std::io::stdin();
+        let settings = tcgetattr(&stdin).ok()?;
+        let terminal = stdin.as_fd().try_clone_to_owned().ok()?;
+        Some(SavedTerminal { terminal, settings })
     }
 
     /// Puts the settings back (and turns bracketed paste off again).
     pub fn restore(&self) {
-        let stdin = std::io::stdin();
-        // The editor switches to raw mode right after it last looked at the gate, so
-        // it may do so just after this: look again, briefly.
-        for _ in 0..20 {
-            let _ = tcsetattr(&stdin, SetArg::TCSADRAIN, &self.0);
-            std::thread::sleep(Duration::from_millis(5));
-            let now = tcgetattr(&stdin).ok();
-            if now.is_none_or(|now| now.local_flags == self.0.local_flags) {
-                break;
-            }
-        }
+        let _ = tcsetattr(&self.terminal, SetArg::TCSADRAIN, &self.settings);
         write_direct(Stream::Stdout, b"\x1b[?2004l");
     }
 }
@@ -194,6 +193,8 @@ impl SavedTerminal {
 struct ReplHelper {
     evaluator: Rc<RefCell<Box<dyn Evaluator + Send>>>,
     files: FilenameCompleter,
+    /// What feeds the editor its keys (none where rustyline reads stdin itself).
+    feed: Option<Arc<Feed>>,
 }
 
 impl Completer for ReplHelper {
@@ -242,6 +243,16 @@ impl Completer for ReplHelper {
 
 impl Hinter for ReplHelper {
     type Hint = String;
+
+    /// No hints. rustyline asks for one on every redraw, the first time after it has
+    /// put its terminal in raw mode and before it reads a key: the moment the feeder
+    /// needs (see `keys`).
+    fn hint(&self, _line: &str, _pos: usize, _context: &rustyline::Context<'_>) -> Option<String> {
+        if let Some(feed) = &self.feed {
+            feed.editor_reading();
+        }
+        None
+    }
 }
 
 impl Highlighter for ReplHelper {}
@@ -266,6 +277,9 @@ pub fn history_path() -> Option<PathBuf> {
 /// The REPL's console on a terminal.
 pub struct Terminal {
     editor: Editor<ReplHelper, DefaultHistory>,
+    /// The terminal's input, read by us and fed to the editor (none where rustyline
+    /// cannot drive the terminal and reads lines from stdin).
+    keys: Option<Keys>,
     output: Output,
     /// Disconnects when the output thread has ended.
     output_ended: Receiver<()>,
@@ -277,17 +291,24 @@ pub struct Terminal {
 }
 
 impl Terminal {
-    /// Sets up the editor and the output thread, and sends the process's output
-    /// through it until `close`.
+    /// Sets up the editor, the terminal's input and the output thread, and sends the
+    /// process's output through it until `close`. `on_interrupt`: what Ctrl-C does
+    /// while a statement runs.
     pub fn open(
         evaluator: Rc<RefCell<Box<dyn Evaluator + Send>>>,
         gate: Arc<Gate>,
+        on_interrupt: OnInterrupt,
     ) -> Result<Terminal, String> {
         let config = Config::builder()
             .edit_mode(EditMode::Emacs)
             .completion_type(CompletionType::List)
             .auto_add_history(false)
             .history_ignore_space(true)
+            // `keys` keeps bracketed paste on for the whole session, and the feeder
+            // relies on rustyline not reading (for the cursor position) before its
+            // first redraw.
+            .bracketed_paste(false)
+            .check_cursor_position(false)
             .history_ignore_dups(true)
             .and_then(|c| c.max_history_size(HISTORY_SIZE))
             .map_err(|e| format!("cannot set up the line editor: {e}"))?
@@ -296,10 +317,6 @@ impl Terminal {
             && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
         let mut editor: Editor<ReplHelper, DefaultHistory> = Editor::with_config(config)
             .map_err(|e| format!("cannot set up the line editor: {e}"))?;
-        editor.set_helper(Some(ReplHelper {
-            evaluator,
-            files: FilenameCompleter::new(),
-        }));
         let history = history_path();
         let mut history_failed = false;
         if let Some(path) = &history {
@@ -313,16 +330,33 @@ impl Terminal {
             }
         }
         // A terminal rustyline cannot drive (TERM=dumb) has no external printer:
-        // output is then written as it comes.
+        // output is then written as it comes, and rustyline reads lines from stdin.
         let printer = editor.create_external_printer().ok();
+        let drives_terminal = printer.is_some();
         let (output, output_ended) =
             start_output(printer).map_err(|e| format!("cannot start the output thread: {e}"))?;
+        let keys = if drives_terminal {
+            // Printed above the prompt, even nothing makes the editor draw it again.
+            let printer = output.clone();
+            let redraw = Box::new(move || printer.print(Stream::Stdout, String::new()));
+            let keys = Keys::start(on_interrupt, redraw)
+                .map_err(|e| format!("cannot take over the terminal's input: {e}"))?;
+            Some(keys)
+        } else {
+            None
+        };
+        editor.set_helper(Some(ReplHelper {
+            evaluator,
+            files: FilenameCompleter::new(),
+            feed: keys.as_ref().map(Keys::feed),
+        }));
         console::set_sink(Some(Box::new(QueueSink {
             output: output.clone(),
             stderr_is_terminal: std::io::stderr().is_terminal(),
         })));
         Ok(Terminal {
             editor,
+            keys,
             output,
             output_ended,
             gate,
@@ -373,6 +407,9 @@ impl Console for Terminal {
         } else {
             self.editor.readline(&(PROMPT, PROMPT_STYLED))
         };
+        if let Some(keys) = &self.keys {
+            keys.feed().editor_done();
+        }
         if !self.gate.end_read() {
             return Read::Gone;
         }
@@ -428,6 +465,9 @@ impl Console for Terminal {
             .is_ok()
         {
             let _ = self.output_ended.recv_timeout(4 * FLUSH_PATIENCE);
+        }
+        if let Some(keys) = self.keys.as_mut() {
+            keys.close();
         }
     }
 }

@@ -65,6 +65,9 @@ pub enum Notice {
         /// Why, when more is known than the status: `out of memory (limit 64 MiB)`.
         reason: Option<String>,
     },
+    /// `node` is gone from the table (destroyed, and its last process has exited; or
+    /// shutdown): no more output will come from it.
+    Removed { node: String },
 }
 
 /// What `create` did with a node it accepted.
@@ -119,6 +122,9 @@ enum Deadline {
     ProbeTimeout(ProcId),
     /// The node's watchdog, if its count still is this one.
     Watchdog(Slot, u32),
+    /// The end of a period of the output files of the node in this slot (rotation by
+    /// time); stale unless it is the node's `rotation_due`.
+    Rotate(Slot),
 }
 
 /// A node's place in the table.
@@ -323,6 +329,7 @@ impl Supervisor {
         self.names.insert(name, slot);
         self.settle(slot);
         self.log_hopeless(slot);
+        self.schedule_rotation(slot, now);
         Ok(Placed::Here)
     }
 
@@ -682,6 +689,11 @@ impl Supervisor {
         self.names.keys().map(String::as_str)
     }
 
+    /// Whether a node of this name exists (has not been destroyed).
+    pub fn exists(&self, name: &str) -> bool {
+        self.names.contains_key(name)
+    }
+
     /// The I/O thread saw process `proc` exit (after delivering its output).
     pub fn process_exited(&mut self, proc: ProcId) {
         if proc.0 & PROBE != 0 {
@@ -790,10 +802,10 @@ impl Supervisor {
             if *at > now {
                 break;
             }
-            let Some(Reverse((_, deadline))) = self.deadlines.pop() else {
+            let Some(Reverse((at, deadline))) = self.deadlines.pop() else {
                 break;
             };
-            self.deadline(deadline);
+            self.deadline(at, deadline);
         }
         self.backend.fire_due(now);
         self.backend.tidy(now);
@@ -834,6 +846,23 @@ impl Supervisor {
 
     pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
+    }
+
+    /// Keeps a deadline for the end of the current period of the node's output files,
+    /// when they rotate by time. One wake-up per period: the loop sleeps until then.
+    fn schedule_rotation(&mut self, slot: Slot, now: Instant) {
+        let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let node = &mut entry.node;
+        let Some(wait) = node.files.until_rotation() else {
+            return;
+        };
+        // At least a millisecond ahead: the wall clock that the period ends by and the
+        // loop's clock may disagree by a little, and a due deadline must not spin.
+        let at = now + wait.max(std::time::Duration::from_millis(1));
+        node.rotation_due = Some(at);
+        self.deadlines.push(Reverse((at, Deadline::Rotate(slot))));
     }
 
     fn entry(&self, slot: Slot) -> Option<&Entry> {
@@ -1049,6 +1078,9 @@ impl Supervisor {
             }
         }
         self.free.push(slot);
+        self.notices.push(Notice::Removed {
+            node: entry.node.config.name.clone(),
+        });
         // What it depended on may be stopped now; what depended on it learns it is gone.
         let deps: Vec<String> = entry.deps.keys().cloned().collect();
         for dep in deps {
@@ -1292,9 +1324,19 @@ impl Supervisor {
         self.step(slot, Input::Destroy);
     }
 
-    fn deadline(&mut self, deadline: Deadline) {
+    fn deadline(&mut self, at: Instant, deadline: Deadline) {
         let now = self.backend.now();
         match deadline {
+            Deadline::Rotate(slot) => {
+                let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
+                    return;
+                };
+                if entry.node.rotation_due != Some(at) {
+                    return;
+                }
+                entry.node.files.rotate_due();
+                self.schedule_rotation(slot, now);
+            }
             Deadline::Revive(slot) if !self.stopping => self.step(slot, Input::RevivalDue),
             Deadline::Revive(_) => {}
             Deadline::Kill(proc) => self.step(slot_of(proc), Input::KillDue { proc }),

@@ -251,6 +251,8 @@ pub struct Node {
     pub output: OutputTail,
     /// Its stdout and stderr files, when the supervisor writes and rotates them.
     pub files: OutputFiles,
+    /// When the supervisor looks at `files` next, to rotate them by time.
+    pub rotation_due: Option<Instant>,
 }
 
 /// The time between SIGTERM and SIGKILL for a node of `config`.
@@ -284,6 +286,7 @@ impl Node {
             last_exit: None,
             output: OutputTail::default(),
             files,
+            rotation_due: None,
         };
         if let Some(instance) = instance {
             node.started_once = true;

@@ -14,6 +14,15 @@ use serde_json::Value;
 use super::Limits;
 use crate::control::handle::Peer;
 use crate::control::{MAX_LINE, Response};
+use crate::feed::Follower;
+
+/// A connection that streams: the id of its `follow` request, and its feed.
+pub(super) struct Following {
+    pub(super) id: Value,
+    /// Shared only for the length of one `pump`; when the connection lets go of it, the
+    /// feed is closed.
+    pub(super) follower: std::sync::Arc<Follower>,
+}
 
 /// How far a connection has come, from the client's side.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +64,11 @@ pub(super) struct Conn {
     pub(super) waiting_since: Instant,
     pub(super) line_since: Option<Instant>,
     pub(super) answered: u64,
+    /// The feed of a `follow` request the loop is working on.
+    pub(super) subscribing: Option<Follower>,
+    /// The stream this connection carries (after the response to its `follow`): no
+    /// request is taken until it ends.
+    pub(super) follow: Option<Following>,
 }
 
 impl Conn {
@@ -77,6 +91,8 @@ impl Conn {
             waiting_since: now,
             line_since: None,
             answered: 0,
+            subscribing: None,
+            follow: None,
         }
     }
 
@@ -119,7 +135,7 @@ impl Conn {
         if self.output_pending() {
             return Some(self.output_since + limits.write_timeout);
         }
-        if self.in_flight.is_some() || self.closing {
+        if self.in_flight.is_some() || self.closing || self.follow.is_some() {
             return None;
         }
         if let Some(since) = self.line_since {
@@ -208,7 +224,13 @@ pub(super) fn write_pending(conn: &mut Conn) {
     while conn.output_pending() {
         let flags = MsgFlags::MSG_NOSIGNAL | MsgFlags::MSG_DONTWAIT;
         match send(conn.stream.as_raw_fd(), &conn.output[conn.written..], flags) {
-            Ok(n) => conn.written += n,
+            Ok(n) => {
+                conn.written += n;
+                if conn.follow.is_some() {
+                    // A stream never ends: what counts is that the client keeps taking it.
+                    conn.output_since = Instant::now();
+                }
+            }
             Err(Errno::EINTR) => continue,
             Err(Errno::EAGAIN) => return,
             Err(_) => {
@@ -221,6 +243,22 @@ pub(super) fn write_pending(conn: &mut Conn) {
     conn.output.clear();
     conn.written = 0;
     conn.waiting_since = Instant::now();
+}
+
+/// Queues stream lines for a client: like `respond`, but they answer nothing new.
+pub(super) fn queue_stream(conn: &mut Conn, lines: &[u8]) {
+    if conn.is_gone() || lines.is_empty() {
+        return;
+    }
+    if conn.output_pending() {
+        // Drop what was written, so a stream that never drains does not grow the buffer.
+        conn.output.drain(..conn.written);
+    } else {
+        conn.output.clear();
+        conn.output_since = Instant::now();
+    }
+    conn.written = 0;
+    conn.output.extend_from_slice(lines);
 }
 
 /// Reads what the client sent, without blocking, until more than `limit` bytes wait.

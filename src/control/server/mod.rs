@@ -14,6 +14,13 @@
 //! client can make us hold is bounded: a line (`MAX_LINE`), one answer, a number of
 //! clients, and the time it may take to send a line, to be idle, or to read its answer.
 //!
+//! A `follow` request is in flight until its stream ends: after its response the
+//! connection carries stream lines, which this thread takes from the follower's feed
+//! (`crate::feed`, filled by the loop) whenever the connection's output runs short.
+//! The feed's budget, this thread's share of the output (`STREAM_SHORT`) and the
+//! socket's buffer bound what a follower costs; a follower that takes nothing for
+//! `write_timeout` is disconnected, which closes its feed.
+//!
 //! The socket file is `socket`'s business, a connection `conn`'s; peers are checked
 //! with `SO_PEERCRED` (same user or root).
 
@@ -38,10 +45,11 @@ use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 use serde_json::Value;
 
 use super::handle::{Peer, execute};
-use super::{MAX_LINE, Response, decode, too_long};
+use super::{Command, MAX_LINE, Response, decode, stream_line, too_long};
 use crate::event_loop::{Event, EventLoop};
+use crate::feed::{Entry, Follower};
 use crate::process::os_error;
-use conn::{Conn, read_available, reject, respond, write_pending};
+use conn::{Conn, Following, queue_stream, read_available, reject, respond, write_pending};
 use socket::{bind, remove_if_ours};
 
 /// How much a client may make the control thread hold or wait for.
@@ -123,6 +131,10 @@ const READ_CHUNK: usize = 64 * 1024;
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 /// How long accepting pauses after accept failed (say, out of file descriptors).
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// What a follower's feed may hold: about 2,000 lines of 30 bytes, or fewer longer ones.
+pub const FEED_BUDGET: usize = 128 * 1024;
+/// A streaming connection's output is refilled from its feed when less than this waits.
+const STREAM_SHORT: usize = 64 * 1024;
 
 impl Server {
     /// Binds `path` (relative to the current directory) and starts the control thread,
@@ -293,6 +305,7 @@ impl Serve {
                 self.service(index, flags);
             }
             for index in 0..self.conns.len() {
+                self.pump(index);
                 self.advance(index);
             }
         }
@@ -312,7 +325,9 @@ impl Serve {
             if deadline > now {
                 continue;
             }
-            let why = if conn.output_pending() {
+            let why = if conn.follow.is_some() {
+                "took nothing of its stream in time"
+            } else if conn.output_pending() {
                 "does not read its answer"
             } else if conn.line_since.is_some() {
                 "did not finish its request line in time"
@@ -321,7 +336,12 @@ impl Serve {
             } else {
                 "was idle too long"
             };
-            log::debug!("dropping control client (pid {}): it {why}", conn.peer.pid);
+            if conn.follow.is_some() {
+                // Worth telling: someone who follows a node just lost its stream.
+                log::info!("dropping a follower (pid {}): it {why}", conn.peer.pid);
+            } else {
+                log::debug!("dropping control client (pid {}): it {why}", conn.peer.pid);
+            }
             // No message: a client reading later would take it for the answer to its
             // next request. A client that finds the connection closed reconnects.
             conn.set_gone();
@@ -337,6 +357,59 @@ impl Serve {
             let conn = &mut self.conns[index];
             conn.in_flight = None;
             respond(conn, &response);
+            if let Some(follower) = conn.subscribing.take() {
+                if response.ok && !conn.is_gone() {
+                    conn.follow = Some(Following {
+                        id: response.id,
+                        follower: std::sync::Arc::new(follower),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Moves stream lines from a following connection's feed to its output while the
+    /// output runs short; ends the stream when the feed has ended or the client is gone.
+    fn pump(&mut self, index: usize) {
+        let conn = &mut self.conns[index];
+        let Some(following) = &conn.follow else {
+            return;
+        };
+        // Handles of our own for the length of this call, so `conn` can be written to.
+        let (id, follower) = (following.id.clone(), following.follower.clone());
+        if conn.is_gone() || conn.closing {
+            conn.follow = None; // closes the feed
+            return;
+        }
+        // Until the feed is empty (its next item wakes this thread) or the socket is full
+        // (it wakes this thread when the client reads): stopping anywhere else would
+        // leave entries that nothing comes back for.
+        let mut entries = Vec::new();
+        let mut lines = Vec::new();
+        let mut ended = false;
+        loop {
+            lines.clear();
+            while !ended && conn.output.len() - conn.written + lines.len() < STREAM_SHORT {
+                entries.clear();
+                follower.take(STREAM_SHORT, &mut entries);
+                if entries.is_empty() {
+                    break;
+                }
+                for entry in &entries {
+                    ended |= encode_entry(&id, entry, &mut lines);
+                }
+            }
+            if lines.is_empty() {
+                break;
+            }
+            queue_stream(conn, &lines);
+            write_pending(conn);
+            if ended || conn.output_pending() || conn.is_gone() {
+                break;
+            }
+        }
+        if ended {
+            conn.follow = None;
         }
     }
 
@@ -442,6 +515,7 @@ impl Serve {
         loop {
             let conn = &mut self.conns[index];
             if conn.in_flight.is_some()
+                || conn.follow.is_some()
                 || conn.closing
                 || (!conn.is_gone() && conn.output_pending())
             {
@@ -497,8 +571,17 @@ impl Serve {
         let (id, conn_id, peer) = (request.id.clone(), conn.id, conn.peer);
         let replies = self.reply_tx.clone();
         let control = self.control.clone();
+        let feed = if matches!(request.command, Command::Follow(_)) {
+            let waker = self.control.clone();
+            let follower = Follower::new(FEED_BUDGET, move || waker.wake());
+            let feed = follower.feed();
+            conn.subscribing = Some(follower);
+            Some(feed)
+        } else {
+            None
+        };
         let task = move |event_loop: &mut EventLoop| {
-            let response = execute(event_loop, peer, request);
+            let response = execute(event_loop, peer, request, feed);
             if replies
                 .send(Reply {
                     conn: conn_id,
@@ -514,12 +597,17 @@ impl Serve {
             .send_timeout(Event::Task(Box::new(task)), self.limits.busy_timeout)
         {
             Ok(()) => self.conns[index].in_flight = Some(id),
-            Err(SendTimeoutError::Timeout(_)) => respond(
-                &mut self.conns[index],
-                &Response::error(id, "the supervisor is busy; try again"),
-            ),
+            Err(SendTimeoutError::Timeout(_)) => {
+                let conn = &mut self.conns[index];
+                conn.subscribing = None;
+                respond(
+                    conn,
+                    &Response::error(id, "the supervisor is busy; try again"),
+                );
+            }
             Err(SendTimeoutError::Disconnected(_)) => {
                 let conn = &mut self.conns[index];
+                conn.subscribing = None;
                 respond(
                     conn,
                     &Response::error(id, "the supervisor is shutting down"),
@@ -535,10 +623,27 @@ impl Serve {
         self.take_replies();
         for conn in &mut self.conns {
             if let Some(id) = conn.in_flight.take() {
+                conn.subscribing = None;
                 respond(
                     conn,
                     &Response::error(id, "the supervisor stopped before answering"),
                 );
+            }
+            // A stream gets what its feed still holds, then its end.
+            if let Some(following) = conn.follow.take() {
+                let mut entries = Vec::new();
+                following.follower.take(usize::MAX, &mut entries);
+                let mut lines = Vec::new();
+                let mut ended = false;
+                for entry in &entries {
+                    ended |= encode_entry(&following.id, entry, &mut lines);
+                }
+                if !ended {
+                    let end = Entry::End("the supervisor is stopping".into());
+                    encode_entry(&following.id, &end, &mut lines);
+                }
+                queue_stream(conn, &lines);
+                write_pending(conn);
             }
             conn.closing = true;
         }
@@ -565,6 +670,17 @@ impl Serve {
             }
         }
     }
+}
+
+/// Appends the stream line of `entry` for request `id`; true for the stream's end.
+fn encode_entry(id: &Value, entry: &Entry, lines: &mut Vec<u8>) -> bool {
+    let line = match entry {
+        Entry::Item(item) => stream_line(id, "item", item),
+        Entry::Missed(n) => stream_line(id, "missed", &Value::from(*n)),
+        Entry::End(reason) => stream_line(id, "end", &Value::from(reason.as_str())),
+    };
+    lines.extend_from_slice(&line);
+    matches!(entry, Entry::End(_))
 }
 
 /// A poll timeout that does not wake before `wait` is over.
