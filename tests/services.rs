@@ -791,6 +791,11 @@ fn no_cgroup_is_left_after_a_destroy_a_refused_create_or_the_supervisor() {
         "{out}"
     );
     let pid = running_pid(&sandbox, &sup, "a");
+    // "running" comes with the clone; the cgroup is joined just before the exec.
+    assert!(wait_until(PATIENCE, || std::fs::read_to_string(format!(
+        "/proc/{pid}/comm"
+    ))
+    .is_ok_and(|c| c.trim() == "sleep")));
     // Its limits, in each controller's cgroup.
     for (controller, file, value) in [
         (

@@ -521,18 +521,11 @@ impl Backend for Native {
     }
 
     fn usage(&self, of: &[(ProcId, Pid)]) -> Vec<Option<Usage>> {
-        // Nodes without a cgroup are counted by process group, all in one look at
-        // every process.
-        let groups: Vec<i32> = of
-            .iter()
-            .filter(|(proc, _)| !self.groups.contains_key(proc))
-            .map(|(_, pid)| pid.as_raw())
-            .collect();
-        let by_group = tree::group_usage(&groups);
         of.iter()
             .map(|(proc, pid)| match self.groups.get(proc) {
                 Some(cgroup) => Some(cgroup.usage()),
-                None => by_group.get(&pid.as_raw()).copied(),
+                // Without a cgroup: its process group, from the leader down.
+                None => tree::group_usage(pid.as_raw()),
             })
             .collect()
     }

@@ -126,23 +126,48 @@ pub fn usage_of(pid: i32) -> Option<(i32, super::Usage)> {
     ))
 }
 
-/// What the processes of each of `groups` use, summed over one look at every process.
-pub fn group_usage(groups: &[i32]) -> std::collections::HashMap<i32, super::Usage> {
-    let mut usage: std::collections::HashMap<i32, super::Usage> = std::collections::HashMap::new();
-    if groups.is_empty() {
-        return usage;
-    }
-    for pid in every_process() {
-        let Some((pgrp, of)) = usage_of(pid) else {
-            continue;
-        };
-        if groups.contains(&pgrp) {
-            let sum = usage.entry(pgrp).or_default();
-            sum.cpu += of.cpu;
-            sum.memory += of.memory;
+/// What the processes of the process group led by `leader` use: the leader and its
+/// descendants still in its group, found through the kernel's lists of children, so the
+/// cost is that of the node's own processes, not of every process on the machine. Where
+/// the kernel keeps no lists, every process is looked at.
+pub fn group_usage(leader: i32) -> Option<super::Usage> {
+    let mut sum: Option<super::Usage> = None;
+    let mut add = |of: super::Usage| {
+        let total = sum.get_or_insert_with(super::Usage::default);
+        total.cpu += of.cpu;
+        total.memory += of.memory;
+    };
+    let mut queue = vec![leader];
+    let mut seen = 0;
+    while let Some(pid) = queue.pop() {
+        seen += 1;
+        if seen > 100_000 {
+            break;
+        }
+        if let Some((pgrp, of)) = usage_of(pid) {
+            if pgrp == leader {
+                add(of);
+            }
+        }
+        match listed_children(pid) {
+            Some(children) => queue.extend(children),
+            None => {
+                // No lists: one look at every process instead.
+                let mut total = None;
+                for pid in every_process() {
+                    if let Some((pgrp, of)) = usage_of(pid) {
+                        if pgrp == leader {
+                            let sum: &mut super::Usage = total.get_or_insert_with(Default::default);
+                            sum.cpu += of.cpu;
+                            sum.memory += of.memory;
+                        }
+                    }
+                }
+                return total;
+            }
         }
     }
-    usage
+    sum
 }
 
 fn clock_ticks() -> f64 {
