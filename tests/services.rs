@@ -62,6 +62,27 @@ fn running_pid(sandbox: &Sandbox, sup: &Process, node: &str) -> i32 {
     last[node]["pid"].as_i64().unwrap() as i32
 }
 
+/// The supervisor of a test whose nodes have cgroups: stopped with SIGTERM, and waited
+/// for, when the test ends (by a panic too), so that it stops every process in its
+/// nodes' cgroups and removes them, which a SIGKILL would leave to the next supervisor.
+struct Supervised(Process);
+
+impl std::ops::Deref for Supervised {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.child.try_wait() {
+            self.0.signal(SIGTERM);
+            let _ = self.0.wait_exit(PATIENCE);
+        }
+    }
+}
+
 /// Python itself, not a shim in `PATH` that forks (which a pids limit would refuse).
 fn python() -> &'static str {
     if Path::new("/usr/bin/python3").exists() {
@@ -579,7 +600,7 @@ fn a_node_past_its_memory_limit_is_killed_named_and_revived() {
         "#
         .replace("PYTHON", python()),
     );
-    let sup = sandbox.start(&["run", "s.rhai"]);
+    let sup = Supervised(sandbox.start(&["run", "s.rhai"]));
     let first = sup
         .expect_stdout("\n")
         .lines()
@@ -633,7 +654,7 @@ fn a_pids_limit_holds_the_whole_node() {
         "#
         .replace("PYTHON", python()),
     );
-    let sup = sandbox.start(&["run", "s.rhai"]);
+    let sup = Supervised(sandbox.start(&["run", "s.rhai"]));
     let first = sup
         .expect_stdout("\n")
         .lines()
@@ -672,6 +693,17 @@ fn a_pids_limit_holds_the_whole_node() {
     assert!(procs.lines().count() <= 5, "{procs}");
     // The supervisor is not in it.
     assert!(!procs.lines().any(|p| p == sup.pid().to_string()));
+    // Stopped, the supervisor stops all of the node (its children too) and removes its
+    // cgroups.
+    let in_it: Vec<i32> = procs.lines().filter_map(|p| p.parse().ok()).collect();
+    let sup_pid = sup.pid();
+    drop(sup);
+    assert!(in_it.iter().all(|&p| !alive(p)), "{in_it:?}");
+    assert!(
+        supervisor_cgroups(sup_pid).is_empty(),
+        "{:?}",
+        supervisor_cgroups(sup_pid)
+    );
 }
 
 #[test]
@@ -695,7 +727,7 @@ fn a_descendant_that_escaped_its_group_and_environment_is_stopped_with_its_node(
             "#
         ),
     );
-    let sup = sandbox.start(&["run", "s.rhai"]);
+    let sup = Supervised(sandbox.start(&["run", "s.rhai"]));
     let first = sup
         .expect_stdout("\n")
         .lines()
@@ -879,7 +911,7 @@ fn status_of_a_node_says_what_its_processes_use() {
             "#
         ),
     );
-    let sup = sandbox.start(&["run", "s.rhai"]);
+    let sup = Supervised(sandbox.start(&["run", "s.rhai"]));
     for node in ["plain", "boxed"] {
         let mut nodes = Value::Null;
         let used = wait_until(PATIENCE, || {
