@@ -44,6 +44,7 @@ fn main() {
     if let Command::Run { host, .. } | Command::Repl { host, .. } = &cli.command {
         settings.host = host.names.clone();
     }
+    settings.notify_service_manager = matches!(cli.command, Command::Run { .. });
     let outcome = match (payload, cli.command) {
         (Some(payload), _) => rhai_supervisor::node::run(payload, &settings),
         (

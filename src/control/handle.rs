@@ -113,7 +113,13 @@ fn answer(
                 return Response::error(id, NOT_SUPERVISOR);
             };
             let name = name.unwrap_or_default();
-            let status = nodes.borrow().status(&name);
+            // Every node's with what its processes use, for the table's CPU % and MEM;
+            // one node's has it anyway.
+            let status = if name.is_empty() {
+                nodes.borrow().status_with_usage("")
+            } else {
+                nodes.borrow().status(&name)
+            };
             if !name.is_empty() && status.nodes.is_empty() {
                 return Response::error(id, no_such_node(&name));
             }
