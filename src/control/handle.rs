@@ -108,14 +108,14 @@ fn answer(
                 Err(error) => Response::error(id, error),
             }
         }
-        Command::Status(name) => {
+        Command::Status { node: name, usage } => {
             let Some(nodes) = event_loop.nodes() else {
                 return Response::error(id, NOT_SUPERVISOR);
             };
             let name = name.unwrap_or_default();
             // Every node's with what its processes use, for the table's CPU % and MEM;
             // one node's has it anyway.
-            let status = if name.is_empty() {
+            let status = if name.is_empty() && usage {
                 nodes.borrow().status_with_usage("")
             } else {
                 nodes.borrow().status(&name)
@@ -170,7 +170,7 @@ fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result
                 None => Err(missing(&name)),
             }
         }
-        Command::Status(_) => Err("answered by `answer`".into()),
+        Command::Status { .. } => Err("answered by `answer`".into()),
         Command::Tail { node, lines } => {
             let mut tail = supervisor.tail(&node).ok_or_else(|| missing(&node))?;
             if let Some(keep) = lines {

@@ -94,8 +94,15 @@ pub struct Request {
 pub enum Command {
     /// `Supervisor::create(config)` (boxed: a config is large next to the others).
     Create(Box<NodeConfig>),
-    /// `Supervisor::status(name)`; `None` for every node.
-    Status(Option<String>),
+    /// `Supervisor::status(name)`; `None` for every node. With `usage`, every node's
+    /// status has what its processes use (`cpu`, `memory`), which costs a look at
+    /// /proc per node; one node's has it anyway.
+    Status {
+        /// The node, or `None` for every node.
+        node: Option<String>,
+        /// Add every node's usage.
+        usage: bool,
+    },
     /// `Supervisor::restart`.
     Restart(Target),
     /// `Supervisor::destroy`.
@@ -161,11 +168,16 @@ pub enum Target {
 }
 
 impl Command {
+    /// `status` of one node or (`None`) of every node, without every node's usage.
+    pub fn status(node: Option<String>) -> Command {
+        Command::Status { node, usage: false }
+    }
+
     /// The name used in `cmd`.
     pub fn name(&self) -> &'static str {
         match self {
             Command::Create(_) => "create",
-            Command::Status(_) => "status",
+            Command::Status { .. } => "status",
             Command::Restart(_) => "restart",
             Command::Destroy(_) => "destroy",
             Command::Signal { .. } => "signal",
@@ -247,8 +259,11 @@ fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
             Command::Create(Box::new(config))
         }
         "status" => {
-            fields.allowed = &["node"];
-            Command::Status(fields.string("node")?.filter(|n| !n.is_empty()))
+            fields.allowed = &["node", "usage"];
+            Command::Status {
+                node: fields.string("node")?.filter(|n| !n.is_empty()),
+                usage: fields.boolean("usage")?.unwrap_or(false),
+            }
         }
         "restart" | "destroy" | "signal" => {
             fields.allowed = if cmd == "signal" {
@@ -452,9 +467,12 @@ impl Request {
                 let config = serde_json::to_value(config).unwrap_or(Value::Null);
                 object.insert("config".into(), config);
             }
-            Command::Status(node) => {
+            Command::Status { node, usage } => {
                 if let Some(node) = node {
                     object.insert("node".into(), node.clone().into());
+                }
+                if *usage {
+                    object.insert("usage".into(), true.into());
                 }
             }
             Command::Restart(target)
@@ -662,15 +680,15 @@ mod tests {
     fn every_command_decodes() {
         assert_eq!(
             ok(r#"{"id":1,"cmd":"status"}"#),
-            Request::new(1, Command::Status(None))
+            Request::new(1, Command::status(None))
         );
         assert_eq!(
             ok(r#"{"id":"a","cmd":"status","node":"w1"}"#).command,
-            Command::Status(Some("w1".into()))
+            Command::status(Some("w1".into()))
         );
         assert_eq!(
             ok(r#"{"cmd":"status","node":""}"#).command,
-            Command::Status(None)
+            Command::status(None)
         );
         assert_eq!(ok(r#"{"cmd":"status"}"#).id, Value::Null);
         assert_eq!(
@@ -753,7 +771,7 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"cmd":"status","nod":"w1"}"#).error,
-            "unknown field 'nod' for command 'status' (fields: id, cmd, node)"
+            "unknown field 'nod' for command 'status' (fields: id, cmd, node, usage)"
         );
         assert!(
             err(r#"{"cmd":"stop","now":true}"#)
@@ -883,8 +901,8 @@ mod tests {
         config.revival_delay = Some(0.5);
         let requests = [
             Request::new(1, Command::Create(Box::new(config))),
-            Request::new("two", Command::Status(None)),
-            Request::new(3, Command::Status(Some("w1".into()))),
+            Request::new("two", Command::status(None)),
+            Request::new(3, Command::status(Some("w1".into()))),
             Request::new(4, Command::Restart(Target::All)),
             Request::new(5, Command::Destroy(Target::Node("w1".into()))),
             Request::new(
