@@ -336,7 +336,7 @@ record! {
         restart: Option<RestartPolicy> => Json,
         /// Extension: a liveness check once ready: `#{exec|tcp|http: ..., interval,
         /// timeout, failures}`.
-        health: Option<Health> => Json,
+        health: Option<Box<Health>> => Json,
         /// Extension: seconds within which a `ready: "notify"` node must send
         /// `WATCHDOG=1`.
         watchdog: Option<f64> => Seconds,
@@ -357,7 +357,7 @@ record! {
         env_file: Option<String>,
         /// Extension: resource limits: `nofile`, `core`, `nproc`, `stack`, `memlock` of
         /// the process; `memory`, `pids`, `cpu` of the whole node (a cgroup of its own).
-        limits: Option<Limits> => Json,
+        limits: Option<Box<Limits>> => Json,
     }
 }
 

@@ -19,6 +19,17 @@ pub trait Shape: Sized {
     fn to_value(&self) -> Value;
 }
 
+/// A boxed shape reads and writes as the shape (a record keeps its large, rarely set
+/// fields boxed, so that a node's entry stays small).
+impl<T: Shape> Shape for Box<T> {
+    fn parse(value: &Value, at: &str) -> Result<Self, String> {
+        T::parse(value, at).map(Box::new)
+    }
+    fn to_value(&self) -> Value {
+        (**self).to_value()
+    }
+}
+
 /// Serde through `Shape`: `#[serde(with = "shape")]`-like helpers for a type.
 macro_rules! serde_by_shape {
     ($t:ty, $field:literal) => {

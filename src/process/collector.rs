@@ -519,6 +519,8 @@ pub fn serve() -> i32 {
         eprintln!("collector: cannot start the writer thread");
         return 1;
     }
+    // What starting ran (the command line, mostly) need not stay resident.
+    super::trim::drop_startup_pages();
     read_requests(&requests, &watcher);
     // The supervisor has gone, or is done with us.
     0

@@ -324,7 +324,7 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
         rlimits,
         creds: account.and_then(|a| a.creds),
         umask: config.umask.map(|m| m as u32),
-        cgroup: limits.needs_cgroup().then_some(limits),
+        cgroup: limits.needs_cgroup().then_some(*limits),
         payload: script_payload,
         ready_fd: match config.ready {
             Some(Ready::Fd(fd)) => Some(fd),

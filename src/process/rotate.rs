@@ -34,7 +34,8 @@ pub const TEST_PERIOD_ENV: &str = "RHAI_SUPERVISOR_TEST_ROTATE_PERIOD_MS";
 /// stream; none when the node's output goes to the supervisor or straight to its files.
 #[derive(Debug, Default)]
 pub struct OutputFiles {
-    files: [Option<RotatingFile>; 2],
+    /// (Boxed: most nodes have none, and a node's entry should stay small.)
+    files: [Option<Box<RotatingFile>>; 2],
 }
 
 impl OutputFiles {
@@ -70,10 +71,10 @@ impl OutputFiles {
             .zip([&config.stdout_file, &config.stderr_file])
         {
             if let Some(file) = file {
-                *slot = Some(
+                *slot = Some(Box::new(
                     RotatingFile::open(&base.join(file), policy)
                         .map_err(|e| format!("node '{}': {e}", config.name))?,
-                );
+                ));
             }
         }
         Ok(files)

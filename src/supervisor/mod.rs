@@ -198,7 +198,8 @@ struct Entry {
     origin: Origin,
     /// A reload's new configuration (and its output files), put in place once the
     /// node's process has ended.
-    pending: Option<(NodeConfig, OutputFiles)>,
+    /// (Boxed: rare, and as large as the rest of the entry.)
+    pending: Option<Box<(NodeConfig, OutputFiles)>>,
     /// Why the last process ended, beyond its status.
     exit_reason: Option<String>,
 }

@@ -358,7 +358,7 @@ impl Supervisor {
             ),
             None => log::info!("node '{name}' takes its new configuration"),
         }
-        entry.pending = Some((config, files));
+        entry.pending = Some(Box::new((config, files)));
         self.step(slot, Input::Reconfigure);
         self.take_pending(slot);
     }
@@ -372,9 +372,10 @@ impl Supervisor {
         if entry.node.state.instance().is_some() {
             return;
         }
-        let Some((config, files)) = entry.pending.take() else {
+        let Some(pending) = entry.pending.take() else {
             return;
         };
+        let (config, files) = *pending;
         let old: Vec<String> = entry.deps.keys().cloned().collect();
         for dep in old {
             if let Some(list) = self.dependents.get_mut(&dep) {

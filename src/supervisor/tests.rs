@@ -615,12 +615,12 @@ fn not_ready_in_time_is_stopped_and_revived_with_backoff() {
 fn failing_health_checks_restart_the_node_and_show() {
     let (mut sup, world) = supervisor();
     let mut web = command("web");
-    web.health = Some(Health {
+    web.health = Some(Box::new(Health {
         check: Check::Exec(vec!["check".into()]),
         interval: Some(1.0),
         timeout: Some(0.5),
         failures: Some(2),
-    });
+    }));
     sup.create(web).unwrap();
     assert_eq!(sup.status("web").nodes["web"].health.as_deref(), Some("ok"));
     let pid = pid_of(&sup, "web");

@@ -493,6 +493,9 @@ fn measure_peer(
         }
     }
     res.add(run, n, name, "idle_ticks", ticks as f64);
+    if peer == Peer::Rhai {
+        status_times(o, res, run, n);
+    }
     let idle_forks = launch.tree.parent_of.len() - forks_before;
     if idle_forks > 0 {
         res.note(format!(
@@ -598,6 +601,16 @@ fn revivals(
     victims.sort();
     let mut samples = Vec::new();
     let gap_span = peer.kill_gap_span(variant).as_micros() as u64;
+    // What the supervisor's processes spend on the kills: the death, the revival, and
+    // whatever each one costs it afterwards (the kills are spaced by idle gaps).
+    let cpu = |launch: &Launch| -> u64 {
+        launch
+            .supervisor_pids()
+            .iter()
+            .filter_map(|&p| procfs::cpu_ns(p))
+            .sum()
+    };
+    let cpu_before = cpu(launch);
     let mut rng = Rng::new((run * 1_000_003 + n) as u64 ^ fnv(name) ^ fnv(metric));
     for (_, victim) in victims.into_iter().take(count) {
         let Some(parent) = launch.tree.running.get(&victim).map(|r| r.parent) else {
@@ -637,6 +650,14 @@ fn revivals(
     if samples.is_empty() {
         return;
     }
+    let cpu_after = cpu(launch);
+    res.add(
+        run,
+        n,
+        name,
+        &format!("{metric}_cpu_us"),
+        cpu_after.saturating_sub(cpu_before) as f64 / 1e3 / samples.len() as f64,
+    );
     let _ = writeln!(res.samples, "{run}\t{n}\t{name}\t{metric}\t{samples:?}");
     res.add(
         run,
@@ -652,6 +673,46 @@ fn revivals(
         &format!("{metric}_p90_ms"),
         report::percentile(&samples, 0.9),
     );
+    res.add(
+        run,
+        n,
+        name,
+        &format!("{metric}_p99_ms"),
+        report::percentile(&samples, 0.99),
+    );
+}
+
+/// rhai-supervisor only: how long `ctl status` takes with N nodes, as a table (which
+/// reads every node's usage from /proc) and as JSON; the median of 5 of each, from the
+/// start of `ctl` to its exit.
+fn status_times(o: &Options, res: &mut Results, run: usize, n: usize) {
+    let socket = o
+        .paths
+        .cache
+        .join("run")
+        .join(format!("rhai-{n}-defaults"))
+        .join("rhai-supervisor.sock");
+    for (metric, json) in [("status_table_ms", false), ("status_json_ms", true)] {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let mut command = Command::new(&o.paths.rhai);
+            command.arg("ctl").arg("--socket").arg(&socket);
+            if json {
+                command.arg("--json");
+            }
+            command.arg("status").stdout(Stdio::null()).stderr(Stdio::null());
+            let start = Instant::now();
+            match command.status() {
+                Ok(status) if status.success() => times.push(start.elapsed().as_secs_f64() * 1e3),
+                _ => break,
+            }
+        }
+        if times.len() == 5 {
+            res.add(run, n, "rhai", metric, report::median(&times));
+        } else {
+            res.note(format!("rhai n={n} run {run}: ctl status failed ({metric})"));
+        }
+    }
 }
 
 /// xorshift64*: a seeded random gap, so a run can be repeated exactly.

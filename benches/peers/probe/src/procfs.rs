@@ -26,6 +26,22 @@ pub fn cpu_ticks(pid: i32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU time of a process (all its threads) in nanoseconds, from the scheduler's own
+/// count (`/proc/PID/task/*/schedstat`): precise where clock ticks are 10 ms.
+pub fn cpu_ns(pid: i32) -> Option<u64> {
+    let mut total = 0;
+    for task in fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        if let Ok(text) = fs::read_to_string(task.path().join("schedstat")) {
+            total += text
+                .split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    Some(total)
+}
+
 /// The command name (`comm`) of a process.
 pub fn comm(pid: i32) -> String {
     fs::read_to_string(format!("/proc/{pid}/comm"))

@@ -296,6 +296,30 @@ pub fn write(out: &Path) -> io::Result<()> {
     );
     table(
         &mut md,
+        "Revival latency, restart delay at its minimum: 99th percentile (ms)",
+        "revival_min_p99_ms",
+        None,
+        &fmt_ms,
+        true,
+    );
+    table(
+        &mut md,
+        "CPU per node death: the supervisor's processes, per kill and revival (µs; restart delay at its minimum)",
+        "revival_min_cpu_us",
+        None,
+        &|v| format!("{v:.0}"),
+        true,
+    );
+    table(
+        &mut md,
+        "`ctl status` with N nodes, rhai-supervisor only (ms; table with every node's usage, and JSON)",
+        "status_table_ms",
+        Some("status_json_ms"),
+        &fmt_ms,
+        false,
+    );
+    table(
+        &mut md,
         "Revival latency, defaults (ms)",
         "revival_default_ms",
         Some("revival_default_p90_ms"),
