@@ -256,6 +256,14 @@ pub enum CtlCommand {
         #[arg(short = 'f', long)]
         follow: bool,
     },
+    /// Follow the supervisor's events: one line per change of a node (created, started,
+    /// ready, health, stopping, exited, reviving, failed, destroyed) and per applied
+    /// reload, as they happen, until interrupted or the supervisor stops. With --json,
+    /// one JSON object per event.
+    #[command(
+        after_help = "Example line: 03:12:01 web started (pid 4242). JSON fields: ts, node, event, state, pid, code, signal, uptime, delay, restarts, health, failures, limit, reason, waiting_for, summary."
+    )]
+    Events,
     /// Run Rhai code in the supervisor (like a REPL line); print its output and value.
     Eval {
         /// The code, or - to read it from stdin.

@@ -10,7 +10,9 @@
 //!
 //! It also publishes each node's output lines to the node's followers (`follow_output`,
 //! `ctl tail -f`), through their bounded feeds (`feed`), and ends their streams when the
-//! node is gone.
+//! node is gone; and, after each event it handles, the changes the node table recorded
+//! (`config::Event`) to the followers of the events (`follow_events`, `ctl events`,
+//! `top`), whose streams end when the supervisor stops.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -81,6 +83,8 @@ pub struct EventLoop {
     serve_forever: bool,
     /// Who follows each node's output, by node name.
     output_followers: HashMap<String, Subscribers>,
+    /// Who follows the supervisor's events.
+    event_followers: Subscribers,
 }
 
 impl EventLoop {
@@ -103,6 +107,7 @@ impl EventLoop {
             failed_hooks: HashSet::new(),
             serve_forever,
             output_followers: HashMap::new(),
+            event_followers: Subscribers::default(),
         }
     }
 
@@ -183,6 +188,15 @@ impl EventLoop {
             .entry(node.to_string())
             .or_default()
             .add(feed);
+    }
+
+    /// From now on, gives each change of a node (and each applied reload) to `feed`, as
+    /// an item in the form of `config::Event`, until the supervisor stops.
+    pub fn follow_events(&mut self, feed: Arc<Feed>) {
+        if let Some(nodes) = &self.nodes {
+            nodes.borrow_mut().watch(true);
+        }
+        self.event_followers.add(feed);
     }
 
     /// Shutdown has begun, or a script asked for it (`terminate()`, `exit(code)`) and
@@ -364,9 +378,38 @@ impl EventLoop {
         }
     }
 
+    /// Gives the changes the node table recorded to the followers of the events; when
+    /// the last follower is gone, the table stops recording them.
+    fn publish_events(&mut self) {
+        let Some(nodes) = &self.nodes else {
+            return;
+        };
+        if self.event_followers.is_empty() {
+            return;
+        }
+        let events = nodes.borrow_mut().take_events();
+        for event in events {
+            let item = event.to_json();
+            self.event_followers.publish(item.len(), || item);
+        }
+        if self.event_followers.is_empty() {
+            nodes.borrow_mut().watch(false);
+        }
+    }
+
+    /// The supervisor stops: the last changes go out, and the streams of the events end.
+    fn end_event_streams(&mut self) {
+        self.publish_events();
+        self.event_followers.end("the supervisor is stopping");
+        if let Some(nodes) = &self.nodes {
+            nodes.borrow_mut().watch(false);
+        }
+    }
+
     /// After any script ran: tell the script about node starts, and notice an exit request.
     fn after_script(&mut self) {
         loop {
+            self.publish_events();
             let notices = self
                 .nodes
                 .as_ref()
@@ -455,6 +498,7 @@ impl EventLoop {
         if !idle {
             return None;
         }
+        self.end_event_streams();
         if clean {
             if let Err(error) = self.host.call_hook(Hook::ZeekDone, ()) {
                 log::error!("{error}");

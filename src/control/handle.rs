@@ -68,6 +68,25 @@ pub fn execute(
                 Err(error) => Response::error(id, error),
             }
         }
+        Command::Follow(Topic::Events) => {
+            let Some(feed) = feed else {
+                return Response::error(id, "follow needs a connection of its own to stream on");
+            };
+            let status = match event_loop.nodes() {
+                Some(nodes) => nodes.borrow().status(""),
+                None => return Response::error(id, NOT_SUPERVISOR),
+            };
+            log::debug!(
+                "control client (pid {}) follows the supervisor's events",
+                peer.pid
+            );
+            // In the same loop turn as the status: no change is missed or told twice.
+            event_loop.follow_events(feed);
+            match to_json(&status) {
+                Ok(result) => Response::ok(id, result),
+                Err(error) => Response::error(id, error),
+            }
+        }
         Command::Stop => {
             log::info!(
                 "control client (pid {}) asked the supervisor to stop",

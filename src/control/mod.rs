@@ -68,7 +68,7 @@ pub const COMMANDS: &[&str] = &[
 ];
 
 /// The kinds of stream a client can `follow`, as they are spelled in `topic`.
-pub const TOPICS: &[&str] = &["output"];
+pub const TOPICS: &[&str] = &["output", "events"];
 
 /// The `state` in the answer to `create` for a node that belongs to another host (its
 /// own endpoint names that host): it was not started here.
@@ -134,6 +134,10 @@ pub enum Topic {
         /// At most this many lines of the kept tail, the newest.
         lines: Option<usize>,
     },
+    /// The supervisor's events: the response has the status of every node (as
+    /// `status`), then each change of a node is an item in the form of
+    /// `config::Event`, until the supervisor stops.
+    Events,
 }
 
 impl Topic {
@@ -141,6 +145,7 @@ impl Topic {
     pub fn name(&self) -> &'static str {
         match self {
             Topic::Output { .. } => "output",
+            Topic::Events => "events",
         }
     }
 }
@@ -303,6 +308,10 @@ fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
                         .ok_or("follow of 'output' needs 'node' (a node name)")?;
                     let lines = fields.count("lines")?;
                     Command::Follow(Topic::Output { node, lines })
+                }
+                "events" => {
+                    fields.allowed = &["topic"];
+                    Command::Follow(Topic::Events)
                 }
                 _ => {
                     return Err(format!(
@@ -478,6 +487,7 @@ impl Request {
                             object.insert("lines".into(), (*lines as u64).into());
                         }
                     }
+                    Topic::Events => {}
                 }
             }
         }
@@ -750,11 +760,11 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"cmd":"follow","node":"w1"}"#).error,
-            "follow needs 'topic' (one of: output)"
+            "follow needs 'topic' (one of: output, events)"
         );
         assert_eq!(
             err(r#"{"cmd":"follow","topic":"weather"}"#).error,
-            "unknown topic 'weather' (one of: output)"
+            "unknown topic 'weather' (one of: output, events)"
         );
         assert!(
             err(r#"{"cmd":"follow","topic":"output"}"#)
@@ -770,6 +780,14 @@ mod tests {
             err(r#"{"cmd":"follow","topic":"output","node":"w1","since":1}"#)
                 .error
                 .starts_with("unknown field 'since'")
+        );
+        assert_eq!(
+            ok(r#"{"id":2,"cmd":"follow","topic":"events"}"#).command,
+            Command::Follow(Topic::Events)
+        );
+        assert_eq!(
+            err(r#"{"cmd":"follow","topic":"events","node":"w1"}"#).error,
+            "unknown field 'node' for command 'follow' (fields: id, cmd, topic)"
         );
     }
 
@@ -854,6 +872,7 @@ mod tests {
                     lines: None,
                 }),
             ),
+            Request::new(11, Command::Follow(Topic::Events)),
         ];
         for request in requests {
             let line = serde_json::to_vec(&request.to_json()).unwrap();
