@@ -26,6 +26,8 @@
 //!   same REPL reading a pipe
 //! - `watch`: watching a supervisor: JSON log lines, `ctl tail -f` (several followers,
 //!   a follower that never reads), shell completions, the manual page
+//! - `events`: `ctl events` for people and programs, several followers, a follower that
+//!   falls behind (missed counts) and one that never reads (dropped, memory bounded)
 //!
 //! `util` holds the helpers: a sandbox directory per test, the binary started in it,
 //! and waiting on conditions with deadlines.
@@ -36,6 +38,7 @@ mod api;
 mod cli;
 mod control;
 mod docs;
+mod events;
 mod hosts;
 mod layers;
 mod nodes;
