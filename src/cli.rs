@@ -47,6 +47,8 @@ pub enum Command {
         socket: SocketArgs,
         #[command(flatten)]
         host: HostArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Run scripts with no supervisor role; exit when they are done (no timers left).
     Exec {
@@ -82,6 +84,8 @@ pub enum Command {
         socket: SocketArgs,
         #[command(flatten)]
         host: HostArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Control a running supervisor over its Unix socket.
     Ctl(CtlArgs),
@@ -125,6 +129,15 @@ pub struct SocketArgs {
     /// Do not listen on a control socket.
     #[arg(long)]
     pub no_socket: bool,
+}
+
+/// Where a supervisor serves its metrics (`run`, `repl`).
+#[derive(Clone, Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port, said
+    /// in the log).
+    #[arg(long = "metrics", id = "metrics", value_name = "HOST:PORT", value_parser = parse_address)]
+    pub address: Option<String>,
 }
 
 /// Which nodes of a layout are this host's (`run`, `repl`).
@@ -306,6 +319,22 @@ pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
 /// Writes the manual page, in roff, to `out`.
 pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     clap_mangen::Man::new(Cli::command()).render(out)
+}
+
+/// `HOST:PORT`, `[::1]:PORT`: an address to listen on (the host is looked up when
+/// listening).
+fn parse_address(text: &str) -> Result<String, String> {
+    let port = text
+        .rsplit_once(':')
+        .map(|(host, port)| (host, port))
+        .filter(|(host, _)| !host.is_empty())
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    match port {
+        Some(_) => Ok(text.to_string()),
+        None => Err(format!(
+            "'{text}' is not HOST:PORT (such as 127.0.0.1:9100 or localhost:0)"
+        )),
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {

@@ -112,6 +112,7 @@ pub mod control;
 pub mod ctl;
 pub mod event_loop;
 pub mod feed;
+pub mod metrics;
 pub mod node;
 pub(crate) mod process;
 pub mod repl;

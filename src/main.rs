@@ -40,8 +40,9 @@ fn main() {
     if let Some(ms) = payload.as_ref().and_then(|p| p.call_time_ms) {
         settings.limits.call_time = std::time::Duration::from_millis(ms);
     }
-    if let Command::Run { host, .. } | Command::Repl { host, .. } = &cli.command {
+    if let Command::Run { host, metrics, .. } | Command::Repl { host, metrics, .. } = &cli.command {
         settings.host = host.names.clone();
+        settings.metrics = metrics.address.clone();
     }
     let outcome = match (payload, cli.command) {
         (Some(payload), _) => rhai_supervisor::node::run(payload, &settings),
@@ -108,6 +109,9 @@ fn serve(
     let mut runtime = Runtime::new(role, scripts, None, settings)?;
     if let Some(path) = socket {
         runtime.listen(&path)?;
+    }
+    if let Some(address) = &settings.metrics {
+        runtime.serve_metrics(address)?;
     }
     runtime.start(scripts)?;
     let code = runtime.run();

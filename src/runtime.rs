@@ -19,6 +19,7 @@ use nix::sys::signal::Signal;
 use crate::config::NodeConfig;
 use crate::control;
 use crate::event_loop::{Event, EventLoop, Sigint};
+use crate::metrics;
 use crate::process::Native;
 use crate::process::plan::Launcher;
 use crate::process::reactor::Reactor;
@@ -52,6 +53,8 @@ pub struct Settings {
     /// machine's host name, `localhost`, loopback addresses and the addresses of its
     /// interfaces.
     pub host: Vec<String>,
+    /// Serve Prometheus metrics at `HOST:PORT` (`run --metrics`; see `serve_metrics`).
+    pub metrics: Option<String>,
 }
 
 impl Default for Settings {
@@ -63,6 +66,7 @@ impl Default for Settings {
             launcher: None,
             subreaper: false,
             host: Vec::new(),
+            metrics: None,
         }
     }
 }
@@ -79,6 +83,9 @@ pub enum Error {
     #[error("{0}")]
     /// The control socket cannot be listened on.
     Listen(#[from] control::ListenError),
+    #[error("{0}")]
+    /// The metrics cannot be served.
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// One assembled process, ready to load scripts and serve.
@@ -88,6 +95,7 @@ pub struct Runtime {
     // After the loop, whose end makes a request that waits for room in its queue give
     // up at once; dropping it answers what is in flight and removes the socket file.
     control: Option<control::Server>,
+    metrics: Option<metrics::Server>,
     // Dropped last: it routes signals and owns the I/O thread.
     _reactor: Reactor,
 }
@@ -167,6 +175,7 @@ impl Runtime {
             event_loop: EventLoop::new(host, nodes, event_rx, interrupt, settings.sigint),
             events,
             control: None,
+            metrics: None,
             _reactor: reactor,
         })
     }
@@ -193,10 +202,21 @@ impl Runtime {
         Ok(())
     }
 
+    /// Serves Prometheus metrics at `http://ADDRESS/metrics` (`HOST:PORT`; port 0 picks a
+    /// free one), from now on until this runtime is dropped: see `metrics`. Requests
+    /// are answered once `start` or `run` runs the loop.
+    pub fn serve_metrics(&mut self, address: &str) -> Result<std::net::SocketAddr, Error> {
+        let server = metrics::Server::start(address, self.events.clone())?;
+        let bound = server.address();
+        self.metrics = Some(server);
+        Ok(bound)
+    }
+
     /// Ends a process that is about to exit: the control socket is closed and its file
     /// removed, and the rest (the engine, the node table) is left for the exit to
     /// reclaim, which is much cheaper than tearing it down piece by piece.
     pub fn finish(mut self) {
+        drop(self.metrics.take());
         drop(self.control.take());
         finish_compression();
         std::mem::forget(self);
@@ -304,6 +324,9 @@ pub fn repl(
     let mut runtime = Runtime::new(Role::Supervisor, scripts, None, &settings)?;
     if let Some(path) = socket {
         runtime.listen(&path)?;
+    }
+    if let Some(address) = &settings.metrics {
+        runtime.serve_metrics(address)?;
     }
     runtime.start(scripts)?;
     // On a terminal, Ctrl-C stops a statement that runs too long; from a pipe, the

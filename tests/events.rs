@@ -105,16 +105,25 @@ fn events_tell_each_change_to_several_followers_until_the_supervisor_stops() {
     assert_eq!(crash[1], format!("crash started (pid {})", pids[0]));
     assert_eq!(crash[2], format!("crash ready (pid {})", pids[0]));
     assert!(
-        crash[3].starts_with(&format!("crash exited with code 3 (pid {}) after ", pids[0])),
+        crash[3].starts_with(&format!(
+            "crash exited with code 3 (pid {}) after ",
+            pids[0]
+        )),
         "{crash:?}"
     );
     assert_eq!(crash[4], "crash reviving in 0.2 s");
-    assert_eq!(crash[5], format!("crash started (pid {}), restart 1", pids[1]));
+    assert_eq!(
+        crash[5],
+        format!("crash started (pid {}), restart 1", pids[1])
+    );
     assert!(
         crash[7].starts_with("crash exited with code 3"),
         "{crash:?}"
     );
-    assert_eq!(crash[8], "crash failed: it was revived 1 times within 60.0 s");
+    assert_eq!(
+        crash[8],
+        "crash failed: it was revived 1 times within 60.0 s"
+    );
     assert_eq!(crash.last(), Some(&"crash destroyed"), "at shutdown");
     let web: Vec<&str> = lines
         .iter()
@@ -143,7 +152,8 @@ fn events_tell_each_change_to_several_followers_until_the_supervisor_stops() {
     );
     let first_line = json.stdout().lines().next().unwrap().to_string();
     assert!(
-        first_line.starts_with("{\"ts\":\"") && first_line.contains("\",\"node\":\"crash\",\"event\":\"created\""),
+        first_line.starts_with("{\"ts\":\"")
+            && first_line.contains("\",\"node\":\"crash\",\"event\":\"created\""),
         "{first_line}"
     );
     let kinds: Vec<&str> = objects
@@ -154,8 +164,16 @@ fn events_tell_each_change_to_several_followers_until_the_supervisor_stops() {
     assert_eq!(
         kinds,
         [
-            "created", "started", "ready", "exited", "reviving", "started", "ready", "exited",
-            "failed", "destroyed"
+            "created",
+            "started",
+            "ready",
+            "exited",
+            "reviving",
+            "started",
+            "ready",
+            "exited",
+            "failed",
+            "destroyed"
         ]
     );
     let exited = objects
@@ -173,7 +191,11 @@ fn events_tell_each_change_to_several_followers_until_the_supervisor_stops() {
         .find(|o| o["node"] == "web" && o["event"] == "exited")
         .unwrap();
     assert_eq!(killed["signal"], "SIGTERM");
-    assert_eq!(killed.get("code"), None, "fields that do not apply are left out");
+    assert_eq!(
+        killed.get("code"),
+        None,
+        "fields that do not apply are left out"
+    );
     for object in &objects[..objects.len() - 1] {
         let ts = object["ts"].as_str().unwrap();
         assert!(ts.ends_with('Z') && ts.len() == 24, "{ts}");
@@ -207,7 +229,10 @@ fn a_slow_follower_is_told_how_many_events_it_missed() {
     let mut sup = supervisor(&sandbox, &[]);
     ctl_ok(
         &sandbox,
-        &["create", r#"{"name": "before", "command": ["sleep", "300"]}"#],
+        &[
+            "create",
+            r#"{"name": "before", "command": ["sleep", "300"]}"#,
+        ],
     );
     let (mut stream, mut reader) = raw(&sandbox);
     stream
@@ -247,7 +272,10 @@ fn a_slow_follower_is_told_how_many_events_it_missed() {
                 marked = true;
                 ctl_ok(
                     &sandbox,
-                    &["create", r#"{"name": "after", "command": ["sleep", "300"]}"#],
+                    &[
+                        "create",
+                        r#"{"name": "after", "command": ["sleep", "300"]}"#,
+                    ],
                 );
             }
         } else {

@@ -45,7 +45,7 @@ use crate::config::{
 use crate::process::notify::Notification;
 use crate::process::{Backend, ProcId, Remnants, Start, StartError, lines};
 pub use host::ThisHost;
-pub use node::{Action, Input, Instance, Node, Readiness, State, Then, Whom};
+pub use node::{Action, Input, Instance, Node, Readiness, STATE_NAMES, State, Then, Whom};
 use output::TAIL_LINES;
 pub use policy::human;
 
@@ -68,6 +68,23 @@ pub enum Notice {
     /// `node` is gone from the table (destroyed, and its last process has exited; or
     /// shutdown): no more output will come from it.
     Removed { node: String },
+}
+
+/// What the metrics (`--metrics`) show of one node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figures {
+    pub name: String,
+    /// One of `node::STATE_NAMES`.
+    pub state: &'static str,
+    /// It has a process that is not being stopped.
+    pub up: bool,
+    /// It is ready (`running`).
+    pub ready: bool,
+    pub restarts: u64,
+    /// Seconds of CPU time and bytes of memory of its processes, where it has any and
+    /// they can be told.
+    pub cpu: Option<f64>,
+    pub memory: Option<u64>,
 }
 
 /// What `create` did with a node it accepted.
@@ -484,6 +501,26 @@ impl Supervisor {
             .filter_map(|(n, slot)| Some((n.clone(), entry(self.entry(slot)?))))
             .collect();
         Status { nodes }
+    }
+
+    /// What the metrics show of every node, by name: a look at the table, without the
+    /// copies of configurations that `status` makes.
+    pub fn figures(&self) -> Vec<Figures> {
+        self.names
+            .iter()
+            .filter_map(|(name, &slot)| {
+                let node = &self.entry(slot)?.node;
+                Some(Figures {
+                    name: name.clone(),
+                    state: node.state.name(),
+                    up: node.state.is_up(),
+                    ready: matches!(node.state, State::Running(_)),
+                    restarts: node.restarts,
+                    cpu: None,
+                    memory: None,
+                })
+            })
+            .collect()
     }
 
     /// The last lines a node wrote, oldest first; `None` for an unknown node.
