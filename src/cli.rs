@@ -326,7 +326,6 @@ pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
 fn parse_address(text: &str) -> Result<String, String> {
     let port = text
         .rsplit_once(':')
-        .map(|(host, port)| (host, port))
         .filter(|(host, _)| !host.is_empty())
         .and_then(|(_, port)| port.parse::<u16>().ok());
     match port {
