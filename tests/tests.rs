@@ -28,6 +28,9 @@
 //!   a follower that never reads), shell completions, the manual page
 //! - `events`: `ctl events` for people and programs, several followers, a follower that
 //!   falls behind (missed counts) and one that never reads (dropped, memory bounded)
+//! - `metrics`: `--metrics`: the exposition through `promtool` and the Python client's
+//!   parser, its figures following the nodes, clients that send nothing, garbage, huge
+//!   requests or a thousand connections
 //!
 //! `util` holds the helpers: a sandbox directory per test, the binary started in it,
 //! and waiting on conditions with deadlines.
@@ -41,6 +44,7 @@ mod docs;
 mod events;
 mod hosts;
 mod layers;
+mod metrics;
 mod nodes;
 mod output;
 mod readiness;

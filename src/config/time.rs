@@ -89,9 +89,11 @@ pub fn local_clock(at: SystemTime) -> String {
     let seconds = at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as nix::libc::time_t);
-    // SAFETY: `localtime_r` writes only into the `tm` given, which is a plain struct of
-    // integers (and a pointer it sets), zeroed here; it reads only `seconds`.
+    // SAFETY: `tm` is a plain struct of integers (and a pointer, null here): all zeroes
+    // is a valid value of it.
     let mut tm: nix::libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: `localtime_r` reads `seconds` and writes only into the `tm` given, both
+    // valid for the length of the call; it is the thread-safe form.
     let converted = unsafe { !nix::libc::localtime_r(&seconds, &mut tm).is_null() };
     if !converted {
         let of_day = seconds.rem_euclid(86_400);
