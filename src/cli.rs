@@ -89,6 +89,12 @@ pub enum Command {
     },
     /// Control a running supervisor over its Unix socket.
     Ctl(CtlArgs),
+    /// A live, full-screen view of a running supervisor's nodes: state, pid, uptime,
+    /// restarts, CPU %, memory, health, last exit, and the output of the node followed.
+    #[command(
+        after_help = "Keys: up/down or j/k select; Enter follows the selected node's output; r restarts it; d destroys it (after y); / filters by name or state (Esc clears); q or Ctrl-C quits."
+    )]
+    Top(TopArgs),
     /// Print a completion script for SHELL on stdout, e.g.
     /// `rhai-supervisor completions bash > ~/.local/share/bash-completion/completions/rhai-supervisor`.
     Completions {
@@ -159,6 +165,21 @@ impl SocketArgs {
         }
         Some(socket_path(self.socket.as_deref()))
     }
+}
+
+/// `rhai-supervisor top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The supervisor's control socket (with --ssh: on that host) [default:
+    /// $RHAI_SUPERVISOR_SOCKET, else rhai-supervisor.sock in the current directory]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// The supervisor runs on this host, reached with ssh (as `ctl --ssh`).
+    #[arg(long, value_name = "[USER@]HOST[:PORT]", allow_hyphen_values = true)]
+    pub ssh: Option<String>,
+    /// With --ssh: the program to run on the other host (words separated by spaces).
+    #[arg(long, value_name = "COMMAND", env = REMOTE_COMMAND_ENV, default_value = DEFAULT_REMOTE_COMMAND)]
+    pub remote_command: String,
 }
 
 /// `rhai-supervisor ctl`.

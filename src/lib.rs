@@ -119,6 +119,8 @@ pub mod repl;
 pub mod runtime;
 pub mod script;
 pub(crate) mod supervisor;
+#[doc(hidden)]
+pub mod top;
 
 pub use config::{ClusterEndpoint, ClusterRole, NodeConfig, NodeStatus, Status};
 pub use runtime::{Error, Runtime, Settings};

@@ -78,6 +78,7 @@ fn main() {
         ) => rhai_supervisor::runtime::repl(&scripts, socket.path(), &settings),
         (None, Command::Stem) => Ok(rhai_supervisor::node::serve_stem(init_logging)),
         (None, Command::Ctl(args)) => Ok(rhai_supervisor::ctl::run(&args)),
+        (None, Command::Top(args)) => Ok(rhai_supervisor::top::run(&args)),
         (None, Command::Completions { shell }) => {
             use std::io::Write;
             let script = rhai_supervisor::cli::completions(shell);

@@ -71,6 +71,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("cli", &["config"]),
     ("ctl", &["cli", "control", "config", "process", "console"]),
+    ("top", &["cli", "control", "config", "process"]),
     (
         "node",
         &["runtime", "script", "process", "config", "console"],
