@@ -102,6 +102,9 @@
 //! `config` are what it creates nodes from; `node::serve_if_node` lets the program
 //! serve its own script nodes; `control::Client` drives a running supervisor.
 #![warn(missing_docs)]
+// Since Rust 1.88 (the `rust-version`, for ratatui) clippy would have every nested
+// `if let` written as a let chain; the source predates that and keeps its form.
+#![allow(clippy::collapsible_if)]
 
 #[doc(hidden)]
 pub mod cli;

@@ -14,8 +14,6 @@ use std::path::PathBuf;
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
-
 use crate::control::ssh::{Remote, Target};
 use crate::control::{Command, Request, Response, StreamEvent};
 
@@ -154,7 +152,7 @@ impl Link {
                 self.where_
             )
         })?;
-        if response.id != Value::from(id) && !response.id.is_null() {
+        if response.id != id && !response.id.is_null() {
             return Err(format!(
                 "the supervisor at '{}' answered request {} instead of {id}",
                 self.where_, response.id
