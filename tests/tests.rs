@@ -31,6 +31,9 @@
 //! - `metrics`: `--metrics`: the exposition through `promtool` and the Python client's
 //!   parser, its figures following the nodes, clients that send nothing, garbage, huge
 //!   requests or a thousand connections
+//! - `top`: the live view in a real terminal (tmux): the table, following a node's
+//!   output, restart, destroy after a confirmation, filter, a terminal too small and a
+//!   resize, and leaving cleanly on q, Ctrl-C, SIGTERM and when the supervisor goes
 //!
 //! `util` holds the helpers: a sandbox directory per test, the binary started in it,
 //! and waiting on conditions with deadlines.
@@ -52,4 +55,5 @@ mod reliability;
 mod repl;
 mod signals;
 mod supervision;
+mod top;
 mod watch;
