@@ -107,6 +107,10 @@ pub enum Command {
     /// Fork script nodes for a supervisor (started by a supervisor, not by hand).
     #[command(name = "__stem", hide = true)]
     Stem,
+    /// Watch nodes for a supervisor whose descriptor table is full (started by a
+    /// supervisor, not by hand).
+    #[command(name = "__collect", hide = true)]
+    Collect,
     /// Run as a supervised script node (started by a supervisor, not by hand).
     #[command(name = "__node", hide = true)]
     Node {

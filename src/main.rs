@@ -77,6 +77,7 @@ fn main() {
             },
         ) => rhai_supervisor::runtime::repl(&scripts, socket.path(), &settings),
         (None, Command::Stem) => Ok(rhai_supervisor::node::serve_stem(init_logging)),
+        (None, Command::Collect) => Ok(rhai_supervisor::node::serve_collector()),
         (None, Command::Ctl(args)) => Ok(rhai_supervisor::ctl::run(&args)),
         (None, Command::Top(args)) => Ok(rhai_supervisor::top::run(&args)),
         (None, Command::Completions { shell }) => {

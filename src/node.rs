@@ -23,6 +23,16 @@ static INIT_LOGGING: OnceLock<fn(log::LevelFilter)> = OnceLock::new();
 /// script nodes for the supervisor until it goes away. `init_logging` runs in each
 /// forked node. Returns the stem's exit status.
 pub fn serve_stem(init_logging: fn(log::LevelFilter)) -> i32 {
+    serve_stem_with(init_logging)
+}
+
+/// Serves as a collector (`PROGRAM __collect`): watches nodes for a supervisor whose own
+/// table of descriptors is full, until it goes away. Returns the exit status.
+pub fn serve_collector() -> i32 {
+    crate::process::collector::serve()
+}
+
+fn serve_stem_with(init_logging: fn(log::LevelFilter)) -> i32 {
     let _ = INIT_LOGGING.set(init_logging);
     crate::process::stem::serve(
         || {
@@ -86,12 +96,16 @@ pub fn run(payload: NodePayload, settings: &Settings) -> Result<i32, Error> {
 
 /// For programs that embed the library and create script nodes: call this first in
 /// `main`. Script nodes are started as `PROGRAM __node NAME` or forked from a stem
-/// started as `PROGRAM __stem`; when this process is one of those, this serves that
-/// role and returns the exit status. Otherwise it returns `None` at once.
+/// started as `PROGRAM __stem`, and a supervisor with more nodes than its table of
+/// descriptors holds starts collectors as `PROGRAM __collect`; when this process is one
+/// of those, this serves that role and returns the exit status. Otherwise it returns `None` at once.
 pub fn serve_if_node(settings: &Settings) -> Option<i32> {
     let role = std::env::args_os().nth(1)?;
     if role == "__stem" {
         return Some(serve_stem(|_| {}));
+    }
+    if role == "__collect" {
+        return Some(serve_collector());
     }
     if role != "__node" {
         return None;

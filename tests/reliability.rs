@@ -369,8 +369,11 @@ fn fork_failure_is_a_clear_error_and_passes() {
         schedule(0, again);
         "#,
     );
+    // A user with no process of its own, so that the limit counts only the supervisor's
+    // (nobody's processes, such as nginx workers, would take its room).
+    let uid = unused_uid();
     let mut sup = sandbox.start_with(&["run", "--no-socket", "s.rhai"], |command| {
-        command.uid(65534).gid(65534);
+        command.uid(uid).gid(65534);
         // Counted per user: the supervisor's own two threads and a few nodes fit.
         before_exec(command, || {
             setrlimit(Resource::RLIMIT_NPROC, 6, 6).map_err(Into::into)
@@ -388,6 +391,27 @@ fn fork_failure_is_a_clear_error_and_passes() {
     assert!(zombie_children(sup.pid()).is_empty());
     sup.signal(SIGTERM);
     assert_eq!(sup.expect_exit(), Some(0));
+}
+
+/// A uid that owns no process on this machine.
+fn unused_uid() -> u32 {
+    let mut used = std::collections::HashSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(status) = std::fs::read_to_string(entry.path().join("status")) {
+            for uid in status
+                .lines()
+                .filter(|l| l.starts_with("Uid:"))
+                .flat_map(|l| l.split_whitespace().skip(1))
+            {
+                if let Ok(uid) = uid.parse::<u32>() {
+                    used.insert(uid);
+                }
+            }
+        }
+    }
+    (61_000..62_000)
+        .find(|uid| !used.contains(uid))
+        .expect("a free uid")
 }
 
 #[test]

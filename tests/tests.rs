@@ -24,6 +24,9 @@
 //! - `repl`: the interactive REPL through a pseudo-terminal (prompt, multi-line input,
 //!   errors, Ctrl-C, completion, history, nodes, output above the prompt), and the
 //!   same REPL reading a pipe
+//! - `scale`: many nodes: collectors keep every promise of capture (streams apart, in
+//!   order, before the exit), hold the descriptors the supervisor has no room for, and
+//!   a collector's death costs its nodes a revival
 //! - `watch`: watching a supervisor: JSON log lines, `ctl tail -f` (several followers,
 //!   a follower that never reads), shell completions, the manual page
 //! - `events`: `ctl events` for people and programs, several followers, a follower that
@@ -53,6 +56,7 @@ mod output;
 mod readiness;
 mod reliability;
 mod repl;
+mod scale;
 mod signals;
 mod supervision;
 mod top;

@@ -27,6 +27,7 @@
 //! and children that someone else in the process spawned are never stolen (adopted
 //! processes are reaped only in subreaper mode, and never a node or the stem).
 
+pub mod collector;
 pub mod compress;
 #[cfg(test)]
 pub mod fake;

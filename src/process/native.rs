@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::collector::Outlets;
 use super::leftovers::Leftovers;
 use super::plan::{Launcher, NodePayload, SpawnPlan, plan};
 use super::probe::{HttpGet, NetProbe};
@@ -27,6 +28,8 @@ use crate::config::{Check, ExitInfo, NodeConfig};
 pub struct Native {
     launcher: Launcher,
     watcher: Watcher,
+    /// Where each node is watched: here, or by a collector.
+    outlets: Outlets,
     /// How command nodes get their streams and a stack (see `spawn::Slots`).
     slots: Slots,
     /// The process that forks script nodes, once one was needed.
@@ -38,6 +41,8 @@ pub struct Native {
     /// Present when this process is a child subreaper: adopted leftovers of nodes are
     /// then tracked, stopped and reaped.
     leftovers: Option<Leftovers>,
+    /// Shutting down: no node starts any more.
+    stopping: bool,
 }
 
 impl Native {
@@ -45,15 +50,27 @@ impl Native {
     /// With `adopting` (this process is a child subreaper), what nodes leave behind is
     /// stopped and reaped.
     pub fn new(launcher: Launcher, watcher: Watcher, slots: Slots, adopting: bool) -> Native {
+        let self_pid = nix::unistd::getpid();
+        let mut outlets = Outlets::new(watcher.clone(), launcher.node_program.clone(), self_pid);
+        // For tests: collectors at a few nodes already (`LOCAL,EACH`).
+        if let Ok(value) = std::env::var("RHAI_SUPERVISOR_TEST_COLLECT") {
+            if let Some((local, each)) = value.split_once(',') {
+                if let (Ok(local), Ok(each)) = (local.parse(), each.parse()) {
+                    outlets.set_capacities(local, each);
+                }
+            }
+        }
         Native {
             launcher,
             watcher,
+            outlets,
             slots,
             stem: None,
-            self_pid: nix::unistd::getpid(),
+            self_pid,
             leaders: HashMap::new(),
             live: HashSet::new(),
             leftovers: adopting.then(Leftovers::default),
+            stopping: false,
         }
     }
 
@@ -73,14 +90,17 @@ impl Native {
         let pid = spawned.pid;
         self.leaders.insert(pid, proc);
         self.live.insert(proc);
-        self.watcher.watch(Watch {
-            proc,
-            name: plan.name.clone(),
-            pidfd: spawned.pidfd,
-            stdout: spawned.stdout,
-            stderr: spawned.stderr,
-            ready: spawned.ready,
-        });
+        self.outlets.watch(
+            Watch {
+                proc,
+                name: plan.name.clone(),
+                pidfd: spawned.pidfd,
+                stdout: spawned.stdout,
+                stderr: spawned.stderr,
+                ready: spawned.ready,
+            },
+            pid,
+        );
         Ok(pid)
     }
 
@@ -135,17 +155,30 @@ impl Native {
         spawn(plan, self.self_pid, owner, &mut self.slots, wait)
     }
 
-    fn reap_adopted(&mut self) {
+    /// Makes a look for adopted processes if one is due (see `leftovers`).
+    fn look(&mut self, now: Instant) {
         let Some(leftovers) = self.leftovers.as_mut() else {
             return;
         };
+        let (leaders, live) = (&self.leaders, &self.live);
         let stem = self.stem.as_ref().map(Stem::pid);
-        if let Some(died) = leftovers.reap_adopted(|pid| self.leaders.contains_key(&pid), stem) {
-            // The stem died: its handle collects it, and the next script node gets a
-            // new one.
-            log::warn!("the stem (pid {died}) has died");
-            self.stem = None;
-            self.reap_adopted();
+        let helpers: Vec<Pid> = stem.into_iter().chain(self.outlets.helpers()).collect();
+        let found = leftovers.look(
+            now,
+            self.self_pid,
+            |pid| leaders.contains_key(&pid),
+            |proc| live.contains(&proc),
+            &helpers,
+        );
+        for died in found.died {
+            if Some(died) == stem {
+                // The stem died: its handle collects it, and the next script node gets
+                // a new one.
+                log::warn!("the stem (pid {died}) has died");
+                self.stem = None;
+            } else if self.outlets.died(died) {
+                log::warn!("the collector (pid {died}) has died");
+            }
         }
     }
 }
@@ -263,17 +296,23 @@ impl Backend for Native {
             Some(why) => why,
             None => exit.map_or("ended".to_string(), |e| e.to_string()),
         };
-        if self.leftovers.is_some() {
+        if let Some(leftovers) = self.leftovers.as_mut() {
             let now = Instant::now();
             let kill_at = match remnants {
                 Remnants::Kill => Some(now),
                 Remnants::Stop(timeout) => Some(now + timeout),
                 Remnants::Leave => None,
             };
-            if let (Some(leftovers), Some(kill_at)) = (self.leftovers.as_mut(), kill_at) {
-                leftovers.retire(proc, kill_at);
+            if let Some(kill_at) = kill_at {
+                // The leader is reaped: a process that answers for its group is one it
+                // left (a new process would have to make a group of that number).
+                let group_left = nix::sys::signal::killpg(pid, None).is_ok();
+                leftovers.retire(proc, kill_at, group_left, now);
             }
-            self.reap_adopted();
+            if self.stopping && self.leaders.is_empty() {
+                // The last node is gone: what is left is looked for now.
+                leftovers.want_now(now);
+            }
         }
         Ended { exit, what }
     }
@@ -292,29 +331,26 @@ impl Backend for Native {
         // Children that have exec'd since the last turn give their spawn slots (and the
         // slots' copies of their output pipes) back, which costs a look at each slot.
         self.slots.reap();
-        if let Some(leftovers) = self.leftovers.as_mut() {
-            let (leaders, live) = (&self.leaders, &self.live);
-            leftovers.sweep(
-                now,
-                self.self_pid,
-                |pid| leaders.contains_key(&pid),
-                |proc| live.contains(&proc),
-            );
-        }
+        self.outlets.tidy();
+        self.look(now);
     }
 
     fn child_exited(&mut self) {
-        self.reap_adopted();
         if let Some(leftovers) = self.leftovers.as_mut() {
-            leftovers.child_exited();
+            leftovers.child_exited(Instant::now());
         }
     }
 
     fn shut_down(&mut self) {
         // No node will start any more.
         self.stem = None;
+        self.stopping = true;
         if let Some(leftovers) = self.leftovers.as_mut() {
-            leftovers.shut_down();
+            let now = Instant::now();
+            leftovers.shut_down(now);
+            if self.leaders.is_empty() {
+                leftovers.want_now(now);
+            }
         }
     }
 

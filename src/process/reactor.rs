@@ -28,7 +28,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -43,6 +43,7 @@ use std::time::Instant;
 
 use nix::unistd::Pid;
 
+use super::collector::{Frame, Link};
 use super::lines::LineBuffer;
 use super::notify::{Listener, Notification};
 use super::probe::{NetProbe, Running};
@@ -89,6 +90,10 @@ const TOKEN_SIGNALS: u64 = u64::MAX - 1;
 const TOKEN_NOTIFY: u64 = u64::MAX - 2;
 /// Tokens of network checks: this bit and the check's index.
 const TOKEN_PROBE: u64 = 1 << 62;
+/// Tokens of collectors' event sockets: this bit and the collector's index.
+const TOKEN_LINK: u64 = 1 << 61;
+/// How much is read from one collector before others get their turn.
+const LINK_BUDGET: usize = 4 * BUFFER;
 const KIND_PIDFD: u64 = 0;
 const KIND_STDOUT: u64 = 1;
 const KIND_STDERR: u64 = 2;
@@ -111,8 +116,25 @@ pub struct Watch {
 enum Command {
     Watch(Watch),
     Probe(NetProbe),
+    /// A collector's event socket, at its index.
+    Link(usize, Link),
+    /// A node about to be handed to collector `link`: its frames name it by `proc`.
+    Spilled {
+        link: usize,
+        proc: ProcId,
+        pid: Pid,
+        name: Arc<str>,
+    },
+    /// It was not handed over after all.
+    Unspilled {
+        link: usize,
+        proc: ProcId,
+    },
     Stop,
 }
+
+/// Called by the I/O thread when it holds nothing of a process any more.
+pub type OnRelease = Box<dyn Fn(ProcId) + Send>;
 
 /// The I/O thread itself: dropping it stops the thread and its signal routing.
 pub struct Reactor {
@@ -128,6 +150,8 @@ pub struct Reactor {
 pub struct Watcher {
     commands: Sender<Command>,
     waker: Arc<EventFd>,
+    /// Processes the I/O thread watches itself (or has been handed and will).
+    local: Arc<AtomicUsize>,
 }
 
 impl Reactor {
@@ -137,6 +161,24 @@ impl Reactor {
         events: Sender<E>,
         signals: &[Signal],
         notify: bool,
+    ) -> io::Result<Reactor> {
+        Reactor::start_with(events, signals, notify, None)
+    }
+
+    /// The I/O thread of a collector (`collector`): no signals and no notification
+    /// socket; `on_release` hears of every process it is done with.
+    pub fn start_collector<E: From<IoEvent> + Send + 'static>(
+        events: Sender<E>,
+        on_release: OnRelease,
+    ) -> io::Result<Reactor> {
+        Reactor::start_with(events, &[], false, Some(on_release))
+    }
+
+    fn start_with<E: From<IoEvent> + Send + 'static>(
+        events: Sender<E>,
+        signals: &[Signal],
+        notify: bool,
+        on_release: Option<OnRelease>,
     ) -> io::Result<Reactor> {
         let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
         let waker = Arc::new(EventFd::from_flags(
@@ -178,7 +220,11 @@ impl Reactor {
         };
         let notify_socket = notify.as_ref().map(|l| l.name().to_string());
         let (commands, command_rx) = crossbeam_channel::unbounded();
+        let local = Arc::new(AtomicUsize::new(0));
         let io = Io {
+            local: local.clone(),
+            on_release,
+            links: Vec::new(),
             notify,
             probes: Vec::new(),
             probe_deadlines: BinaryHeap::new(),
@@ -197,7 +243,11 @@ impl Reactor {
             .spawn(move || io.run())?;
         Ok(Reactor {
             notify_socket,
-            watcher: Watcher { commands, waker },
+            watcher: Watcher {
+                commands,
+                waker,
+                local,
+            },
             thread: Some(thread),
             signal_ids,
         })
@@ -216,7 +266,50 @@ impl Reactor {
 impl Watcher {
     /// Hands a freshly spawned process to the I/O thread.
     pub fn watch(&self, watch: Watch) {
+        self.local.fetch_add(1, Ordering::SeqCst);
         self.send(Command::Watch(watch));
+    }
+
+    /// How many processes the I/O thread watches itself.
+    pub fn local(&self) -> usize {
+        self.local.load(Ordering::SeqCst)
+    }
+
+    /// Reads collector `index`'s frames from `events` from now on.
+    pub fn link(
+        &self,
+        index: usize,
+        events: UnixStream,
+        pid: Pid,
+        count: Arc<AtomicUsize>,
+        alive: Arc<AtomicBool>,
+    ) {
+        self.send(Command::Link(
+            index,
+            Link {
+                events,
+                pid,
+                count,
+                alive,
+                pending: Vec::new(),
+                procs: std::collections::HashMap::new(),
+            },
+        ));
+    }
+
+    /// Process `proc` (pid `pid`) is about to be handed to collector `link`.
+    pub fn spilled(&self, link: usize, proc: ProcId, pid: Pid, name: Arc<str>) {
+        self.send(Command::Spilled {
+            link,
+            proc,
+            pid,
+            name,
+        });
+    }
+
+    /// `spilled`, taken back: the collector did not get it.
+    pub fn unspilled(&self, link: usize, proc: ProcId) {
+        self.send(Command::Unspilled { link, proc });
     }
 
     /// Runs a network check; its end comes as `IoEvent::Probed`.
@@ -260,6 +353,11 @@ struct Pipe {
 }
 
 struct Io<E> {
+    /// Counts the processes watched here (down, as they are released).
+    local: Arc<AtomicUsize>,
+    on_release: Option<OnRelease>,
+    /// Collectors' event sockets, by index.
+    links: Vec<Option<Link>>,
     notify: Option<Listener>,
     /// Network checks under way, by index (their tokens), and when each times out.
     probes: Vec<Option<Running>>,
@@ -311,6 +409,9 @@ impl<E: From<IoEvent>> Io<E> {
                     TOKEN_NOTIFY => self.take_notifications(),
                     token if token & TOKEN_PROBE != 0 => {
                         self.advance_probe((token & !TOKEN_PROBE) as usize)
+                    }
+                    token if token & TOKEN_LINK != 0 => {
+                        self.read_link((token & !TOKEN_LINK) as usize)
                     }
                     token => self.ready(token),
                 };
@@ -419,6 +520,22 @@ impl<E: From<IoEvent>> Io<E> {
             match command {
                 Command::Watch(watch) => self.add(watch),
                 Command::Probe(probe) => self.start_probe(probe)?,
+                Command::Link(index, link) => self.add_link(index, link),
+                Command::Spilled {
+                    link,
+                    proc,
+                    pid,
+                    name,
+                } => {
+                    if let Some(Some(link)) = self.links.get_mut(link) {
+                        link.procs.insert(proc, (name, pid));
+                    }
+                }
+                Command::Unspilled { link, proc } => {
+                    if let Some(Some(link)) = self.links.get_mut(link) {
+                        link.procs.remove(&proc);
+                    }
+                }
                 Command::Stop => return Err(Closed),
             }
         }
@@ -621,9 +738,164 @@ impl<E: From<IoEvent>> Io<E> {
                 && slot.ready.is_none()
                 && slot.pipes.iter().all(Option::is_none)
             {
+                let proc = slot.proc;
                 self.slots[index] = None;
                 self.free.push(index);
+                let _ = self
+                    .local
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+                if let Some(on_release) = &self.on_release {
+                    on_release(proc);
+                }
             }
         }
+    }
+
+    fn add_link(&mut self, index: usize, link: Link) {
+        if let Err(e) = self.epoll.add(
+            &link.events,
+            EpollEvent::new(EpollFlags::EPOLLIN, TOKEN_LINK | index as u64),
+        ) {
+            log::error!(
+                "cannot wait for the collector (pid {}): {}",
+                link.pid,
+                errno_text(e)
+            );
+        }
+        if self.links.len() <= index {
+            self.links.resize_with(index + 1, || None);
+        }
+        self.links[index] = Some(link);
+    }
+
+    /// A collector's socket is readable: its frames become events, as the same
+    /// happenings of a process watched here would.
+    fn read_link(&mut self, index: usize) -> Result<(), Closed> {
+        // A node is registered before it is handed over: take registrations first, so
+        // that every frame's node is known.
+        self.take_commands()?;
+        let mut lost = false;
+        let mut total = 0;
+        loop {
+            let Some(Some(link)) = self.links.get_mut(index) else {
+                return Ok(());
+            };
+            match io::Read::read(&mut &link.events, &mut self.buffer) {
+                Ok(0) => {
+                    lost = true;
+                    break;
+                }
+                Ok(n) => {
+                    link.pending.extend_from_slice(&self.buffer[..n]);
+                    total += n;
+                    if n < self.buffer.len() || total >= LINK_BUDGET {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    lost = true;
+                    break;
+                }
+            }
+        }
+        let mut events = Vec::new();
+        if let Some(Some(link)) = self.links.get_mut(index) {
+            let mut at = 0;
+            loop {
+                match Frame::decode(&link.pending[at..]) {
+                    Ok(Some((frame, len))) => {
+                        at += len;
+                        match frame {
+                            Frame::Output {
+                                proc,
+                                stream,
+                                lines,
+                            } => {
+                                let node = match link.procs.get(&proc) {
+                                    Some((name, _)) => name.clone(),
+                                    None => Arc::from("?"),
+                                };
+                                events.push(IoEvent::Output {
+                                    proc,
+                                    node,
+                                    stream,
+                                    lines: lines.to_vec(),
+                                });
+                            }
+                            Frame::Exited(proc) => {
+                                // Reaped by the loop from now on: never watched again.
+                                link.procs.remove(&proc);
+                                events.push(IoEvent::Exited { proc });
+                            }
+                            Frame::FdReady(proc) => events.push(IoEvent::FdReady { proc }),
+                            Frame::Released(proc) => {
+                                link.procs.remove(&proc);
+                                let _ = link.count.fetch_update(
+                                    Ordering::SeqCst,
+                                    Ordering::SeqCst,
+                                    |n| n.checked_sub(1),
+                                );
+                            }
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        log::error!("the collector (pid {}) sent {e}", link.pid);
+                        lost = true;
+                        break;
+                    }
+                }
+            }
+            link.pending.drain(..at);
+        }
+        for event in events {
+            self.send(event)?;
+        }
+        if lost {
+            self.lose_link(index)?;
+        }
+        Ok(())
+    }
+
+    /// A collector has gone, and the read ends of its nodes' pipes with it: their exits
+    /// are watched here now, and they are stopped, to be revived with new pipes.
+    fn lose_link(&mut self, index: usize) -> Result<(), Closed> {
+        let Some(link) = self.links.get_mut(index).and_then(Option::take) else {
+            return Ok(());
+        };
+        let _ = self.epoll.delete(&link.events);
+        link.alive.store(false, Ordering::SeqCst);
+        if !link.procs.is_empty() {
+            log::error!(
+                "the collector (pid {}) has gone, and the output pipes of its {} nodes \
+                 with it: they are stopped, to be revived with new pipes",
+                link.pid,
+                link.procs.len()
+            );
+        }
+        for (proc, (name, pid)) in link.procs {
+            match super::spawn::pidfd_open(pid) {
+                Ok(pidfd) => {
+                    self.local.fetch_add(1, Ordering::SeqCst);
+                    self.add(Watch {
+                        proc,
+                        name,
+                        pidfd,
+                        stdout: None,
+                        stderr: None,
+                        ready: None,
+                    });
+                    super::signal_group(pid, Signal::SIGTERM);
+                }
+                Err(e) => {
+                    log::error!("cannot watch node '{name}' (pid {pid}) any more: {e}");
+                    super::signal_group(pid, Signal::SIGKILL);
+                    self.send(IoEvent::Exited { proc })?;
+                }
+            }
+        }
+        Ok(())
     }
 }

@@ -7,11 +7,10 @@
 //! so an adopted process can be traced back to the node instance it came from by reading
 //! its initial environment (`/proc/PID/environ`).
 //!
-//! `children` reads the kernel's lists of a process's children
+//! `look` reads the kernel's lists of a process's children
 //! (`/proc/PID/task/*/children`), and scans all of `/proc` where the kernel has none
-//! (built without CONFIG_PROC_CHILDREN); callers batch their looks.
+//! (built without CONFIG_PROC_CHILDREN); callers space their looks (see `leftovers`).
 
-use nix::sys::wait::{Id, WaitPidFlag, WaitStatus, waitid, waitpid};
 use nix::unistd::Pid;
 
 use super::ProcId;
@@ -24,18 +23,32 @@ pub fn owner_tag(supervisor: Pid, proc: ProcId) -> String {
     format!("{supervisor}.{}", proc.0)
 }
 
-/// The live children of `parent`, less those for which `known` is true: those are not
-/// looked at, which matters when the kernel keeps no list of children and every
-/// process's `stat` must be read (about 12 us each; a supervisor's own nodes are most
-/// of the processes on the machine).
-pub fn children(parent: Pid, known: impl Fn(Pid) -> bool) -> Vec<Pid> {
+/// A child of this process that is not a node leader, as a look found it.
+pub struct Child {
+    pub pid: Pid,
+    /// It has exited and waits to be reaped.
+    pub zombie: bool,
+}
+
+/// The children of `parent`, zombies included, less those for which `known` is true:
+/// those are not looked at, which matters when the kernel keeps no list of children and
+/// every process's `stat` must be read (about 12 us each; a supervisor's own nodes are
+/// most of the processes on the machine). Only the `stat` of the few unknown ones is
+/// read.
+pub fn look(parent: Pid, known: impl Fn(Pid) -> bool) -> Vec<Child> {
     let parent = parent.as_raw();
     listed_children(parent)
         .unwrap_or_else(every_process)
         .into_iter()
         .map(Pid::from_raw)
-        // Not a zombie, and still a child: the stat of the few unknown ones is read.
-        .filter(|&pid| !known(pid) && parent_of(pid.as_raw()) == Some(parent))
+        .filter(|&pid| !known(pid))
+        .filter_map(|pid| {
+            let (state, ppid) = state_of(pid.as_raw())?;
+            (ppid == parent).then_some(Child {
+                pid,
+                zombie: state == 'Z',
+            })
+        })
         .collect()
 }
 
@@ -73,16 +86,21 @@ fn listed_children(pid: i32) -> Option<Vec<i32>> {
     Some(found)
 }
 
-/// The parent of `pid`, from `/proc/PID/stat` (the fields after the command name, which
-/// may itself contain spaces and parentheses).
+/// The parent of live process `pid` (not a zombie).
 pub fn parent_of(pid: i32) -> Option<i32> {
+    match state_of(pid)? {
+        ('Z' | 'X', _) => None,
+        (_, parent) => Some(parent),
+    }
+}
+
+/// The state letter and the parent of `pid`, from `/proc/PID/stat` (the fields after
+/// the command name, which may itself contain spaces and parentheses).
+fn state_of(pid: i32) -> Option<(char, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" || state == "X" {
-        return None;
-    }
-    fields.next()?.parse().ok()
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
 }
 
 /// Which instance of which supervisor `pid` descends from, if its environment says.
@@ -96,50 +114,18 @@ pub fn owner_of(pid: Pid, supervisor: Pid) -> Option<ProcId> {
         .map(ProcId)
 }
 
-/// Reaps every exited child for which `is_ours` is false (node leaders, whose exits the
-/// I/O thread reports and the loop collects, and the stem), stopping at the first one
-/// for which it is true: that one is returned, to be collected by its owner, which lets
-/// the next call go further. Returns the reaped pids too.
-pub fn reap_adopted(is_ours: impl Fn(Pid) -> bool) -> (Vec<Pid>, Option<Pid>) {
-    let mut reaped = Vec::new();
-    let mut stopped_at = None;
-    loop {
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        let pid = match waitid(Id::All, flags) {
-            Ok(WaitStatus::Exited(pid, _)) | Ok(WaitStatus::Signaled(pid, _, _)) => pid,
-            Ok(WaitStatus::StillAlive) | Err(nix::errno::Errno::ECHILD) => break,
-            Ok(_) => break,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => {
-                log::warn!(
-                    "cannot look for exited children: {}",
-                    crate::process::errno_text(e)
-                );
-                break;
-            }
-        };
-        if is_ours(pid) {
-            stopped_at = Some(pid);
-            break;
-        }
-        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
-            Ok(_) => reaped.push(pid),
-            Err(e) => {
-                log::warn!(
-                    "cannot reap adopted process {pid}: {}",
-                    crate::process::errno_text(e)
-                );
-                break;
-            }
-        }
-    }
-    (reaped, stopped_at)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::process::Command;
+
+    fn children(parent: Pid, known: impl Fn(Pid) -> bool) -> Vec<Pid> {
+        look(parent, known)
+            .into_iter()
+            .filter(|child| !child.zombie)
+            .map(|child| child.pid)
+            .collect()
+    }
 
     #[test]
     fn finds_its_children_and_their_owner() {
@@ -170,8 +156,17 @@ mod tests {
             "another supervisor's tag"
         );
         child.kill().unwrap();
+        // Killed and not yet reaped: a zombie, still listed.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !look(me, |_| false).iter().any(|c| c.pid == pid && c.zombie)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::yield_now();
+        }
+        assert!(look(me, |_| false).iter().any(|c| c.pid == pid && c.zombie));
         child.wait().unwrap();
         assert!(!children(me, |_| false).contains(&pid));
+        assert!(!look(me, |_| false).iter().any(|c| c.pid == pid));
     }
 
     #[test]

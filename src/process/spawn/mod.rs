@@ -186,7 +186,8 @@ pub fn open_output(path: &std::path::Path) -> std::io::Result<File> {
 
 /// A pidfd for our child `pid`. The child cannot have been reaped yet (only we reap it),
 /// so the pid still names it even if it has already exited.
-fn pidfd_open(pid: Pid) -> Result<OwnedFd, String> {
+/// A pidfd for process `pid`.
+pub fn pidfd_open(pid: Pid) -> Result<OwnedFd, String> {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; no
     // memory is passed.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid.as_raw(), 0) };
