@@ -26,7 +26,7 @@ fn ensure_tmux() {
 }
 
 /// A tmux server with one pane running a shell command.
-struct Tmux {
+pub struct Tmux {
     socket: PathBuf,
 }
 
@@ -34,7 +34,7 @@ impl Tmux {
     /// Runs `command` (a shell command line) in `dir`, in a pane of `width`×`height`;
     /// after it, the pane says `top-exited=STATUS` and whether the terminal is back in
     /// canonical mode (`stty` prints `icanon`, not `-icanon`).
-    fn start(dir: &Path, width: u16, height: u16, command: &str) -> Tmux {
+    pub fn start(dir: &Path, width: u16, height: u16, command: &str) -> Tmux {
         ensure_tmux();
         let socket = dir.join("tmux.sock");
         let script = format!(
@@ -71,14 +71,14 @@ impl Tmux {
         self.tmux(&["capture-pane", "-p"])
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys"];
         args.extend_from_slice(keys);
         self.tmux(&args);
     }
 
     /// Waits until the screen satisfies `condition`; returns it then.
-    fn wait(&self, what: &str, mut condition: impl FnMut(&str) -> bool) -> String {
+    pub fn wait(&self, what: &str, mut condition: impl FnMut(&str) -> bool) -> String {
         let mut last = String::new();
         if wait_until(PATIENCE, || {
             last = self.screen();
@@ -89,7 +89,7 @@ impl Tmux {
         panic!("the screen never showed {what}:\n{last}");
     }
 
-    fn shows(&self, needle: &str) -> String {
+    pub fn shows(&self, needle: &str) -> String {
         self.wait(needle, |s| s.contains(needle))
     }
 
@@ -116,7 +116,7 @@ impl Tmux {
     }
 
     /// Waits for `top` to leave, and checks the terminal was put back.
-    fn expect_exit(&self, status: i32) -> String {
+    pub fn expect_exit(&self, status: i32) -> String {
         let exited = format!("top-exited={status}");
         let screen = self.wait(&exited, |s| {
             s.contains(&exited) && s.lines().any(|l| l.trim_end().ends_with("icanon"))
@@ -165,7 +165,7 @@ fn ctl(sandbox: &Sandbox, args: &[&str]) -> String {
 }
 
 /// The screen's row of a node (the table's), if it is shown.
-fn row<'a>(screen: &'a str, node: &str) -> Option<&'a str> {
+pub fn row<'a>(screen: &'a str, node: &str) -> Option<&'a str> {
     screen.lines().find(|l| {
         l.get(2..)
             .is_some_and(|rest| rest.starts_with(&format!("{node} ")))
