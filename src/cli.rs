@@ -190,7 +190,7 @@ pub struct TopArgs {
 #[derive(Debug, Args)]
 #[command(
     after_help = "Exit status: 0 done; 1 the supervisor refused (unknown node, \
-    a create it refused, a script error in eval); 2 usage (including create JSON that is \
+    a create it refused, a script error in eval or reload); 2 usage (including create JSON that is \
     not a NodeConfig); 3 no supervisor answered. With --ssh, the worst of the hosts'."
 )]
 pub struct CtlArgs {
@@ -306,6 +306,18 @@ pub enum CtlCommand {
     Eval {
         /// The code, or - to read it from stdin.
         code: String,
+    },
+    /// Read the supervisor's scripts again and apply the difference: create the nodes
+    /// they add, destroy those they drop, restart those whose configuration changed,
+    /// leave the rest running; print the plan, one node a line (+ - ~ =), once it is
+    /// applied. The same as SIGHUP to the supervisor.
+    #[command(
+        after_help = "Exit status: 0 applied; 1 the new scripts failed (nothing changed), or a node could not be created."
+    )]
+    Reload {
+        /// Only print the plan: change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Relay the control socket over stdin and stdout (what `--ssh` runs on the other
     /// host).

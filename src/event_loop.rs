@@ -14,7 +14,16 @@
 //! (`config::Event`) to the followers of the events (`follow_events`, `ctl events`,
 //! `top`), whose streams end when the supervisor stops.
 
+//!
+//! A reload (`reload`: `ctl reload`, SIGHUP, `:reload`) loads the command-line scripts
+//! again into a fresh `Host` whose node table records instead of creating; if that
+//! works, the node table plans and checks the difference, the loop swaps its `Host`
+//! for the new one (its functions, hooks, globals and timers; the old timers are
+//! dropped), and the plan is carried out. Whoever asked is answered once the plan is
+//! applied, which may take a few turns while changed and removed nodes stop.
+
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
@@ -23,13 +32,14 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use nix::sys::signal::Signal;
 use rhai::{Dynamic, INT, ImmutableString};
 
+use crate::config::reload::{Change, ReloadReport};
 use crate::config::{ExitInfo, Stream};
 use crate::feed::{ENTRY_COST, Feed, Subscribers};
 use crate::process::ProcId;
 use crate::process::lines;
 use crate::process::reactor::IoEvent;
-use crate::script::{ExitRequest, Hook, Host, Nodes, Role, ScriptError, Shared};
-use crate::supervisor::Notice;
+use crate::script::{Context, ExitRequest, Hook, Host, Mode, Nodes, Role, ScriptError, Shared};
+use crate::supervisor::{Applying, CreateError, Notice, Recording};
 
 /// Something for the loop to handle.
 pub enum Event {
@@ -54,6 +64,58 @@ pub enum Sigint {
     /// Only stop the running statement (an interactive session); during shutdown,
     /// kill the nodes that are still stopping, as a second SIGTERM would.
     Interrupt,
+}
+
+/// Why a reload changed nothing, or was not seen through.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    /// The new scripts failed to load or their `zeek_init()` failed (with where).
+    #[error("{0}; nothing was reloaded, the running scripts go on")]
+    Script(ScriptError),
+    /// The new scripts called `terminate()` or `exit()` while they were evaluated.
+    #[error(
+        "the new scripts asked the supervisor to stop while they were evaluated; nothing was reloaded"
+    )]
+    ExitRequested,
+    /// A new or changed node could not be started as configured.
+    #[error("{0}; nothing was reloaded")]
+    Refused(CreateError),
+    /// Shutdown has begun.
+    #[error("the supervisor is shutting down; nothing was reloaded")]
+    ShuttingDown,
+    /// Another reload's plan is still being carried out.
+    #[error(
+        "a reload is already under way (its changed nodes are still stopping); nothing was reloaded, try again once it is done"
+    )]
+    Busy,
+    /// The process was started without scripts (a bare `repl`).
+    #[error("nothing to reload: no scripts were named on the command line")]
+    NoScripts,
+    /// Not the supervisor role: there are no nodes to reload.
+    #[error("supervisor mode not enabled")]
+    NotSupervisor,
+    /// Shutdown began while the plan was being carried out.
+    #[error("the supervisor began shutting down before the reload was fully applied")]
+    Interrupted,
+}
+
+/// Where the outcome of a reload goes, once it is applied (or has failed).
+pub type ReloadDone = Box<dyn FnOnce(Result<ReloadReport, ReloadError>)>;
+
+/// How far a reload went at once.
+enum Begun {
+    /// A dry run: the plan, and nothing else.
+    Shown(ReloadReport),
+    /// The plan is being carried out; done once `Applying` says so.
+    Applying(ReloadReport, Applying),
+}
+
+/// A reload whose plan is being carried out.
+struct Reloading {
+    report: ReloadReport,
+    applying: Applying,
+    done: ReloadDone,
+    since: Instant,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +147,9 @@ pub struct EventLoop {
     output_followers: HashMap<String, Subscribers>,
     /// Who follows the supervisor's events.
     event_followers: Subscribers,
+    /// The command-line scripts, which a reload reads again.
+    scripts: Vec<PathBuf>,
+    reloading: Option<Reloading>,
 }
 
 impl EventLoop {
@@ -108,6 +173,8 @@ impl EventLoop {
             serve_forever,
             output_followers: HashMap::new(),
             event_followers: Subscribers::default(),
+            scripts: Vec::new(),
+            reloading: None,
         }
     }
 
@@ -128,10 +195,15 @@ impl EventLoop {
 
     /// Loads the scripts and calls `zeek_init()`. A failure is returned after every node
     /// that the scripts created has been stopped again.
-    pub fn start(&mut self, scripts: &[std::path::PathBuf]) -> Result<(), ScriptError> {
+    pub fn start(&mut self, scripts: &[PathBuf]) -> Result<(), ScriptError> {
+        self.scripts = scripts.to_vec();
         let mut result = self.host.load(scripts);
         if result.is_ok() && self.host.shared().borrow().exit.is_none() {
             result = self.host.call_hook(Hook::ZeekInit, ()).map(drop);
+        }
+        // From now on, nodes are created at run time: a reload leaves them alone.
+        if let Some(table) = self.host.table() {
+            table.set_mode(Mode::Serving);
         }
         if let Err(error) = result {
             self.begin_shutdown(1, false);
@@ -243,6 +315,12 @@ impl EventLoop {
     }
 
     fn signal(&mut self, signal: Signal) {
+        if signal == Signal::SIGHUP {
+            // As daemons do: re-read the configuration. The outcome is in the log.
+            log::info!("received SIGHUP; reloading the scripts");
+            self.reload(false, Box::new(drop));
+            return;
+        }
         if signal == Signal::SIGCHLD {
             if let Some(nodes) = &self.nodes {
                 nodes.borrow_mut().child_exited();
@@ -461,6 +539,7 @@ impl EventLoop {
                 }
             }
         }
+        self.reload_progress();
         let request = self.host.shared().borrow().exit;
         match (request, self.phase) {
             (Some(ExitRequest::Terminate), Phase::Serving) => self.begin_shutdown(0, true),
@@ -477,6 +556,10 @@ impl EventLoop {
             return;
         }
         self.phase = Phase::Stopping { code, clean };
+        if let Some(reloading) = self.reloading.take() {
+            log::warn!("shutdown began before the reload was fully applied");
+            (reloading.done)(Err(ReloadError::Interrupted));
+        }
         self.host.shared().borrow_mut().timers.clear();
         if let Some(nodes) = &self.nodes {
             nodes.borrow_mut().stop_all();
@@ -510,6 +593,142 @@ impl EventLoop {
         Some(code)
     }
 
+    /// Reads the command-line scripts again and applies the difference (or, with
+    /// `dry_run`, only works it out); `done` gets the plan once it is applied, or why
+    /// nothing changed. See the module's docs.
+    pub fn reload(&mut self, dry_run: bool, done: ReloadDone) {
+        let since = Instant::now();
+        match self.begin_reload(dry_run) {
+            Err(error) => {
+                log::error!("cannot reload: {error}");
+                done(Err(error));
+            }
+            Ok(Begun::Shown(report)) => done(Ok(report)),
+            Ok(Begun::Applying(report, applying)) => {
+                self.reloading = Some(Reloading {
+                    report,
+                    applying,
+                    done,
+                    since,
+                });
+                // Answered here if nothing needs to stop first, else once it has.
+                self.after_script();
+            }
+        }
+    }
+
+    /// A reload up to the point where the plan is being carried out.
+    fn begin_reload(&mut self, dry_run: bool) -> Result<Begun, ReloadError> {
+        let Some(nodes) = self.nodes.clone() else {
+            return Err(ReloadError::NotSupervisor);
+        };
+        if self.is_stopping() {
+            return Err(ReloadError::ShuttingDown);
+        }
+        if self.reloading.is_some() {
+            return Err(ReloadError::Busy);
+        }
+        if self.scripts.is_empty() {
+            return Err(ReloadError::NoScripts);
+        }
+        let names: Vec<String> = self
+            .scripts
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        log::info!(
+            "{} the scripts: {}",
+            if dry_run {
+                "dry run of reloading"
+            } else {
+                "reloading"
+            },
+            names.join(", ")
+        );
+        let started = Instant::now();
+        let (host, recording) = self.evaluate(&nodes)?;
+        let evaluated = Instant::now();
+        let plan = nodes.borrow().plan(recording);
+        let mut report = plan.report(dry_run);
+        let planned = Instant::now();
+        for line in report.nodes.iter().filter(|l| l.change != Change::Keep) {
+            log::info!("reload: {line}");
+        }
+        log::info!(
+            "reload plan: {} (scripts evaluated in {:.1} ms, planned in {:.1} ms)",
+            report.summary(),
+            millis(evaluated - started),
+            millis(planned - evaluated)
+        );
+        if dry_run {
+            return Ok(Begun::Shown(report));
+        }
+        let checked = nodes
+            .borrow_mut()
+            .check(&plan)
+            .map_err(ReloadError::Refused)?;
+        // The new program takes over before the plan runs, so the hooks called for
+        // what it does (node_status of a new process) are the new ones. The old
+        // program, and its timers, go.
+        drop(std::mem::replace(&mut self.host, host));
+        self.failed_hooks.clear();
+        let (applying, errors) = nodes.borrow_mut().apply_plan(plan, checked);
+        report.errors = errors;
+        Ok(Begun::Applying(report, applying))
+    }
+
+    /// Runs the new scripts' top level and `zeek_init()` in a fresh engine whose
+    /// creates are recorded: the engine and what they asked for.
+    fn evaluate(&mut self, nodes: &Nodes) -> Result<(Host, Recording), ReloadError> {
+        let context = Context::new(Role::Supervisor).shared();
+        let mut host = Host::new(
+            context,
+            Some(nodes.clone()),
+            self.host.limits(),
+            self.interrupt.clone(),
+        );
+        let Some(table) = host.table().cloned() else {
+            return Err(ReloadError::NotSupervisor);
+        };
+        table.set_mode(Mode::Recording(Recording::default()));
+        let mut result = host.load(&self.scripts);
+        if result.is_ok() && host.shared().borrow().exit.is_none() {
+            result = host.call_hook(Hook::ZeekInit, ()).map(drop);
+        }
+        if host.shared().borrow().exit.is_some() {
+            return Err(ReloadError::ExitRequested);
+        }
+        result.map_err(ReloadError::Script)?;
+        match table.set_mode(Mode::Serving) {
+            Mode::Recording(recording) => Ok((host, recording)),
+            Mode::Loading | Mode::Serving => Err(ReloadError::NotSupervisor),
+        }
+    }
+
+    /// Answers a reload whose plan has been carried out.
+    fn reload_progress(&mut self) {
+        let applied = match (&self.reloading, &self.nodes) {
+            (Some(reloading), Some(nodes)) => nodes.borrow().is_applied(&reloading.applying),
+            _ => false,
+        };
+        if !applied {
+            return;
+        }
+        if let Some(reloading) = self.reloading.take() {
+            log::info!(
+                "reload applied in {:.1} ms",
+                millis(reloading.since.elapsed())
+            );
+            if let Some(nodes) = &self.nodes {
+                nodes
+                    .borrow_mut()
+                    .reload_applied(&reloading.report.summary());
+            }
+            self.publish_events();
+            (reloading.done)(Ok(reloading.report));
+        }
+    }
+
     fn fire_due(&mut self, now: Instant) {
         let shared = self.host.shared().clone();
         if let Some(nodes) = &self.nodes {
@@ -534,6 +753,10 @@ impl EventLoop {
             (a, b) => a.or(b),
         }
     }
+}
+
+fn millis(duration: std::time::Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 fn push_line(out: &mut Vec<u8>, node: &str, line: &[u8]) {

@@ -11,20 +11,21 @@
 //! | `runtime` | assembling one process of any role: signals, the I/O thread, the loop, the control socket, the REPL's front end |
 //! | `control`, `repl` | front ends: control requests and typed statements, handed to the loop as tasks; the control client, and its reach to other hosts through ssh (`control::ssh`, `control::relay`) |
 //! | `event_loop` | the one loop: owns the engine and the node table, turns events into calls |
-//! | `script` | the Rhai side: engine and limits, globals, hooks, the `Supervisor` and `Cluster` modules, records' registration |
-//! | `supervisor` | policy: the node table, each node's state machine (`supervisor::node`), revival and backoff, deadlines, which host a node belongs to (`supervisor::host`) |
+//! | `script` | the Rhai side: engine and limits, globals, hooks, the `Supervisor` and `Cluster` modules, records' registration, the node table as scripts reach it (`script::table`: the scripts' own nodes, run-time nodes, or a reload's recording) |
+//! | `supervisor` | policy: the node table, each node's state machine (`supervisor::node`), revival and backoff, deadlines, which host a node belongs to (`supervisor::host`), a reload's plan and carrying it out (`supervisor::reload`) |
 //! | `process` | mechanism: the `Backend` trait and the native backend (plan, spawn, stem, reactor, leftovers) |
-//! | `config`, `console`, `feed` | shared leaves: the records (one field table each) and constants; where output goes; followers' bounded queues |
+//! | `config`, `console`, `feed` | shared leaves: the records (one field table each), what a reload reports (`config::reload`) and constants; where output goes; followers' bounded queues |
 //!
 //! # Who owns what
 //!
 //! The **node table** (`supervisor::Supervisor`) is owned by the loop
 //! (`event_loop::EventLoop`, its field `nodes`), in the supervisor role only. The loop
-//! lends it, as an `Rc<RefCell>` (`script::Nodes`), to the engine's `Supervisor::`
-//! functions, which borrow it for the length of one call; the loop never holds a
-//! borrow while a script runs. The table owns its nodes; a node's state
-//! (`supervisor::node::State`) is the one place its process's pid and stop deadline
-//! live. The supervisor reaches processes only through `process::Backend`.
+//! lends it, as an `Rc<RefCell>` (`script::Nodes`, wrapped in each host's
+//! `script::Table`), to the engine's `Supervisor::` functions, which borrow it for the
+//! length of one call; the loop never holds a borrow while a script runs. The table
+//! owns its nodes, and remembers who created each (the scripts, or anything at run
+//! time); a node's state (`supervisor::node::State`) is the one place its process's
+//! pid and stop deadline live. The supervisor reaches processes only through `process::Backend`.
 //!
 //! # Threads
 //!
@@ -82,6 +83,14 @@
 //! thread decodes it (`control::decode`) and queues an `Event::Task` → the loop runs it
 //! (`control::handle`: `Supervisor::create`, as a script would) and sends the response
 //! to the control thread, which writes it to the client.
+//!
+//! A reload (`ctl reload`, SIGHUP, `:reload`) is a task (or a signal event) too: the
+//! loop loads the command-line scripts into a second `script::Host`, whose
+//! `script::Table` records creates instead of making them (`Supervisor::record`); the
+//! node table plans the difference from the nodes the scripts created
+//! (`Supervisor::plan`) and checks it with the backend; the loop swaps in the new host
+//! and the table carries the plan out (`Supervisor::apply_plan`); the one who asked is
+//! answered once the loop finds it applied (`Supervisor::is_applied`).
 //!
 //! Across hosts nothing travels but ssh: `ctl --ssh HOST` starts `ssh HOST
 //! rhai-supervisor ctl __relay` per host (`control::ssh`), writes the request line to

@@ -36,6 +36,7 @@ fn main() {
     let mut settings = Settings::default();
     settings.log_level = level;
     settings.subreaper = true;
+    settings.hangup_reloads = true;
     settings.limits.call_time = cli.call_time_limit;
     if let Some(ms) = payload.as_ref().and_then(|p| p.call_time_ms) {
         settings.limits.call_time = std::time::Duration::from_millis(ms);

@@ -1,4 +1,5 @@
-//! Assembling one process of any role: signal routing, the I/O thread, the shared
+//! Assembling one process of any role: signal routing (SIGHUP too, for a supervisor
+//! that reloads on it), the I/O thread, the shared
 //! context, the Rhai host and the loop, in the order that matters (the interrupt flag
 //! is registered before the reactor's signal pipe, so a script is already being
 //! stopped when the loop hears of the signal).
@@ -55,6 +56,10 @@ pub struct Settings {
     pub host: Vec<String>,
     /// Serve Prometheus metrics at `HOST:PORT` (`run --metrics`; see `serve_metrics`).
     pub metrics: Option<String>,
+    /// In the supervisor role, SIGHUP reloads the scripts (`EventLoop::reload`), as
+    /// daemons re-read their configuration. Off by default, so that an embedding
+    /// program keeps SIGHUP for itself; the command line turns it on.
+    pub hangup_reloads: bool,
 }
 
 impl Default for Settings {
@@ -67,6 +72,7 @@ impl Default for Settings {
             subreaper: false,
             host: Vec::new(),
             metrics: None,
+            hangup_reloads: false,
         }
     }
 }
@@ -127,6 +133,9 @@ impl Runtime {
                 .map_err(|e| setup("cannot become a child subreaper", e.into()))?;
         }
         let mut signals = vec![Signal::SIGTERM, Signal::SIGINT];
+        if role == Role::Supervisor && settings.hangup_reloads {
+            signals.push(Signal::SIGHUP);
+        }
         if adopting {
             signals.push(Signal::SIGCHLD);
         }

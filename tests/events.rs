@@ -351,3 +351,29 @@ fn a_follower_that_never_reads_is_dropped_and_the_supervisor_stays_small() {
     assert_eq!(sup.expect_exit(), Some(0));
     assert_eq!(reading.expect_exit(), Some(0));
 }
+
+#[test]
+fn an_applied_reload_is_told_after_what_it_did() {
+    let sandbox = Sandbox::new("events-reload");
+    let mut sup = supervisor(&sandbox, &[]);
+    let mut text = sandbox.start(&["ctl", "events"]);
+    subscribed(&sup, 1);
+    sandbox.write(
+        "s.rhai",
+        r#"fn zeek_init() {
+            Supervisor::create(#{name: "extra", command: ["sleep", "300"]});
+        }"#,
+    );
+    ctl_ok(&sandbox, &["reload"]);
+    let printed = text.expect_stdout("reload applied");
+    let lines: Vec<&str> = printed.lines().map(after_clock).collect();
+    let created = lines.iter().position(|l| *l == "extra created").unwrap();
+    let applied = lines
+        .iter()
+        .position(|l| *l == "reload applied: 1 created, 0 destroyed, 0 restarted, 0 unchanged")
+        .unwrap_or_else(|| panic!("{lines:?}"));
+    assert!(created < applied, "{lines:?}");
+    sup.signal(SIGTERM);
+    assert_eq!(sup.expect_exit(), Some(0));
+    assert_eq!(text.expect_exit(), Some(0));
+}

@@ -21,6 +21,10 @@
 //!   and `repl --attach --ssh` through a real OpenSSH server on loopback addresses
 //!   (merged status and JSON, a remote restart, unreachable and hung hosts, refused
 //!   host strings, output that is not an answer)
+//! - `reload`: the scripts edited and read again (`ctl reload`, SIGHUP, `:reload`):
+//!   untouched nodes keep their processes, changed ones get their new configuration,
+//!   removed ones are gone, run-time nodes are left alone, failures change nothing,
+//!   dry runs, and reloads at awkward moments
 //! - `repl`: the interactive REPL through a pseudo-terminal (prompt, multi-line input,
 //!   errors, Ctrl-C, completion, history, nodes, output above the prompt), and the
 //!   same REPL reading a pipe
@@ -55,6 +59,7 @@ mod nodes;
 mod output;
 mod readiness;
 mod reliability;
+mod reload;
 mod repl;
 mod scale;
 mod signals;

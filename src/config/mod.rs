@@ -8,11 +8,15 @@
 //! `script::records`; turning a config into something that can be spawned lives in
 //! `process::plan`.
 //!
+//! `reload` holds what a reload reports (its plan, and the field-by-field difference
+//! of two configurations).
+//!
 //! Also here: what every layer shares — the output `Stream`s, how a process ended
 //! (`ExitInfo`), and the constants more than one layer needs.
 
 pub mod event;
 pub mod record;
+pub mod reload;
 pub mod shapes;
 pub mod time;
 

@@ -1,6 +1,10 @@
 //! What the loop thread does with a control request: the same calls a script makes
 //! (`Supervisor::create`, `status`, ...), run between other events like a script call,
 //! so `node_status` fires for a node created this way once the request is done.
+//!
+//! Most requests are answered at once; a `reload` is answered once its plan is applied
+//! (the nodes it restarts have stopped and started again), a few loop turns later, so
+//! the answer goes to a `Respond` that the loop keeps until then.
 
 use std::sync::Arc;
 
@@ -20,20 +24,56 @@ pub struct Peer {
     pub uid: u32,
 }
 
-/// Runs one request on the loop thread and returns its answer. A `follow` request comes
-/// with the feed to publish its stream into.
+/// Where the answer to a request goes.
+pub type Respond = Box<dyn FnOnce(Response)>;
+
+/// Runs one request on the loop thread; its answer goes to `respond`, now or (for a
+/// reload) once the request is done. A `follow` request comes with the feed to publish
+/// its stream into.
 pub fn execute(
     event_loop: &mut EventLoop,
     peer: Peer,
     request: Request,
     feed: Option<Arc<Feed>>,
-) -> Response {
+    respond: Respond,
+) {
     let Request { id, command } = request;
     log::debug!(
         "control request from pid {}: {} (id {id})",
         peer.pid,
         command.name()
     );
+    if let Command::Reload { dry_run } = command {
+        log::info!(
+            "control client (pid {}) asks for a reload{}",
+            peer.pid,
+            if dry_run { " (dry run)" } else { "" }
+        );
+        event_loop.reload(
+            dry_run,
+            Box::new(move |outcome| {
+                respond(match outcome {
+                    Ok(report) => match to_json(&report) {
+                        Ok(value) => Response::ok(id, value),
+                        Err(error) => Response::error(id, error),
+                    },
+                    Err(error) => Response::error(id, error.to_string()),
+                })
+            }),
+        );
+        return;
+    }
+    respond(answer(event_loop, peer, id, command, feed));
+}
+
+/// The answer to a request that is answered at once.
+fn answer(
+    event_loop: &mut EventLoop,
+    peer: Peer,
+    id: Value,
+    command: Command,
+    feed: Option<Arc<Feed>>,
+) -> Response {
     match command {
         Command::Eval(code) => {
             let (result, output) = crate::console::capture(|| event_loop.host().eval(&code));
@@ -183,7 +223,9 @@ fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result
                 .map_err(|e| e.to_string())?;
             Ok(names.into())
         }
-        Command::Eval(_) | Command::Stop | Command::Follow(_) => Err("not a node command".into()),
+        Command::Eval(_) | Command::Stop | Command::Follow(_) | Command::Reload { .. } => {
+            Err("not a node command".into())
+        }
     }
 }
 

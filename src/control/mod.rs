@@ -64,7 +64,7 @@ pub const MAX_LINE: usize = 1024 * 1024;
 
 /// The commands, as they are spelled in `cmd`.
 pub const COMMANDS: &[&str] = &[
-    "create", "status", "restart", "destroy", "signal", "stop", "tail", "eval", "follow",
+    "create", "status", "restart", "destroy", "signal", "stop", "tail", "eval", "follow", "reload",
 ];
 
 /// The kinds of stream a client can `follow`, as they are spelled in `topic`.
@@ -120,6 +120,12 @@ pub enum Command {
     Eval(String),
     /// Follow a stream: a first response, then the stream's lines (`StreamEvent`).
     Follow(Topic),
+    /// Read the command-line scripts again and apply the difference (answered once it
+    /// is applied); with `dry_run`, only say what would change.
+    Reload {
+        /// Change nothing: only the plan.
+        dry_run: bool,
+    },
 }
 
 /// What a `follow` request follows.
@@ -172,6 +178,7 @@ impl Command {
             Command::Tail { .. } => "tail",
             Command::Eval(_) => "eval",
             Command::Follow(_) => "follow",
+            Command::Reload { .. } => "reload",
         }
     }
 }
@@ -327,6 +334,12 @@ fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
                 .string("code")?
                 .ok_or("eval needs 'code' (Rhai source text)")?;
             Command::Eval(code)
+        }
+        "reload" => {
+            fields.allowed = &["dry_run"];
+            Command::Reload {
+                dry_run: fields.boolean("dry_run")?.unwrap_or(false),
+            }
         }
         _ => {
             return Err(format!(
@@ -488,6 +501,11 @@ impl Request {
                         }
                     }
                     Topic::Events => {}
+                }
+            }
+            Command::Reload { dry_run } => {
+                if *dry_run {
+                    object.insert("dry_run".into(), true.into());
                 }
             }
         }
@@ -660,6 +678,24 @@ mod tests {
         assert_eq!(
             ok(r#"{"cmd":"eval","code":"1 + 1"}"#).command,
             Command::Eval("1 + 1".into())
+        );
+        assert_eq!(
+            ok(r#"{"cmd":"reload"}"#).command,
+            Command::Reload { dry_run: false }
+        );
+        assert_eq!(
+            ok(r#"{"cmd":"reload","dry_run":true}"#).command,
+            Command::Reload { dry_run: true }
+        );
+        assert!(
+            err(r#"{"cmd":"reload","dry_run":"yes"}"#)
+                .error
+                .contains("true or false")
+        );
+        assert!(
+            err(r#"{"cmd":"reload","dryrun":true}"#)
+                .error
+                .contains("unknown field 'dryrun'")
         );
         let Command::Create(config) =
             ok(r#"{"cmd":"create","config":{"name":"w1","command":["sleep","9"]}}"#).command
@@ -872,7 +908,9 @@ mod tests {
                     lines: None,
                 }),
             ),
-            Request::new(11, Command::Follow(Topic::Events)),
+            Request::new(10, Command::Reload { dry_run: false }),
+            Request::new(11, Command::Reload { dry_run: true }),
+            Request::new(12, Command::Follow(Topic::Events)),
         ];
         for request in requests {
             let line = serde_json::to_vec(&request.to_json()).unwrap();

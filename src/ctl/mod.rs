@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 use serde_json::Value;
 
 use crate::cli::{CtlArgs, CtlCommand};
+use crate::config::reload::ReloadReport;
 use crate::config::{NodeStatus, OutputLine, Status};
 use crate::control::client::DEFAULT_TIMEOUT;
 use crate::control::show::status_table;
@@ -102,7 +103,18 @@ fn relay(args: &CtlArgs) -> i32 {
 }
 
 fn exit_status(response: &Response) -> i32 {
-    if response.ok { EXIT_OK } else { EXIT_REFUSED }
+    // A reload that went through but could not create a node says so in `errors`.
+    let errors = response
+        .result
+        .as_ref()
+        .and_then(|r| r.get("errors"))
+        .and_then(Value::as_array)
+        .is_some_and(|e| !e.is_empty());
+    if response.ok && !errors {
+        EXIT_OK
+    } else {
+        EXIT_REFUSED
+    }
 }
 
 fn unreachable_supervisor(error: &ClientError) {
@@ -354,6 +366,7 @@ fn command(command: &CtlCommand) -> Result<Command, String> {
         CtlCommand::Events => Command::Follow(Topic::Events),
         CtlCommand::Eval { code } if code == "-" => Command::Eval(read_stdin()?),
         CtlCommand::Eval { code } => Command::Eval(code.clone()),
+        CtlCommand::Reload { dry_run } => Command::Reload { dry_run: *dry_run },
         CtlCommand::Relay => return Err("__relay is not a request".into()),
     })
 }
@@ -443,6 +456,10 @@ fn printed(command: &Command, response: &Response) -> Vec<Piece> {
                 }
             }
         }
+        Command::Reload { .. } => match serde_json::from_value::<ReloadReport>(result) {
+            Ok(report) => pieces.extend(reload_pieces(&report)),
+            Err(e) => pieces.push(Piece::Complaint(format!("cannot read the plan: {e}"))),
+        },
         Command::Eval(_) => {
             if let Some(output) = &response.output {
                 pieces.push(Piece::Out(output.clone()));
@@ -453,6 +470,27 @@ fn printed(command: &Command, response: &Response) -> Vec<Piece> {
                 other => pieces.push(Piece::Out(format!("{other}\n"))),
             }
         }
+    }
+    pieces
+}
+
+/// A reload's plan, one node a line on stdout; the creates the scripts got refused, as
+/// warnings on stderr; what could not be done, as errors.
+fn reload_pieces(report: &ReloadReport) -> Vec<Piece> {
+    let mut pieces = Vec::new();
+    let mut plan = String::new();
+    for line in &report.nodes {
+        plan.push_str(&line.to_string());
+        plan.push('\n');
+    }
+    pieces.push(Piece::Out(plan));
+    for refused in &report.refused {
+        pieces.push(Piece::Err(format!(
+            "rhai-supervisor: warning: Supervisor::create refused: {refused}\n"
+        )));
+    }
+    for error in &report.errors {
+        pieces.push(Piece::Complaint(error.clone()));
     }
     pieces
 }

@@ -9,8 +9,8 @@
 //! - a readable pidfd (the process exited) first drains that process's pipes, flushes
 //!   an unfinished last line, and only then sends `IoEvent::Exited`, so every line a
 //!   node wrote reaches the loop before its exit does;
-//! - the signals it is given (SIGTERM and SIGINT; SIGCHLD for a subreaper) become
-//!   `IoEvent::Signal`;
+//! - the signals it is given (SIGTERM and SIGINT; SIGHUP for a supervisor that reloads
+//!   on it; SIGCHLD for a subreaper) become `IoEvent::Signal`;
 //! - datagrams on the notification socket (`notify`) become `IoEvent::Notify`, one per
 //!   sender and wake-up, whatever a node sends;
 //! - a newline on a node's readiness descriptor (`ready: #{fd: N}`) becomes

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::config::Status;
+use crate::config::reload::ReloadReport;
 use crate::event_loop::{Event, EventLoop};
 use crate::script::{ExitRequest, ScriptError, api::NOT_SUPERVISOR, records};
 
@@ -60,6 +61,9 @@ pub trait Evaluator {
     fn load(&mut self, path: &Path) -> Result<Reply, Unanswered>;
     /// Every node's status, for `:status`.
     fn status(&mut self) -> Result<Status, Unanswered>;
+    /// `:reload`: the command-line scripts again, and the difference applied (or with
+    /// `dry_run` only shown); the plan, or why nothing changed. Returns once applied.
+    fn reload(&mut self, dry_run: bool) -> Result<Result<ReloadReport, String>, Unanswered>;
     /// Names for completion, and the fields of the value at `path` (a global variable
     /// followed by field names), when `path` is not empty.
     fn names(&mut self, path: &[String]) -> Result<Names, Unanswered>;
@@ -150,6 +154,28 @@ impl Evaluator for Local {
                 .ok_or_else(|| NOT_SUPERVISOR.to_string())
         })?
         .map_err(Unanswered::Failed)
+    }
+
+    fn reload(&mut self, dry_run: bool) -> Result<Result<ReloadReport, String>, Unanswered> {
+        // Answered once the plan is applied, a few loop turns later: the loop keeps
+        // the sender until then.
+        let (answer, answered) = crossbeam_channel::bounded(1);
+        let task = Event::Task(Box::new(move |event_loop: &mut EventLoop| {
+            event_loop.reload(
+                dry_run,
+                Box::new(move |outcome| {
+                    let _ = answer.send(outcome.map_err(|e| e.to_string()));
+                }),
+            );
+        }));
+        select! {
+            send(self.events, task) -> sent => sent.map_err(|_| Unanswered::Stopped)?,
+            recv(self.finished) -> _ => return Err(Unanswered::Stopped),
+        }
+        select! {
+            recv(answered) -> reply => reply.map_err(|_| Unanswered::Stopped),
+            recv(self.finished) -> _ => Err(Unanswered::Stopped),
+        }
     }
 
     fn names(&mut self, path: &[String]) -> Result<Names, Unanswered> {

@@ -85,6 +85,10 @@ pub enum Command {
     Help,
     Status,
     Load(String),
+    /// `:reload`, `:reload --dry-run`: read the command-line scripts again.
+    Reload {
+        dry_run: bool,
+    },
     Quit,
     /// A command that needs an argument it did not get, or one that does not exist.
     Bad(String),
@@ -95,6 +99,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     (":help", ":h"),
     (":status", ":s"),
     (":load", ":l"),
+    (":reload", ":r"),
     (":quit", ":q"),
 ];
 
@@ -115,6 +120,11 @@ impl Command {
                 Command::Bad(format!(":{name} needs a file name: :load FILE"))
             }
             "load" | "l" => Command::Load(unquote(argument).to_string()),
+            "reload" | "r" => match argument {
+                "" => Command::Reload { dry_run: false },
+                "--dry-run" | "dry-run" | "-n" => Command::Reload { dry_run: true },
+                other => Command::Bad(format!(":{name} takes --dry-run or nothing, not '{other}'")),
+            },
             _ => Command::Bad(format!("unknown command ':{name}' (:help lists them)")),
         })
     }
@@ -195,6 +205,17 @@ mod tests {
             Some(Command::Load("a b.rhai".into()))
         );
         assert!(matches!(Command::parse(":load"), Some(Command::Bad(m)) if m.contains("FILE")));
+        assert_eq!(
+            Command::parse(":reload"),
+            Some(Command::Reload { dry_run: false })
+        );
+        assert_eq!(
+            Command::parse(":r --dry-run"),
+            Some(Command::Reload { dry_run: true })
+        );
+        assert!(
+            matches!(Command::parse(":reload now"), Some(Command::Bad(m)) if m.contains("--dry-run"))
+        );
         assert!(matches!(Command::parse(":frob"), Some(Command::Bad(m)) if m.contains("':frob'")));
     }
 }

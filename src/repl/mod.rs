@@ -450,6 +450,15 @@ impl Session<'_> {
                 let reply = self.evaluator.borrow_mut().load(path);
                 return self.reply(reply, None, Some(&file));
             }
+            Command::Reload { dry_run } => {
+                let outcome = self.evaluator.borrow_mut().reload(dry_run);
+                match outcome {
+                    Ok(Ok(report)) => self.console.show(&render::reload(&report)),
+                    Ok(Err(error)) => self.console.error(&error, None),
+                    Err(Unanswered::Stopped) => return Next::Gone,
+                    Err(e) => self.console.error(&e.to_string(), None),
+                }
+            }
         }
         Next::Continue
     }
@@ -589,6 +598,23 @@ mod tests {
         fn status(&mut self) -> Result<Status, Unanswered> {
             Ok(Status::default())
         }
+        fn reload(
+            &mut self,
+            dry_run: bool,
+        ) -> Result<Result<crate::config::reload::ReloadReport, String>, Unanswered> {
+            self.log.lock().unwrap().push(format!("reload {dry_run}"));
+            if dry_run {
+                return Ok(Err("s.rhai:1:1: broken; nothing was reloaded".into()));
+            }
+            Ok(Ok(crate::config::reload::ReloadReport {
+                nodes: vec![crate::config::reload::PlanLine {
+                    node: "w1".into(),
+                    change: crate::config::reload::Change::Create,
+                    fields: Vec::new(),
+                }],
+                ..Default::default()
+            }))
+        }
         fn names(&mut self, _: &[String]) -> Result<Names, Unanswered> {
             Ok(Names::default())
         }
@@ -649,6 +675,8 @@ mod tests {
                 line(""),
                 line(":load x.rhai"),
                 line(":status"),
+                line(":reload"),
+                line(":reload --dry-run"),
                 line("fn g() {"),
                 Read::Interrupted,
                 line("oops"),
@@ -665,6 +693,12 @@ mod tests {
                 "show loaded x.rhai",
                 "history \":status\"",
                 "show no nodes",
+                "history \":reload\"",
+                "reload false",
+                "show + w1\nreloaded: 1 created, 0 destroyed, 0 restarted, 0 unchanged",
+                "history \":reload --dry-run\"",
+                "reload true",
+                "error s.rhai:1:1: broken; nothing was reloaded",
                 "...>",
                 "history \"oops\"",
                 "eval \"oops\"",

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use super::evaluator::{Evaluator, Names, Reply, Unanswered};
 use crate::config::Status;
+use crate::config::reload::ReloadReport;
 use crate::control::{ClientError, Command, Connection};
 use crate::script::ScriptError;
 
@@ -87,6 +88,21 @@ impl Evaluator for Remote {
             _ => Err(Unanswered::Failed(
                 response.error.unwrap_or_else(|| "no status".into()),
             )),
+        }
+    }
+
+    fn reload(&mut self, dry_run: bool) -> Result<Result<ReloadReport, String>, Unanswered> {
+        let response = self
+            .client
+            .call(Command::Reload { dry_run })
+            .map_err(Remote::unanswered)?;
+        match (response.ok, response.result) {
+            (true, Some(result)) => serde_json::from_value(result)
+                .map(Ok)
+                .map_err(|e| Unanswered::Failed(format!("an invalid plan: {e}"))),
+            _ => Ok(Err(response
+                .error
+                .unwrap_or_else(|| "the supervisor refused".into()))),
         }
     }
 

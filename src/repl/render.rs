@@ -262,6 +262,31 @@ pub fn status_table(status: &Status) -> String {
 }
 
 /// The `:help` page.
+/// A reload's plan, one node a line, then what it did (or, for a dry run, would do),
+/// the creates the scripts got refused and what failed.
+pub fn reload(report: &crate::config::reload::ReloadReport) -> String {
+    let mut out = String::new();
+    for line in &report.nodes {
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    for refused in &report.refused {
+        out.push_str(&format!("warning: Supervisor::create refused: {refused}\n"));
+    }
+    for error in &report.errors {
+        out.push_str(&format!("error: {error}\n"));
+    }
+    if report.dry_run {
+        out.push_str(&format!(
+            "dry run, nothing changed; the plan: {}",
+            report.summary()
+        ));
+    } else {
+        out.push_str(&format!("reloaded: {}", report.summary()));
+    }
+    out
+}
+
 pub const HELP: &str = "\
 Type Rhai statements; they run in the supervisor, between its other work. A statement
 that is not finished (an open brace, string or bracket, a trailing operator) goes on
@@ -287,6 +312,8 @@ Supervisor API:
 Commands:
   :status, :s        a table of the nodes: state, pid, restarts, uptime, last exit
   :load FILE, :l     run a script file here (its functions and hooks stay)
+  :reload, :r        read the command-line scripts again and apply the difference;
+                     what was typed here gives way to them (--dry-run: only the plan)
   :help, :h          this page
   :quit, :q          stop every node, run zeek_done() and leave
 

@@ -6,6 +6,7 @@
 //! lives in `supervisor`. Every function with an effect is registered volatile, so the
 //! optimizer never runs it at compile time.
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use rhai::{
@@ -13,7 +14,7 @@ use rhai::{
 };
 
 use super::records::{self, from_map, kind};
-use super::{ExitRequest, Nodes, Role, Shared};
+use super::{ExitRequest, Role, Shared, Table};
 use crate::config::{ClusterEndpoint, ClusterRole, Fields, NodeConfig, NodeStatus, Status, Stream};
 
 type Result<T> = std::result::Result<T, Box<EvalAltResult>>;
@@ -25,7 +26,7 @@ pub const NOT_SUPERVISED: &str = "not a supervised process";
 
 /// Registers everything scripts can call. `nodes` is the node table, in the supervisor
 /// role.
-pub fn register(engine: &mut Engine, shared: &Shared, nodes: Option<Nodes>) {
+pub fn register(engine: &mut Engine, shared: &Shared, nodes: Option<Rc<Table>>) {
     records::register::<NodeConfig>(engine);
     records::register::<ClusterEndpoint>(engine);
     records::register::<NodeStatus>(engine);
@@ -74,7 +75,7 @@ pub const SUPERVISOR_NAMES: &[&str] = &[
     "WORKER",
 ];
 
-fn supervisor_module(shared: &Shared, nodes: Option<Nodes>) -> Module {
+fn supervisor_module(shared: &Shared, nodes: Option<Rc<Table>>) -> Module {
     let mut m = Module::new();
     for role in ClusterRole::ALL {
         m.set_var(role.name(), role);
@@ -114,11 +115,11 @@ fn supervisor_module(shared: &Shared, nodes: Option<Nodes>) -> Module {
                         &ctx,
                     ));
                 };
-                let created = uncounted(&s, || {
-                    table
-                        .as_ref()
-                        .map(|nodes| nodes.borrow_mut().create(config))
-                });
+                let created = uncounted(&s, || table.as_ref().map(|nodes| nodes.create(config)));
+                if let (Some(table), Some(Err(e))) = (&table, &created) {
+                    // A reload reports the creates its scripts got refused, and where.
+                    table.refused(format!("{}{e}", where_called(&ctx)));
+                }
                 Ok(match created {
                     None => {
                         log::error!("Supervisor::create: {NOT_SUPERVISOR}");
@@ -166,8 +167,8 @@ fn supervisor_module(shared: &Shared, nodes: Option<Nodes>) -> Module {
                 );
                 return false;
             };
-            match nodes.borrow_mut().signal(node, signal) {
-                Ok(_) => true,
+            match nodes.signal(node, signal) {
+                Ok(sent) => sent.is_some(),
                 Err(e) => {
                     log::error!("Supervisor::signal: {e}");
                     false
@@ -218,7 +219,7 @@ enum Op {
 }
 
 impl Op {
-    fn run(self, nodes: Option<&Nodes>, node: &str) -> bool {
+    fn run(self, nodes: Option<&Rc<Table>>, node: &str) -> bool {
         let name = match self {
             Op::Destroy => "destroy",
             Op::Restart => "restart",
@@ -227,17 +228,30 @@ impl Op {
             log::error!("Supervisor::{name}: {NOT_SUPERVISOR}");
             return false;
         };
-        let mut supervisor = nodes.borrow_mut();
         match self {
-            Op::Destroy => supervisor.destroy(node),
-            Op::Restart => supervisor.restart(node),
+            Op::Destroy => nodes.destroy(node),
+            Op::Restart => nodes.restart(node),
         }
     }
 }
 
-fn status(nodes: Option<&Nodes>, node: &str) -> Status {
+/// `s.rhai:7:5: ` for the call of a native function, as far as it is known.
+fn where_called(ctx: &NativeCallContext) -> String {
+    let pos = ctx.call_position();
+    let file = ctx
+        .call_source()
+        .map(|s| format!("{s}:"))
+        .unwrap_or_default();
+    match (pos.line(), pos.position()) {
+        (Some(line), Some(column)) => format!("{file}{line}:{column}: "),
+        (Some(line), None) => format!("{file}{line}: "),
+        _ => file.replace(':', ": "),
+    }
+}
+
+fn status(nodes: Option<&Rc<Table>>, node: &str) -> Status {
     match nodes {
-        Some(nodes) => nodes.borrow().status(node),
+        Some(nodes) => nodes.status(node),
         None => {
             log::error!("Supervisor::status: {NOT_SUPERVISOR}");
             Status::default()

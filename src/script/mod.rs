@@ -14,10 +14,13 @@
 //! script runs.
 //!
 //! `api` registers the `Supervisor` and `Cluster` modules and the builtins; `records`
-//! the record types.
+//! the record types; `table` is the node table as those functions reach it, with what
+//! a create means at the moment (the scripts' own node, a run-time node, or one only
+//! recorded while a reload evaluates new scripts).
 
 pub mod api;
 pub mod records;
+pub mod table;
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -35,6 +38,7 @@ use rhai::{
 
 use crate::config::{NodeConfig, Stream};
 use crate::supervisor::Supervisor;
+pub use table::{Mode, Table};
 
 /// The node table as the `Supervisor` module's functions reach it: owned by the loop
 /// (`EventLoop`), borrowed for the length of one call.
@@ -378,11 +382,14 @@ pub struct Host {
     limits: Limits,
     /// When the running call must stop; `None` when no call is limited.
     deadline: Rc<Cell<Option<Instant>>>,
-    /// Which file defined each function, for error messages.
-    function_files: BTreeMap<String, String>,
+    /// Which file defined each function, and where its body starts, for error
+    /// messages.
+    function_files: BTreeMap<String, (String, Position)>,
     /// The scripts' global variables as shared values, for functions to find by name.
     globals: Rc<RefCell<HashMap<String, Dynamic>>>,
     defined: [bool; Hook::ALL.len()],
+    /// The node table as this engine's `Supervisor` functions reach it.
+    table: Option<Rc<Table>>,
 }
 
 impl Host {
@@ -447,7 +454,8 @@ impl Host {
             }
             Ok(lookup.borrow().get(name).cloned())
         });
-        api::register(&mut engine, &shared, nodes);
+        let table = nodes.map(|nodes| Rc::new(Table::new(nodes)));
+        api::register(&mut engine, &shared, table.clone());
         Host {
             engine,
             program: AST::empty(),
@@ -458,7 +466,19 @@ impl Host {
             function_files: BTreeMap::new(),
             globals,
             defined: [false; Hook::ALL.len()],
+            table,
         }
+    }
+
+    /// The node table as this engine's `Supervisor` functions reach it (in the
+    /// supervisor role), to change what their calls mean (`Mode`).
+    pub fn table(&self) -> Option<&Rc<Table>> {
+        self.table.as_ref()
+    }
+
+    /// The limits every call runs under.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// The context the native functions reach.
@@ -496,8 +516,10 @@ impl Host {
         }
         for (name, ast) in &compiled {
             self.program += ast.clone_functions_only();
-            for f in ast.iter_functions() {
-                self.function_files.insert(f.name.to_string(), name.clone());
+            for f in ast.iter_fn_def() {
+                let body = f.body.start_position();
+                self.function_files
+                    .insert(f.name.to_string(), (name.clone(), body));
             }
         }
         self.refresh_hooks();
@@ -583,6 +605,13 @@ impl Host {
         if !self.defines(hook) {
             return Ok(None);
         }
+        // The file that defines the hook is the source its native calls see (where a
+        // reload reports a refused create); the program spans files, so it is set for
+        // the hook at hand, and only when it changes.
+        let file = self.function_files.get(hook.name()).map(|(f, _)| f);
+        if let Some(file) = file.filter(|f| self.program.source() != Some(f.as_str())) {
+            self.program.set_source(file.as_str());
+        }
         let options = CallFnOptions::new().eval_ast(false).rewind_scope(true);
         let result = self.limited(|host| {
             host.engine.call_fn_with_options::<Dynamic>(
@@ -596,9 +625,15 @@ impl Host {
         match result {
             Ok(value) => Ok(Some(value)),
             Err(e) => {
-                let file = self.function_files.get(hook.name()).map(String::as_str);
-                let mut error = ScriptError::eval(file, &e);
+                let defined = self.function_files.get(hook.name());
+                let mut error = ScriptError::eval(defined.map(|(f, _)| f.as_str()), &e);
                 error.message = format!("in hook '{}': {}", hook.name(), error.message);
+                // Rhai gives a limit that stopped a function the position of its call,
+                // which for a hook is none: the hook's body is the best we know.
+                if let (None, Some((_, body))) = (error.line, defined) {
+                    error.line = body.line();
+                    error.column = body.position();
+                }
                 Err(error)
             }
         }

@@ -30,6 +30,7 @@ pub mod host;
 pub mod node;
 pub mod output;
 pub mod policy;
+pub mod reload;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -43,11 +44,12 @@ use crate::config::{
     OutputLine, Ready, Status, Stream, seconds,
 };
 use crate::process::notify::Notification;
-use crate::process::{Backend, ProcId, Remnants, Start, StartError, lines};
+use crate::process::{Backend, OutputFiles, ProcId, Remnants, Start, StartError, lines};
 pub use host::ThisHost;
 pub use node::{Action, Input, Instance, Node, Readiness, STATE_NAMES, State, Then, Whom};
 use output::TAIL_LINES;
 pub use policy::human;
+pub use reload::{Applying, Recording};
 
 /// Something the loop should tell the script.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,6 +87,16 @@ pub struct Figures {
     /// they can be told.
     pub cpu: Option<f64>,
     pub memory: Option<u64>,
+}
+
+/// Who created a node: a reload changes only the nodes the scripts created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The scripts named on the command line, while they were loaded and their
+    /// `zeek_init()` ran (or a reload of them).
+    Script,
+    /// Anything later: the REPL, `ctl create`, a hook, a timer, the embedding program.
+    Run,
 }
 
 /// What `create` did with a node it accepted.
@@ -199,6 +211,11 @@ struct Entry {
     health_failures: u32,
     health: Option<String>,
     status_text: Option<String>,
+    /// Who created it.
+    origin: Origin,
+    /// A reload's new configuration (and its output files), put in place once the
+    /// node's process has ended.
+    pending: Option<(NodeConfig, OutputFiles)>,
 }
 
 impl Entry {
@@ -260,10 +277,15 @@ impl Supervisor {
         }
     }
 
+    /// `Supervisor::create` at run time (`Origin::Run`).
+    pub fn create(&mut self, config: NodeConfig) -> Result<Placed, CreateError> {
+        self.create_as(config, Origin::Run)
+    }
+
     /// `Supervisor::create`: starts a node (or has it wait for its dependencies), unless
     /// it belongs to another host, or says why not. The configuration is checked
     /// wherever the node belongs, so one layout gives the same errors on every host.
-    pub fn create(&mut self, config: NodeConfig) -> Result<Placed, CreateError> {
+    pub fn create_as(&mut self, config: NodeConfig, origin: Origin) -> Result<Placed, CreateError> {
         config.validate().map_err(CreateError::Invalid)?;
         if let Some(host) = self.here.elsewhere(&config) {
             log::debug!(
@@ -284,12 +306,7 @@ impl Supervisor {
                 path,
             });
         }
-        let deps: BTreeMap<String, (Dependency, Edge, bool)> = config
-            .depends_on
-            .iter()
-            .flat_map(|d| d.0.iter())
-            .map(|(name, dep)| (name.clone(), (*dep, self.edge(name, dep.condition), false)))
-            .collect();
+        let deps = self.dependencies(&config);
         let ready = deps.values().all(|(_, edge, _)| *edge == Edge::Met);
         let slot = self
             .free
@@ -329,6 +346,8 @@ impl Supervisor {
             health_failures: 0,
             health: None,
             status_text: None,
+            origin,
+            pending: None,
         };
         if !ready {
             let waiting: Vec<&str> = entry.unmet().map(String::as_str).collect();
@@ -363,7 +382,13 @@ impl Supervisor {
         let Some(slots) = self.targets(name) else {
             return false;
         };
-        let ordered = name.is_empty();
+        self.destroy_slots(slots, name.is_empty());
+        true
+    }
+
+    /// Destroys the nodes in `slots`: `ordered`, each once the nodes that depend on it
+    /// and go too have exited; else all at once.
+    fn destroy_slots(&mut self, slots: Vec<Slot>, ordered: bool) {
         for &slot in &slots {
             let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
                 continue;
@@ -391,7 +416,6 @@ impl Supervisor {
                 self.step(slot, Input::Destroy);
             }
         }
-        true
     }
 
     /// `Supervisor::restart`: `""` means every node. False for an unknown name, and
@@ -643,10 +667,17 @@ impl Supervisor {
             return;
         };
         let stopping = matches!(node.state, State::Stopping { .. });
+        let reconfiguring = matches!(
+            node.state,
+            State::Stopping {
+                then: Then::Reconfigure,
+                ..
+            }
+        );
         let restarting = matches!(
             node.state,
             State::Stopping {
-                then: Then::Restart,
+                then: Then::Restart | Then::Reconfigure,
                 ..
             }
         );
@@ -713,6 +744,9 @@ impl Supervisor {
             Some(Action::Stop { .. } | Action::Kill { .. }) | None => {
                 let state = self.entry(slot).map(|e| e.node.state);
                 match state {
+                    _ if reconfiguring => {
+                        log::info!("node '{name}' (pid {pid}) stopped for restart: {what}")
+                    }
                     Some(State::Exited) => {
                         log::info!(
                             "node '{name}' (pid {pid}) {what}; it is not revived (restart policy)"
@@ -896,30 +930,18 @@ impl Supervisor {
                 .map(|e| e.deps.keys().cloned().collect())
                 .unwrap_or_default()
         };
-        // Depth first from the new node, along names that exist; any cycle passes
-        // through the new node, since the table had none.
-        let mut path = vec![config.name.clone()];
-        let mut seen = HashSet::new();
-        fn walk(
-            at: &str,
-            target: &str,
-            path: &mut Vec<String>,
-            seen: &mut HashSet<String>,
-            deps: &dyn Fn(&str) -> Vec<String>,
-        ) -> bool {
-            for next in deps(at) {
-                path.push(next.clone());
-                if next == target {
-                    return true;
-                }
-                if seen.insert(next.clone()) && walk(&next, target, path, seen, deps) {
-                    return true;
-                }
-                path.pop();
-            }
-            false
-        }
-        walk(&config.name, &config.name, &mut path, &mut seen, &deps).then(|| path.join(" -> "))
+        // Any cycle passes through the new node, since the table had none.
+        cycle_through(&config.name, &deps)
+    }
+
+    /// The dependencies of a node of `config`, each with whether it is met now.
+    fn dependencies(&self, config: &NodeConfig) -> BTreeMap<String, (Dependency, Edge, bool)> {
+        config
+            .depends_on
+            .iter()
+            .flat_map(|d| d.0.iter())
+            .map(|(name, dep)| (name.clone(), (*dep, self.edge(name, dep.condition), false)))
+            .collect()
     }
 
     /// Whether the node named `name` meets `condition` now.
@@ -1225,6 +1247,11 @@ impl Supervisor {
         if doomed && state.instance().is_none() {
             self.step(slot, Input::Destroy);
         }
+        if state.instance().is_none() && self.entry(slot).is_some_and(|e| e.pending.is_some()) {
+            // A reload's new configuration, now that the old process is gone.
+            self.take_pending(slot);
+            return;
+        }
         if let State::Waiting = state {
             if self.entry(slot).is_some_and(|e| e.unmet().next().is_none()) {
                 self.step(slot, Input::DependenciesMet);
@@ -1306,15 +1333,18 @@ impl Supervisor {
             return;
         }
         let name = &entry.node.config.name;
+        // Dependents that stay (a reload destroys only some nodes) go on without it;
+        // those that go too, or went already, stop first.
         let blocking: Vec<&str> = self
             .dependents
             .get(name)
             .into_iter()
             .flatten()
             .filter(|&&s| s != slot)
-            .filter_map(|&s| self.entry(s))
-            .filter(|d| d.node.state.instance().is_some())
-            .map(|d| d.node.config.name.as_str())
+            .filter_map(|&s| Some((s, self.entry(s)?)))
+            .filter(|(s, d)| d.doomed || self.names.get(&d.node.config.name) != Some(s))
+            .filter(|(_, d)| d.node.state.instance().is_some())
+            .map(|(_, d)| d.node.config.name.as_str())
             .collect();
         if !blocking.is_empty() {
             log::debug!(
@@ -1572,6 +1602,33 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// A path by which `deps` (a node's dependencies by name) lead from `start` back to
+/// it, as `a -> b -> a`: depth first, along names that `deps` knows.
+fn cycle_through(start: &str, deps: &dyn Fn(&str) -> Vec<String>) -> Option<String> {
+    fn walk(
+        at: &str,
+        target: &str,
+        path: &mut Vec<String>,
+        seen: &mut HashSet<String>,
+        deps: &dyn Fn(&str) -> Vec<String>,
+    ) -> bool {
+        for next in deps(at) {
+            path.push(next.clone());
+            if next == target {
+                return true;
+            }
+            if seen.insert(next.clone()) && walk(&next, target, path, seen, deps) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let mut path = vec![start.to_string()];
+    let mut seen = HashSet::new();
+    walk(start, start, &mut path, &mut seen, deps).then(|| path.join(" -> "))
 }
 
 /// The watchdog period of a node that speaks the notify protocol.

@@ -70,6 +70,9 @@ pub enum Then {
     Revive,
     /// A dependency it must restart with went away: wait for it again.
     Wait,
+    /// A reload changed its configuration: wait, as for `Wait`, while the supervisor
+    /// puts the new configuration in place, then start again with it.
+    Reconfigure,
 }
 
 /// Every name a state goes by, in the order of a node's life.
@@ -93,7 +96,7 @@ impl State {
             State::Running(_) => "running",
             State::Reviving { .. } => "reviving",
             State::Stopping {
-                then: Then::Restart,
+                then: Then::Restart | Then::Reconfigure,
                 ..
             } => "restarting",
             State::Stopping {
@@ -157,6 +160,10 @@ pub enum Input {
     KeepDown,
     /// `Supervisor::restart`.
     Restart,
+    /// A reload gave it another configuration: stop its process, if it has one, so it
+    /// can start again with that one (the supervisor swaps it in once the node has no
+    /// process, and starts it when its dependencies allow).
+    Reconfigure,
     /// `Supervisor::destroy`, or shutdown.
     Destroy,
 }
@@ -307,6 +314,23 @@ impl Node {
         node
     }
 
+    /// Takes `config` (and its output `files`) in place of the node's configuration,
+    /// with everything that follows from it; what the node has been through (its
+    /// restarts, last exit, recent output) stays. For a node without a process.
+    pub fn reconfigure(&mut self, config: NodeConfig, files: OutputFiles) {
+        let fresh = Node::new(config, None, files);
+        self.policy = fresh.policy;
+        self.stop_timeout = fresh.stop_timeout;
+        self.stop_signal = fresh.stop_signal;
+        self.kill_mode = fresh.kill_mode;
+        self.restart_policy = fresh.restart_policy;
+        self.readiness = fresh.readiness;
+        self.ready_timeout = fresh.ready_timeout;
+        self.config = fresh.config;
+        self.files = fresh.files;
+        self.failures = Failures::default();
+    }
+
     /// The state a node enters when its process `instance` has started.
     fn started(&self, instance: Instance) -> State {
         match self.readiness {
@@ -342,7 +366,8 @@ impl Node {
                 | I::WatchdogMissed { .. }
                 | I::DependencyLost
                 | I::KeepDown
-                | I::Restart,
+                | I::Restart
+                | I::Reconfigure,
             ) => (self.state, none()),
 
             // A process runs, ready or not yet.
@@ -385,6 +410,10 @@ impl Node {
             (S::Starting { instance, .. } | S::Running(instance), I::DependencyLost) => {
                 self.stop(instance, Then::Wait, now)
             }
+            (S::Starting { instance, .. } | S::Running(instance), I::Reconfigure) => {
+                self.failures.clear();
+                self.stop(instance, Then::Reconfigure, now)
+            }
             (
                 S::Starting { .. } | S::Running(_),
                 I::Exited { .. }
@@ -418,6 +447,11 @@ impl Node {
             (S::Reviving { .. }, I::Destroy) => (self.state, vec![Action::Remove]),
             (S::Reviving { .. }, I::KeepDown) => (S::Exited, none()),
             (S::Reviving { .. }, I::DependencyLost) => (S::Waiting, none()),
+            // A new configuration gets a fresh start, not the old one's backoff.
+            (S::Reviving { .. }, I::Reconfigure) => {
+                self.failures.clear();
+                (S::Waiting, none())
+            }
             (
                 S::Reviving { .. },
                 I::RevivalDue
@@ -439,7 +473,7 @@ impl Node {
                     Then::Remove => (self.state, vec![Action::Remove]),
                     Then::Restart => (S::Reviving { at: now }, vec![Action::Start]),
                     Then::Revive => self.failed(now, Duration::ZERO),
-                    Then::Wait => (S::Waiting, none()),
+                    Then::Wait | Then::Reconfigure => (S::Waiting, none()),
                 }
             }
             (S::Stopping { instance, .. }, I::KillDue { proc }) if proc == instance.proc => {
@@ -460,7 +494,7 @@ impl Node {
                     instance,
                     since,
                     deadline,
-                    then: Then::Restart | Then::Revive | Then::Wait,
+                    then: Then::Restart | Then::Revive | Then::Wait | Then::Reconfigure,
                 },
                 I::Destroy,
             ) => (
@@ -472,11 +506,32 @@ impl Node {
                 },
                 none(),
             ),
+            // Stopping already: what follows its exit becomes the new configuration.
+            (
+                S::Stopping {
+                    instance,
+                    since,
+                    deadline,
+                    then: Then::Restart | Then::Revive | Then::Wait | Then::Reconfigure,
+                },
+                I::Reconfigure,
+            ) => {
+                self.failures.clear();
+                (
+                    S::Stopping {
+                        instance,
+                        since,
+                        deadline,
+                        then: Then::Reconfigure,
+                    },
+                    none(),
+                )
+            }
             (
                 S::Stopping {
                     then: Then::Remove, ..
                 },
-                I::Destroy,
+                I::Destroy | I::Reconfigure,
             )
             | (
                 S::Stopping { .. },
@@ -501,6 +556,10 @@ impl Node {
                 (S::Reviving { at: now }, vec![Action::Start])
             }
             (S::Exited | S::Failed(_), I::Destroy) => (self.state, vec![Action::Remove]),
+            (S::Exited | S::Failed(_), I::Reconfigure) => {
+                self.failures.clear();
+                (S::Waiting, none())
+            }
             (
                 S::Exited | S::Failed(_),
                 I::Exited { .. }
@@ -1073,6 +1132,82 @@ mod tests {
                 pid: Pid::from_raw(100),
                 whom: Whom::Process
             }]
+        );
+    }
+
+    #[test]
+    fn reconfigure_from_each_state() {
+        let t0 = Instant::now();
+        // running: stopped, then it waits (for the supervisor to swap the config in)
+        let mut n = node(t0);
+        assert_eq!(
+            n.step(Input::Reconfigure, t0),
+            [stop(
+                100,
+                Signal::SIGTERM,
+                Whom::Group,
+                t0 + DEFAULT_STOP_TIMEOUT
+            )]
+        );
+        assert_eq!(n.state.name(), "restarting");
+        assert_eq!(n.step(Input::Reconfigure, t0), [], "once");
+        assert_eq!(n.step(exited(P1, None), t0), []);
+        assert_eq!(n.state, State::Waiting);
+        assert_eq!(n.failures.count, 0, "not a failure");
+        assert_eq!(n.step(Input::Reconfigure, t0), [], "waiting: stays");
+        // reviving, exited, failed: waiting, with the failures forgotten
+        let mut n = node(t0);
+        n.step(exited(P1, Some(ExitInfo::Code(1))), t0);
+        assert_eq!(n.failures.count, 1);
+        assert_eq!(n.step(Input::Reconfigure, t0), []);
+        assert_eq!((n.state, n.failures.count), (State::Waiting, 0));
+        let mut n = node_with(with(|c| c.restart = Some(RestartPolicy::Never)), t0);
+        n.step(exited(P1, None), t0);
+        assert_eq!(n.step(Input::Reconfigure, t0), []);
+        assert_eq!(n.state, State::Waiting);
+        let mut n = node(t0);
+        n.step(exited(P1, Some(ExitInfo::Code(PERMANENT_FAILURE_EXIT))), t0);
+        assert_eq!(n.step(Input::Reconfigure, t0), []);
+        assert_eq!(n.state, State::Waiting);
+        // stopping for another reason: what follows becomes the new configuration
+        let mut n = node(t0);
+        n.step(Input::Restart, t0);
+        assert_eq!(n.step(Input::Reconfigure, t0), []);
+        assert_eq!(n.step(exited(P1, None), t0), [], "no start of the old one");
+        assert_eq!(n.state, State::Waiting);
+        // being destroyed: stays destroyed
+        let mut n = node(t0);
+        n.step(Input::Destroy, t0);
+        assert_eq!(n.step(Input::Reconfigure, t0), []);
+        assert_eq!(n.step(exited(P1, None), t0), [Action::Remove]);
+        // and a reconfiguring node that is destroyed is removed
+        let mut n = node(t0);
+        n.step(Input::Reconfigure, t0);
+        assert_eq!(n.step(Input::Destroy, t0), []);
+        assert_eq!(n.step(exited(P1, None), t0), [Action::Remove]);
+    }
+
+    #[test]
+    fn a_new_configuration_brings_its_settings() {
+        let t0 = Instant::now();
+        let mut n = node(t0);
+        n.step(exited(P1, None), t0);
+        n.step(Input::Reconfigure, t0);
+        n.reconfigure(
+            with(|c| {
+                c.stop_signal = Some(crate::config::SignalName(Signal::SIGQUIT));
+                c.stop_timeout = Some(3.0);
+                c.ready = Some(Ready::Notify);
+            }),
+            OutputFiles::default(),
+        );
+        assert_eq!(n.step(Input::DependenciesMet, t0), [Action::Start]);
+        n.step(Input::Started(instance(P2, 101, t0)), t0);
+        assert_eq!(n.state.name(), "starting", "ready: notify now");
+        assert_eq!(n.restarts, 1);
+        assert_eq!(
+            n.step(Input::Destroy, t0),
+            [stop(101, Signal::SIGQUIT, Whom::Group, t0 + secs(3))]
         );
     }
 

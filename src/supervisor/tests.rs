@@ -934,3 +934,401 @@ fn health_verdicts_are_told_when_they_change() {
     verdict(&mut sup, Ok(()));
     assert_eq!(told(&mut sup), ["web health running healthy"]);
 }
+
+// Reloads: the plan against the table, and carrying it out.
+
+use crate::config::reload::ReloadReport;
+
+/// A node the scripts created at start.
+fn scripted(sup: &mut Supervisor, config: NodeConfig) {
+    sup.create_as(config, Origin::Script).unwrap();
+}
+
+/// Records `configs` as a reload's scripts would create them; the refusals as they
+/// were told.
+fn record(sup: &Supervisor, configs: Vec<NodeConfig>) -> (Recording, Vec<String>) {
+    let mut recording = Recording::default();
+    let mut refused = Vec::new();
+    for config in configs {
+        if let Err(e) = sup.record(&mut recording, config) {
+            refused.push(e.to_string());
+        }
+    }
+    (recording, refused)
+}
+
+/// A reload to `configs`, carried out: its report and what it waits for.
+fn reload(sup: &mut Supervisor, configs: Vec<NodeConfig>) -> (ReloadReport, Applying) {
+    let (recording, refused) = record(sup, configs);
+    assert!(refused.is_empty(), "{refused:?}");
+    let plan = sup.plan(recording);
+    let report = plan.report(false);
+    let checked = sup.check(&plan).expect("the plan checks");
+    let (applying, errors) = sup.apply_plan(plan, checked);
+    assert!(errors.is_empty(), "{errors:?}");
+    (report, applying)
+}
+
+fn lines(report: &ReloadReport) -> Vec<String> {
+    report.nodes.iter().map(ToString::to_string).collect()
+}
+
+fn with_env(mut config: NodeConfig, key: &str, value: &str) -> NodeConfig {
+    config.env.insert(key.into(), value.into());
+    config
+}
+
+fn starts_of(world: &Rc<RefCell<World>>, name: &str) -> usize {
+    world
+        .borrow()
+        .started
+        .iter()
+        .filter(|s| s.0 == name)
+        .count()
+}
+
+#[test]
+fn a_reload_creates_destroys_restarts_and_keeps() {
+    let (mut sup, world) = supervisor();
+    scripted(&mut sup, command("manager"));
+    scripted(&mut sup, with_env(command("w1"), "LEVEL", "1"));
+    scripted(&mut sup, command("w2"));
+    sup.create(command("r1")).unwrap(); // at run time
+    sup.take_notices();
+    let (manager, w1, w2, r1) = (
+        pid_of(&sup, "manager"),
+        pid_of(&sup, "w1"),
+        pid_of(&sup, "w2"),
+        pid_of(&sup, "r1"),
+    );
+
+    let (report, applying) = reload(
+        &mut sup,
+        vec![
+            command("manager"),
+            with_env(command("w1"), "LEVEL", "2"),
+            command("w3"),
+        ],
+    );
+    assert_eq!(
+        lines(&report),
+        [
+            "= manager",
+            "~ w1 (env.LEVEL: \"1\" -> \"2\")",
+            "+ w3",
+            "- w2"
+        ]
+    );
+    assert!(!report.dry_run);
+    // Untouched: no signal, no start, no notice.
+    assert!(world.borrow().signals_to(manager).is_empty());
+    assert!(world.borrow().signals_to(r1).is_empty());
+    assert_eq!(pid_of(&sup, "manager"), manager);
+    assert_eq!(starts_of(&world, "manager"), 1);
+    // The changed and the removed are being stopped; the new one runs.
+    assert_eq!(world.borrow().signals_to(w1)[0], Signal::SIGTERM);
+    assert_eq!(world.borrow().signals_to(w2)[0], Signal::SIGTERM);
+    assert_eq!(state(&sup, "w1"), "restarting");
+    assert_eq!(state(&sup, "w3"), "running");
+    assert!(sup.status("w2").nodes.is_empty(), "destroyed at once");
+    assert!(!sup.is_applied(&applying));
+    let notices = sup.take_notices();
+    assert!(
+        notices.iter().all(
+            |n| matches!(n, Notice::Started { node, .. } | Notice::Ready { node } if node == "w3")
+        ),
+        "{notices:?}"
+    );
+
+    ends(&mut sup, &world, w2, None);
+    assert!(!sup.is_applied(&applying), "w1 still stops");
+    ends(&mut sup, &world, w1, None);
+    assert!(sup.is_applied(&applying));
+    assert_eq!(state(&sup, "w1"), "running");
+    let status = &sup.status("w1").nodes["w1"];
+    assert_eq!(status.node.env["LEVEL"], "2", "the new configuration");
+    assert_eq!(status.restarts, 1);
+    assert_ne!(pid_of(&sup, "w1"), w1);
+    assert_eq!(starts_of(&world, "w1"), 2);
+    // w2 is gone once its process has ended; w1 starts again.
+    assert_eq!(
+        sup.take_notices()[..2],
+        [
+            Notice::Removed { node: "w2".into() },
+            Notice::Started {
+                node: "w1".into(),
+                pid: pid_of(&sup, "w1")
+            }
+        ]
+    );
+
+    // The new scripts' nodes are the scripts' own now; the run-time node is not.
+    assert_eq!(sup.origin_of("w3"), Some(Origin::Script));
+    assert_eq!(sup.origin_of("r1"), Some(Origin::Run));
+    let (report, applying) = reload(&mut sup, vec![command("manager")]);
+    assert_eq!(lines(&report), ["= manager", "- w1", "- w3"]);
+    assert!(!sup.is_applied(&applying));
+    assert_eq!(pid_of(&sup, "r1"), r1);
+    assert!(world.borrow().signals_to(r1).is_empty());
+}
+
+#[test]
+fn a_plan_only_shown_changes_nothing() {
+    let (mut sup, world) = supervisor();
+    scripted(&mut sup, command("w1"));
+    scripted(&mut sup, command("w2"));
+    let (recording, _) = record(&sup, vec![with_env(command("w1"), "A", "1"), command("w9")]);
+    let report = sup.plan(recording).report(true);
+    assert!(report.dry_run);
+    assert_eq!(
+        lines(&report),
+        ["~ w1 (env.A: () -> \"1\")", "+ w9", "- w2"]
+    );
+    assert!(world.borrow().signals.is_empty());
+    assert_eq!(world.borrow().started.len(), 2);
+    assert_eq!(sup.node_names().collect::<Vec<_>>(), ["w1", "w2"]);
+}
+
+#[test]
+fn the_recorder_answers_as_create_would() {
+    let (mut sup, world) = supervisor();
+    scripted(&mut sup, command("w1"));
+    sup.create(command("r1")).unwrap();
+    let mut a = command("a");
+    depends(&mut a, &[("b", Condition::Ready, false)]);
+    let mut b = command("b");
+    depends(&mut b, &[("a", Condition::Ready, false)]);
+    let (recording, refused) = record(
+        &sup,
+        vec![
+            command("w1"),
+            command("w1"),
+            command("r1"),
+            NodeConfig::named("a b"),
+            a,
+            b,
+            on_host("w5", "there"),
+        ],
+    );
+    assert_eq!(
+        refused,
+        [
+            "node with name 'w1' already exists",
+            "node with name 'r1' already exists",
+            "node names must not contain spaces: 'a b'",
+            "node 'b': dependency cycle: b -> a -> b",
+        ]
+    );
+    assert!(recording.has("w1") && recording.has("a"));
+    assert!(
+        !recording.has("w5"),
+        "another host's node is not this host's plan"
+    );
+    assert_eq!(
+        lines(&sup.plan(recording).report(true)),
+        ["= w1", "+ a"],
+        "a run-time node is not the scripts' to change"
+    );
+    // a cycle through a run-time node that stays
+    let mut r2 = command("r2");
+    depends(&mut r2, &[("c", Condition::Ready, false)]);
+    sup.create(r2).unwrap();
+    let mut c = command("c");
+    depends(&mut c, &[("r2", Condition::Ready, false)]);
+    let (_, refused) = record(&sup, vec![c]);
+    assert_eq!(refused, ["node 'c': dependency cycle: c -> r2 -> c"]);
+    assert_eq!(world.borrow().started.len(), 2, "nothing started");
+}
+
+#[test]
+fn a_plan_the_machine_refuses_changes_nothing() {
+    let (mut sup, world) = supervisor();
+    scripted(&mut sup, command("w1"));
+    scripted(&mut sup, command("w2"));
+    let (recording, _) = record(&sup, vec![with_env(command("w1"), "A", "1"), command("w3")]);
+    let plan = sup.plan(recording);
+    world.borrow_mut().refuse = Some("node 'w1': cannot start 'sleep'".into());
+    assert_eq!(
+        sup.check(&plan).err().map(|e| e.to_string()).as_deref(),
+        Some("node 'w1': cannot start 'sleep'")
+    );
+    assert!(world.borrow().signals.is_empty());
+    assert_eq!(sup.node_names().collect::<Vec<_>>(), ["w1", "w2"]);
+}
+
+#[test]
+fn removed_nodes_stop_in_order_and_leave_the_others_alone() {
+    let (mut sup, world) = supervisor();
+    scripted(&mut sup, command("logger"));
+    let mut manager = command("manager");
+    depends(&mut manager, &[("logger", Condition::Ready, false)]);
+    scripted(&mut sup, manager);
+    let mut worker = command("worker");
+    depends(&mut worker, &[("manager", Condition::Ready, false)]);
+    scripted(&mut sup, worker);
+    // A run-time node that depends on the manager and stays: the manager does not
+    // wait for it.
+    let mut watcher = command("watcher");
+    depends(&mut watcher, &[("manager", Condition::Ready, false)]);
+    sup.create(watcher).unwrap();
+    scripted(&mut sup, command("other"));
+    let pids: Vec<Pid> = ["logger", "manager", "worker", "watcher"]
+        .iter()
+        .map(|n| pid_of(&sup, n))
+        .collect();
+    let (report, applying) = reload(&mut sup, vec![command("other")]);
+    assert_eq!(
+        lines(&report),
+        ["= other", "- worker", "- manager", "- logger"],
+        "stop order"
+    );
+    let signalled =
+        |world: &Rc<RefCell<World>>, pid: Pid| !world.borrow().signals_to(pid).is_empty();
+    assert!(signalled(&world, pids[2]), "the worker first");
+    assert!(!signalled(&world, pids[1]) && !signalled(&world, pids[0]));
+    ends(&mut sup, &world, pids[2], None);
+    assert!(signalled(&world, pids[1]), "then the manager");
+    assert!(!signalled(&world, pids[0]));
+    ends(&mut sup, &world, pids[1], None);
+    assert!(signalled(&world, pids[0]), "the logger last");
+    assert!(!sup.is_applied(&applying));
+    ends(&mut sup, &world, pids[0], None);
+    assert!(sup.is_applied(&applying));
+    assert!(!signalled(&world, pids[3]), "the run-time node stays");
+    assert_eq!(state(&sup, "watcher"), "running");
+}
+
+#[test]
+fn a_changed_nodes_dependents_follow_restart_true() {
+    let (mut sup, world) = supervisor();
+    scripted(&mut sup, command("db"));
+    let mut app = command("app");
+    depends(&mut app, &[("db", Condition::Ready, true)]);
+    scripted(&mut sup, app.clone());
+    let mut loose = command("loose");
+    depends(&mut loose, &[("db", Condition::Ready, false)]);
+    scripted(&mut sup, loose.clone());
+    let (db, app_pid, loose_pid) = (
+        pid_of(&sup, "db"),
+        pid_of(&sup, "app"),
+        pid_of(&sup, "loose"),
+    );
+    let (report, applying) = reload(
+        &mut sup,
+        vec![with_env(command("db"), "V", "2"), app, loose],
+    );
+    assert_eq!(
+        lines(&report),
+        ["~ db (env.V: () -> \"2\")", "= app", "= loose"]
+    );
+    assert_eq!(state(&sup, "app"), "stopping", "restarts with db");
+    assert_eq!(state(&sup, "loose"), "running");
+    ends(&mut sup, &world, app_pid, None);
+    assert_eq!(state(&sup, "app"), "waiting");
+    ends(&mut sup, &world, db, None);
+    assert!(sup.is_applied(&applying));
+    assert_eq!(state(&sup, "db"), "running");
+    assert_eq!(state(&sup, "app"), "running", "back once db is");
+    assert_ne!(pid_of(&sup, "app"), app_pid);
+    assert_eq!(pid_of(&sup, "loose"), loose_pid);
+    assert!(world.borrow().signals_to(loose_pid).is_empty());
+}
+
+#[test]
+fn a_reviving_node_that_changed_starts_at_once_and_one_that_did_not_waits() {
+    let (mut sup, world) = supervisor();
+    scripted(&mut sup, command("changed"));
+    scripted(&mut sup, command("same"));
+    for name in ["changed", "same"] {
+        let pid = pid_of(&sup, name);
+        ends(&mut sup, &world, pid, Some(ExitInfo::Code(1)));
+        assert_eq!(state(&sup, name), "reviving");
+    }
+    let (report, applying) = reload(
+        &mut sup,
+        vec![with_env(command("changed"), "A", "1"), command("same")],
+    );
+    assert_eq!(lines(&report)[1], "= same");
+    assert!(sup.is_applied(&applying), "nothing to stop");
+    assert_eq!(state(&sup, "changed"), "running");
+    assert_eq!(sup.status("changed").nodes["changed"].node.env["A"], "1");
+    assert_eq!(state(&sup, "same"), "reviving", "its backoff goes on");
+    tick(&mut sup, &world, Duration::from_secs(1));
+    assert_eq!(state(&sup, "same"), "running");
+}
+
+#[test]
+fn exited_failed_waiting_and_restarting_nodes_take_their_new_configuration() {
+    let (mut sup, world) = supervisor();
+    let mut once = command("once");
+    once.restart = Some(RestartPolicy::Never);
+    scripted(&mut sup, once.clone());
+    let pid = pid_of(&sup, "once");
+    ends(&mut sup, &world, pid, Some(ExitInfo::Code(0)));
+    assert_eq!(state(&sup, "once"), "exited");
+    let mut waiting = command("waiting");
+    depends(&mut waiting, &[("nobody", Condition::Ready, false)]);
+    scripted(&mut sup, waiting);
+    scripted(&mut sup, command("restarting"));
+    let restarting = pid_of(&sup, "restarting");
+    sup.restart("restarting");
+    assert_eq!(state(&sup, "restarting"), "restarting");
+
+    let (_, applying) = reload(
+        &mut sup,
+        vec![
+            with_env(once, "RUN", "2"),
+            command("waiting"), // no longer waits
+            with_env(command("restarting"), "A", "1"),
+        ],
+    );
+    assert_eq!(state(&sup, "once"), "running", "run again with the new one");
+    assert_eq!(state(&sup, "waiting"), "running");
+    assert_eq!(state(&sup, "restarting"), "restarting");
+    assert!(!sup.is_applied(&applying));
+    ends(&mut sup, &world, restarting, None);
+    assert!(sup.is_applied(&applying));
+    assert_eq!(
+        sup.status("restarting").nodes["restarting"].node.env["A"],
+        "1"
+    );
+    assert_eq!(starts_of(&world, "restarting"), 2, "one start, not two");
+}
+
+#[test]
+fn a_new_dependency_is_waited_for() {
+    let (mut sup, world) = supervisor();
+    scripted(&mut sup, command("app"));
+    let app = pid_of(&sup, "app");
+    let mut new_app = command("app");
+    depends(&mut new_app, &[("db", Condition::Ready, false)]);
+    let (report, applying) = reload(&mut sup, vec![notify_node("db"), new_app]);
+    assert_eq!(
+        lines(&report),
+        ["+ db", "~ app (depends_on: () -> [\"db\"])"]
+    );
+    ends(&mut sup, &world, app, None);
+    assert!(sup.is_applied(&applying));
+    assert_eq!(state(&sup, "app"), "waiting");
+    ready(&mut sup, "db");
+    assert_eq!(state(&sup, "app"), "running");
+    // and a dependency dropped is no longer waited for
+    let (_, _) = reload(&mut sup, vec![notify_node("db"), command("app")]);
+    let app = pid_of(&sup, "app");
+    ends(&mut sup, &world, app, None);
+    sup.restart("db");
+    assert_eq!(state(&sup, "app"), "running");
+}
+
+#[test]
+fn shutdown_during_a_reload_stops_everything() {
+    let (mut sup, world) = supervisor();
+    scripted(&mut sup, command("w1"));
+    let w1 = pid_of(&sup, "w1");
+    let (_, applying) = reload(&mut sup, vec![with_env(command("w1"), "A", "1")]);
+    sup.stop_all();
+    ends(&mut sup, &world, w1, None);
+    assert!(sup.is_applied(&applying));
+    assert!(sup.is_idle());
+    assert_eq!(starts_of(&world, "w1"), 1, "nothing starts during shutdown");
+}

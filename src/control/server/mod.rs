@@ -5,8 +5,8 @@
 //! socket and every connection, all nonblocking. Bytes become lines; each complete line
 //! is decoded here (`decode`) and, if valid, sent to the loop as an `Event::Task`,
 //! which runs the request (`handle::execute`) in order with everything else the loop
-//! does, puts the answer on this thread's reply channel and wakes it. The answer is
-//! then written to its client.
+//! does, puts the answer on this thread's reply channel and wakes it (a reload's
+//! answer, once it is applied). The answer is then written to its client.
 //!
 //! One request per connection is in flight at a time: the next line of a connection is
 //! looked at only once the previous answer has been written, so answers come in
@@ -590,16 +590,18 @@ impl Serve {
             None
         };
         let task = move |event_loop: &mut EventLoop| {
-            let response = execute(event_loop, peer, request, feed);
-            if replies
-                .send(Reply {
-                    conn: conn_id,
-                    response,
-                })
-                .is_ok()
-            {
-                control.wake();
-            }
+            let respond = move |response| {
+                if replies
+                    .send(Reply {
+                        conn: conn_id,
+                        response,
+                    })
+                    .is_ok()
+                {
+                    control.wake();
+                }
+            };
+            execute(event_loop, peer, request, feed, Box::new(respond));
         };
         match self
             .events
