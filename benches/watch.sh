@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# What watching costs a supervisor of 1000 nodes: its CPU time (user + system, all its
-# threads, from /proc/PID/stat) over a period while idle, while `top` is open in a
-# terminal (tmux, 80x24), and while something scrapes /metrics once a second; in the
-# same run, against the same supervisor. Method and latest figures: BENCHMARKS.md
-# ("Watching"). Not part of `cargo test`.
+# What watching costs a supervisor of 1000 nodes: its CPU time (all its threads, from
+# /proc/PID/task/*/schedstat, in nanoseconds) over a period while idle, while `top` is
+# open in a terminal (tmux, 80x24), and while something scrapes /metrics once a second;
+# in the same run, against the same supervisor. Method and latest figures:
+# BENCHMARKS.md ("Watching"). Not part of `cargo test`.
 #
 #   bash benches/watch.sh                 # 1000 nodes, 30 s per period, 3 runs
 #   bash benches/watch.sh --nodes 200 --secs 10 --runs 1
@@ -38,7 +38,6 @@ rm -rf "$work"
 mkdir -p "$work"
 results="$out/results.tsv"
 printf 'run\tperiod\tcpu_seconds\tpercent_of_a_core\n' > "$results"
-ticks=$(getconf CLK_TCK)
 
 cat > "$work/nodes.rhai" <<EOF
 fn zeek_init() {
@@ -49,8 +48,9 @@ fn zeek_init() {
 }
 EOF
 
-# utime + stime of a process, in clock ticks.
-cpu_ticks() { awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# Time on a CPU of a process's live threads, in nanoseconds (threads that ended are
+# not counted: the supervisor's threads live as long as it does).
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ n += $1 } END { printf "%.0f", n }'; }
 
 # Waits (up to 60 s) until a command succeeds.
 wait_for() {
@@ -64,11 +64,11 @@ wait_for() {
 # CPU of the supervisor over one period: seconds, and percent of one core.
 measure() {
     local pid=$1 before after
-    before=$(cpu_ticks "$pid")
+    before=$(cpu_ns "$pid")
     sleep "$secs"
-    after=$(cpu_ticks "$pid")
-    awk -v d=$((after - before)) -v t="$ticks" -v s="$secs" \
-        'BEGIN { printf "%.3f\t%.3f", d / t, d / t / s * 100 }'
+    after=$(cpu_ns "$pid")
+    awk -v a="$after" -v b="$before" -v s="$secs" \
+        'BEGIN { d = (a - b) / 1e9; printf "%.4f\t%.3f", d, d / s * 100 }'
 }
 
 all_running() {
