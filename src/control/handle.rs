@@ -168,6 +168,7 @@ fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result
             }
         }
         Command::Status(None) => to_json(&supervisor.status("")),
+        Command::StatusOf(names) => to_json(&supervisor.status_of(&names)),
         Command::Status(Some(name)) => {
             let status = supervisor.status(&name);
             if status.nodes.is_empty() {

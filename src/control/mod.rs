@@ -96,6 +96,9 @@ pub enum Command {
     Create(Box<NodeConfig>),
     /// `Supervisor::status(name)`; `None` for every node.
     Status(Option<String>),
+    /// The status of these nodes (those that exist), without their output: what a
+    /// view samples of the nodes it shows (`status` with `nodes`).
+    StatusOf(Vec<String>),
     /// `Supervisor::restart`.
     Restart(Target),
     /// `Supervisor::destroy`.
@@ -170,7 +173,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Create(_) => "create",
-            Command::Status(_) => "status",
+            Command::Status(_) | Command::StatusOf(_) => "status",
             Command::Restart(_) => "restart",
             Command::Destroy(_) => "destroy",
             Command::Signal { .. } => "signal",
@@ -252,8 +255,13 @@ fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
             Command::Create(Box::new(config))
         }
         "status" => {
-            fields.allowed = &["node"];
-            Command::Status(fields.string("node")?.filter(|n| !n.is_empty()))
+            fields.allowed = &["node", "nodes"];
+            let node = fields.string("node")?.filter(|n| !n.is_empty());
+            match (node, fields.strings("nodes")?) {
+                (Some(_), Some(_)) => return Err("status takes 'node' or 'nodes', not both".into()),
+                (node, None) => Command::Status(node),
+                (None, Some(nodes)) => Command::StatusOf(nodes),
+            }
         }
         "restart" | "destroy" | "signal" => {
             fields.allowed = if cmd == "signal" {
@@ -378,6 +386,28 @@ impl Fields<'_> {
         }
     }
 
+    /// An array of strings.
+    fn strings(&mut self, key: &str) -> Result<Option<Vec<String>>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s),
+                    other => Err(format!(
+                        "'{key}' must be an array of strings, not of {}",
+                        kind(&other)
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(other) => Err(format!(
+                "'{key}' must be an array of strings, not {}",
+                kind(&other)
+            )),
+        }
+    }
+
     fn boolean(&mut self, key: &str) -> Result<Option<bool>, String> {
         match self.take(key) {
             None => Ok(None),
@@ -465,6 +495,9 @@ impl Request {
                 if let Some(node) = node {
                     object.insert("node".into(), node.clone().into());
                 }
+            }
+            Command::StatusOf(nodes) => {
+                object.insert("nodes".into(), nodes.clone().into());
             }
             Command::Restart(target)
             | Command::Destroy(target)
@@ -655,6 +688,20 @@ mod tests {
             ok(r#"{"cmd":"status","node":""}"#).command,
             Command::Status(None)
         );
+        assert_eq!(
+            ok(r#"{"cmd":"status","nodes":["a","b"]}"#).command,
+            Command::StatusOf(vec!["a".into(), "b".into()])
+        );
+        assert!(
+            err(r#"{"cmd":"status","nodes":["a",1]}"#)
+                .error
+                .contains("array of strings")
+        );
+        assert!(
+            err(r#"{"cmd":"status","node":"a","nodes":[]}"#)
+                .error
+                .contains("not both")
+        );
         assert_eq!(ok(r#"{"cmd":"status"}"#).id, Value::Null);
         assert_eq!(
             ok(r#"{"cmd":"destroy","all":true}"#).command,
@@ -736,7 +783,7 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"cmd":"status","nod":"w1"}"#).error,
-            "unknown field 'nod' for command 'status' (fields: id, cmd, node)"
+            "unknown field 'nod' for command 'status' (fields: id, cmd, node, nodes)"
         );
         assert!(
             err(r#"{"cmd":"stop","now":true}"#)
@@ -876,6 +923,7 @@ mod tests {
             Request::new(1, Command::Create(Box::new(config))),
             Request::new("two", Command::Status(None)),
             Request::new(3, Command::Status(Some("w1".into()))),
+            Request::new(13, Command::StatusOf(vec!["w1".into(), "w2".into()])),
             Request::new(4, Command::Restart(Target::All)),
             Request::new(5, Command::Destroy(Target::Node("w1".into()))),
             Request::new(

@@ -406,7 +406,8 @@ fn printed(command: &Command, response: &Response) -> Vec<Piece> {
     }
     let result = response.result.clone().unwrap_or(Value::Null);
     match command {
-        Command::Status(_) => match serde_json::from_value::<Status>(result) {
+        Command::Status(_) | Command::StatusOf(_) => match serde_json::from_value::<Status>(result)
+        {
             Ok(status) => pieces.push(Piece::Out(status_table(&status))),
             Err(e) => pieces.push(Piece::Complaint(format!("cannot read the status: {e}"))),
         },

@@ -547,6 +547,18 @@ impl Supervisor {
             .collect()
     }
 
+    /// The status of the nodes named (those that exist), without their output.
+    pub fn status_of(&self, names: &[String]) -> Status {
+        let mut status = Status::default();
+        for name in names {
+            if let Some(mut one) = self.status(name).nodes.remove(name) {
+                one.output = Vec::new();
+                status.nodes.insert(name.clone(), one);
+            }
+        }
+        status
+    }
+
     /// The last lines a node wrote, oldest first; `None` for an unknown node.
     pub fn tail(&self, name: &str) -> Option<Vec<OutputLine>> {
         let slot = *self.names.get(name)?;

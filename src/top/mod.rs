@@ -22,6 +22,8 @@ pub mod model;
 mod view;
 
 use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
@@ -72,6 +74,15 @@ enum Msg {
 enum Work {
     Restart(String),
     Destroy(String),
+}
+
+/// What the main thread tells the sampling thread: which nodes the screen shows (the
+/// only ones whose usage is asked for), and whether the whole table is wanted (after
+/// missed events).
+#[derive(Default)]
+struct Wanted {
+    shown: Mutex<Vec<String>>,
+    everything: AtomicBool,
 }
 
 /// Runs `top`; returns the exit status.
@@ -133,11 +144,15 @@ pub fn run(args: &TopArgs) -> i32 {
         move || read_events(events, tx)
     });
     let (work_tx, work_rx) = crossbeam_channel::unbounded();
+    let wanted = Arc::new(Wanted::default());
     match transport.open() {
         Ok(worker) => {
             closers.push(worker.closer());
             let tx = tx.clone();
-            spawn("sample", move || sample_and_work(worker, work_rx, tx));
+            let wanted = wanted.clone();
+            spawn("sample", move || {
+                sample_and_work(worker, work_rx, &wanted, tx)
+            });
         }
         Err(error) => {
             complain(&error);
@@ -177,6 +192,7 @@ pub fn run(args: &TopArgs) -> i32 {
         &rx,
         &tx,
         &work_tx,
+        &wanted,
         &mut closers,
     );
     drop(screen);
@@ -220,6 +236,7 @@ fn serve(
     rx: &Receiver<Msg>,
     tx: &Sender<Msg>,
     work: &Sender<Work>,
+    wanted: &Wanted,
     closers: &mut Vec<Closer>,
 ) -> std::io::Result<Option<End>> {
     let mut terminal = screen.terminal()?;
@@ -227,6 +244,13 @@ fn serve(
     loop {
         let now = Instant::now();
         terminal.draw(|frame| view.draw(frame, model, now))?;
+        {
+            let mut shown = wanted.shown.lock().unwrap_or_else(|e| e.into_inner());
+            if *shown != view.shown {
+                shown.clone_from(&view.shown);
+            }
+        }
+        wanted.everything.store(model.resync, Ordering::SeqCst);
         let first = match model.message_until().filter(|at| *at > now) {
             Some(at) => match rx.recv_deadline(at) {
                 Ok(msg) => msg,
@@ -310,11 +334,21 @@ fn read_events(mut link: Link, tx: Sender<Msg>) {
     }
 }
 
-/// A status sample each second, and the commands the keys give, on one connection.
-fn sample_and_work(mut link: Link, work: Receiver<Work>, tx: Sender<Msg>) {
+/// A status sample each second (of the nodes on the screen, or of all of them after
+/// missed events), and the commands the keys give, on one connection.
+fn sample_and_work(mut link: Link, work: Receiver<Work>, wanted: &Wanted, tx: Sender<Msg>) {
     let ticks = crossbeam_channel::tick(SAMPLE_EVERY);
     let sample = |link: &mut Link| -> bool {
-        match link.call(Command::Status(None)) {
+        let command = if wanted.everything.load(Ordering::SeqCst) {
+            Command::Status(None)
+        } else {
+            let shown = wanted.shown.lock().unwrap_or_else(|e| e.into_inner());
+            if shown.is_empty() {
+                return true;
+            }
+            Command::StatusOf(shown.clone())
+        };
+        match link.call(command) {
             Ok(response) if response.ok => tx
                 .send(Msg::Sample(
                     response.result.unwrap_or(Value::Null),

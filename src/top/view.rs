@@ -28,6 +28,8 @@ pub struct View {
     table: TableState,
     /// Colours on (off with `NO_COLOR`).
     pub colour: bool,
+    /// The nodes whose rows the last frame showed: the ones worth sampling.
+    pub shown: Vec<String>,
 }
 
 /// A column: its header, its width, and how much it is needed (lower goes last).
@@ -93,6 +95,7 @@ impl View {
         View {
             table: TableState::default(),
             colour,
+            shown: Vec::new(),
         }
     }
 
@@ -105,6 +108,7 @@ impl View {
                 area.width, area.height
             );
             frame.render_widget(Paragraph::new(text).wrap(Wrap { trim: true }), area);
+            self.shown.clear();
             return;
         }
         let body = area.height - 2;
@@ -267,6 +271,9 @@ impl View {
             .highlight_spacing(HighlightSpacing::Always);
         self.table.select(selected);
         frame.render_stateful_widget(table, area, &mut self.table);
+        let offset = self.table.offset().min(visible.len());
+        let fit = area.height.saturating_sub(1) as usize;
+        self.shown = visible[offset..(offset + fit).min(visible.len())].to_vec();
         if empty {
             let text = if model.filter.is_empty() {
                 "no nodes yet".to_string()
@@ -455,7 +462,24 @@ mod tests {
 
     #[test]
     fn narrower_terminals_lose_the_least_needed_columns_and_tiny_ones_get_a_message() {
+        let mut small = model();
         let mut model = model();
+        let mut terminal = Terminal::new(TestBackend::new(80, 6)).unwrap();
+        let mut view = View::new(false);
+        small.key(super::super::model::Key::End, Instant::now());
+        terminal
+            .draw(|frame| view.draw(frame, &mut small, Instant::now()))
+            .unwrap();
+        assert_eq!(view.shown, Vec::<String>::new(), "too small: nothing shown");
+        let mut terminal = Terminal::new(TestBackend::new(80, 14)).unwrap();
+        terminal
+            .draw(|frame| view.draw(frame, &mut small, Instant::now()))
+            .unwrap();
+        assert_eq!(
+            view.shown,
+            ["db", "web", "worker-with-a-long-name"],
+            "the rows in sight"
+        );
         let lines = screen(&mut model, 60, 20);
         assert!(
             lines[1].contains("CPU%") && !lines[1].contains("LAST EXIT"),
