@@ -150,6 +150,8 @@ pub struct EventLoop {
     /// The command-line scripts, which a reload reads again.
     scripts: Vec<PathBuf>,
     reloading: Option<Reloading>,
+    /// Start-up's code pages were let go (`process::trim`).
+    trimmed: bool,
 }
 
 impl EventLoop {
@@ -175,6 +177,7 @@ impl EventLoop {
             event_followers: Subscribers::default(),
             scripts: Vec::new(),
             reloading: None,
+            trimmed: false,
         }
     }
 
@@ -222,6 +225,12 @@ impl EventLoop {
             self.after_script();
             if let Some(code) = self.finished() {
                 return code;
+            }
+            if !self.trimmed && self.events.is_empty() {
+                // Start-up is over: the code only it ran need not stay resident.
+                self.trimmed = true;
+                let kib = crate::process::trim::drop_startup_pages();
+                log::debug!("start-up is over; let go of {kib} KiB of code pages");
             }
             let event = match self.next_deadline() {
                 Some(at) => self.events.recv_deadline(at),

@@ -856,6 +856,15 @@ impl Codec<Port> for Port {
 }
 impl Omit for Port {}
 
+impl Omit for BTreeMap<String, ClusterEndpoint> {
+    fn omit(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+/// Every node is listed, none or many.
+impl Omit for BTreeMap<String, NodeStatus> {}
+
 impl Codec<BTreeMap<String, ClusterEndpoint>> for BTreeMap<String, ClusterEndpoint> {
     fn read(value: &BTreeMap<String, ClusterEndpoint>) -> Dynamic {
         read_record_map(value)

@@ -346,7 +346,12 @@ impl Codec<Vec<String>> for Vec<String> {
         string_list(&v, at)
     }
 }
-impl<T> Omit for Vec<T> {}
+/// An empty list is left out, as an unset field is (a record reads it back as empty).
+impl Omit for Vec<String> {
+    fn omit(&self) -> bool {
+        self.is_empty()
+    }
+}
 
 impl Codec<Option<Vec<String>>> for Option<Vec<String>> {
     fn read(value: &Option<Vec<String>>) -> Dynamic {
@@ -385,7 +390,11 @@ impl Codec<BTreeMap<String, String>> for BTreeMap<String, String> {
             .collect()
     }
 }
-impl<K, V> Omit for BTreeMap<K, V> {}
+impl Omit for BTreeMap<String, String> {
+    fn omit(&self) -> bool {
+        self.is_empty()
+    }
+}
 
 /// A map of records of type `R`, each given as the record or as a map.
 pub fn record_map<R: Clone + Send + Sync + 'static>(

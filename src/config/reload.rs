@@ -129,10 +129,17 @@ pub fn changes(old: &NodeConfig, new: &NodeConfig) -> Vec<FieldChange> {
         return Vec::new();
     };
     let mut found = Vec::new();
+    let empty = NodeConfig::default();
     for field in NodeConfig::FIELDS {
-        let before = old.get(*field).unwrap_or(&Value::Null);
-        let after = new.get(*field).unwrap_or(&Value::Null);
-        differences(field, before, after, &mut found);
+        // An empty list or map is left out of JSON, as an unset field is.
+        let absent = || match empty.get(field) {
+            Some(value) if value.is_array() => Value::Array(Vec::new()),
+            Some(value) if value.is_map() => Value::Object(Default::default()),
+            _ => Value::Null,
+        };
+        let before = old.get(*field).cloned().unwrap_or_else(absent);
+        let after = new.get(*field).cloned().unwrap_or_else(absent);
+        differences(field, &before, &after, &mut found);
     }
     found
 }

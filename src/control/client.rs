@@ -92,6 +92,19 @@ impl Connection for Client {
     }
 }
 
+/// A response with its result not parsed.
+#[derive(serde::Deserialize)]
+struct Lazy<'a> {
+    id: Value,
+    ok: bool,
+    #[serde(borrow, default)]
+    result: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    output: Option<String>,
+}
+
 impl Evaluation {
     /// What an answer to `eval` says.
     pub fn from_response(response: Response) -> Evaluation {
@@ -163,6 +176,19 @@ impl Client {
 
     /// Sends `request` and returns its answer.
     pub fn request(&mut self, request: &Request) -> Result<Response, ClientError> {
+        self.request_with(request, false)
+    }
+
+    /// `call`, with the answer's result left as JSON text (in `Response::encoded`, which
+    /// `to_line` writes back as it came) instead of parsed: for big answers that are
+    /// printed as they are, or read into records directly.
+    pub(crate) fn call_encoded(&mut self, command: Command) -> Result<Response, ClientError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.request_with(&Request::new(id, command), true)
+    }
+
+    fn request_with(&mut self, request: &Request, encoded: bool) -> Result<Response, ClientError> {
         let mut line = serde_json::to_vec(&request.to_json()).map_err(|e| self.invalid(e))?;
         line.push(b'\n');
         let answer = match self.exchange(&line) {
@@ -189,7 +215,19 @@ impl Client {
                 }
             }
         })?;
-        let response: Response = serde_json::from_slice(&answer).map_err(|e| self.invalid(e))?;
+        let response = if encoded {
+            let lazy: Lazy = serde_json::from_slice(&answer).map_err(|e| self.invalid(e))?;
+            Response {
+                id: lazy.id,
+                ok: lazy.ok,
+                result: None,
+                error: lazy.error,
+                output: lazy.output,
+                encoded: lazy.result.map(|raw| raw.get().to_string()),
+            }
+        } else {
+            serde_json::from_slice(&answer).map_err(|e| self.invalid(e))?
+        };
         if response.id.is_null() && !response.ok && !request.id.is_null() {
             // Refused as a whole (too many clients, not allowed): the reason is the answer.
             self.connection = None;

@@ -565,6 +565,10 @@ pub struct Response {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     /// What an `eval` printed.
     pub output: Option<String>,
+    /// The result already encoded as JSON, for an answer too big to build as a `Value`
+    /// first (the status of every node): `to_line` writes it as `result`.
+    #[serde(skip)]
+    pub(crate) encoded: Option<String>,
 }
 
 impl Response {
@@ -576,6 +580,19 @@ impl Response {
             result: Some(result),
             error: None,
             output: None,
+            encoded: None,
+        }
+    }
+
+    /// A successful answer whose result is already JSON text.
+    pub(crate) fn ok_encoded(id: Value, result: String) -> Response {
+        Response {
+            id,
+            ok: true,
+            result: None,
+            error: None,
+            output: None,
+            encoded: Some(result),
         }
     }
 
@@ -587,6 +604,7 @@ impl Response {
             result: None,
             error: Some(error.into()),
             output: None,
+            encoded: None,
         }
     }
 
@@ -598,6 +616,15 @@ impl Response {
 
     /// The response as one line of JSON, newline included.
     pub fn to_line(&self) -> Vec<u8> {
+        if let Some(result) = &self.encoded {
+            let mut line = Vec::with_capacity(result.len() + 40);
+            line.extend_from_slice(b"{\"id\":");
+            line.extend_from_slice(self.id.to_string().as_bytes());
+            line.extend_from_slice(b",\"ok\":true,\"result\":");
+            line.extend_from_slice(result.as_bytes());
+            line.extend_from_slice(b"}\n");
+            return line;
+        }
         let mut line = serde_json::to_vec(self).unwrap_or_else(|e| {
             // Only a value with non-string map keys fails to serialize; say so in-band.
             let fallback =

@@ -65,7 +65,12 @@ pub fn run(args: &CtlArgs) -> i32 {
     }
     let response = match Client::connect(&path).and_then(|mut c| {
         c.set_timeout(Some(timeout));
-        c.call(command.clone())
+        match command {
+            // Printed as it came, or read into records directly: at 10,000 nodes,
+            // parsing it into a `Value` first would cost more than the rest.
+            Command::Status(_) => c.call_encoded(command.clone()),
+            _ => c.call(command.clone()),
+        }
     }) {
         Ok(response) => response,
         Err(error) => {
@@ -406,8 +411,10 @@ fn printed(command: &Command, response: &Response) -> Vec<Piece> {
     }
     let result = response.result.clone().unwrap_or(Value::Null);
     match command {
-        Command::Status(_) | Command::StatusOf(_) => match serde_json::from_value::<Status>(result)
-        {
+        Command::Status(_) | Command::StatusOf(_) => match match &response.encoded {
+            Some(text) => serde_json::from_str::<Status>(text),
+            None => serde_json::from_value::<Status>(result),
+        } {
             Ok(status) => pieces.push(Piece::Out(status_table(&status))),
             Err(e) => pieces.push(Piece::Complaint(format!("cannot read the status: {e}"))),
         },

@@ -43,6 +43,7 @@ pub mod rotate;
 pub mod spawn;
 pub mod stem;
 pub mod tree;
+pub mod trim;
 
 use std::time::{Duration, Instant};
 
