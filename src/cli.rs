@@ -235,10 +235,14 @@ impl CtlArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum CtlCommand {
-    /// Show every node, or one: state, pid, restarts, uptime, last exit.
+    /// Show every node, or one: state, pid, restarts, uptime, CPU %, memory, last exit.
     Status {
         /// Only this node.
         name: Option<String>,
+        /// With --json, every node's cpu and memory too (the table always has them; one
+        /// node's status always has them).
+        #[arg(long)]
+        usage: bool,
     },
     /// Create a node from a NodeConfig in JSON (the fields of the script API).
     #[command(

@@ -12,8 +12,8 @@
 //! `ctl tail -f`), through their bounded feeds (`feed`), and ends their streams when the
 //! node is gone; and, after each event it handles, the changes the node table recorded
 //! (`config::Event`) to the followers of the events (`follow_events`, `ctl events`,
-//! `top`), whose streams end when the supervisor stops.
-
+//! `top`), whose streams end when the supervisor stops. Under a service manager
+//! (`service`), it tells the manager when the supervisor is ready, alive and stopping.
 //!
 //! A reload (`reload`: `ctl reload`, SIGHUP, `:reload`) loads the command-line scripts
 //! again into a fresh `Host` whose node table records instead of creating; if that
@@ -21,6 +21,8 @@
 //! for the new one (its functions, hooks, globals and timers; the old timers are
 //! dropped), and the plan is carried out. Whoever asked is answered once the plan is
 //! applied, which may take a few turns while changed and removed nodes stop.
+
+mod service;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -152,6 +154,8 @@ pub struct EventLoop {
     reloading: Option<Reloading>,
     /// Start-up's code pages were let go (`process::trim`).
     trimmed: bool,
+    /// The service manager to tell about readiness, liveness and shutdown, if any.
+    service: Option<service::ServiceManager>,
 }
 
 impl EventLoop {
@@ -178,7 +182,15 @@ impl EventLoop {
             scripts: Vec::new(),
             reloading: None,
             trimmed: false,
+            service: None,
         }
+    }
+
+    /// Tells the service manager named by `NOTIFY_SOCKET` in this process's environment
+    /// (systemd's `Type=notify`) when the supervisor is ready, alive and stopping; see
+    /// `service`. Nothing happens without the variable.
+    pub fn notify_service_manager(&mut self) {
+        self.service = service::ServiceManager::from_env();
     }
 
     /// The Rhai host: to evaluate code in the loaded program.
@@ -214,6 +226,9 @@ impl EventLoop {
             return Err(error);
         }
         self.after_script();
+        if let Some(service) = self.service.as_mut() {
+            service.started(self.nodes.as_ref().map(|n| n.borrow()).as_deref());
+        }
         Ok(())
     }
 
@@ -223,6 +238,9 @@ impl EventLoop {
             let now = Instant::now();
             self.fire_due(now);
             self.after_script();
+            if let Some(service) = self.service.as_mut() {
+                service.turn(self.nodes.as_ref().map(|n| n.borrow_mut()).as_deref_mut());
+            }
             if let Some(code) = self.finished() {
                 return code;
             }
@@ -514,7 +532,12 @@ impl EventLoop {
                         self.host.call_hook(Hook::NodeStatus, (node, 0 as INT))
                     }
                     Notice::Ready { node } => self.host.call_hook(Hook::NodeReady, (node,)),
-                    Notice::Exited { node, exit, uptime } => {
+                    Notice::Exited {
+                        node,
+                        exit,
+                        uptime,
+                        reason,
+                    } => {
                         let mut info = rhai::Map::new();
                         let (code, signal) = match exit {
                             Some(ExitInfo::Code(code)) => ((code as INT).into(), Dynamic::UNIT),
@@ -526,6 +549,7 @@ impl EventLoop {
                         info.insert("code".into(), code);
                         info.insert("signal".into(), signal);
                         info.insert("uptime".into(), (uptime as rhai::FLOAT).into());
+                        info.insert("reason".into(), reason.map_or(Dynamic::UNIT, Dynamic::from));
                         let answer = self
                             .host
                             .call_hook(Hook::NodeExit, (node.clone(), Dynamic::from_map(info)));
@@ -568,6 +592,9 @@ impl EventLoop {
         if let Some(reloading) = self.reloading.take() {
             log::warn!("shutdown began before the reload was fully applied");
             (reloading.done)(Err(ReloadError::Interrupted));
+        }
+        if let Some(service) = self.service.as_mut() {
+            service.stopping();
         }
         self.host.shared().borrow_mut().timers.clear();
         if let Some(nodes) = &self.nodes {
@@ -739,6 +766,9 @@ impl EventLoop {
     }
 
     fn fire_due(&mut self, now: Instant) {
+        if let Some(service) = self.service.as_mut() {
+            service.fire_due(now);
+        }
         let shared = self.host.shared().clone();
         if let Some(nodes) = &self.nodes {
             nodes.borrow_mut().fire_due(now);
@@ -757,10 +787,8 @@ impl EventLoop {
     fn next_deadline(&self) -> Option<Instant> {
         let timers = self.host.shared().borrow().timers.next_deadline();
         let supervisor = self.nodes.as_ref().and_then(|n| n.borrow().next_deadline());
-        match (timers, supervisor) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let service = self.service.as_ref().and_then(|s| s.next_deadline());
+        [timers, supervisor, service].into_iter().flatten().min()
     }
 }
 

@@ -10,10 +10,10 @@
 //! | `main.rs`, `cli`, `ctl`, `top`, `node` | the command line, `ctl` (and its `--ssh` fan-out to other hosts), the live view `top` (a client of the events and output streams: `top::model` what it shows, `top::view` how), and what runs inside a script node (and the stem) |
 //! | `runtime` | assembling one process of any role: signals, the I/O thread, the loop, the control socket, the metrics server, the REPL's front end |
 //! | `control`, `metrics`, `repl` | front ends: control requests, metrics scrapes and typed statements, handed to the loop as tasks; the control client, and its reach to other hosts through ssh (`control::ssh`, `control::relay`); the Prometheus text format (`metrics::exposition`) |
-//! | `event_loop` | the one loop: owns the engine and the node table, turns events into calls |
+//! | `event_loop` | the one loop: owns the engine and the node table, turns events into calls; tells a service manager (systemd) when the supervisor is ready, alive and stopping (`event_loop::service`) |
 //! | `script` | the Rhai side: engine and limits, globals, hooks, the `Supervisor` and `Cluster` modules, records' registration, the node table as scripts reach it (`script::table`: the scripts' own nodes, run-time nodes, or a reload's recording) |
 //! | `supervisor` | policy: the node table, each node's state machine (`supervisor::node`), revival and backoff, deadlines, which host a node belongs to (`supervisor::host`), a reload's plan and carrying it out (`supervisor::reload`) |
-//! | `process` | mechanism: the `Backend` trait and the native backend (plan, spawn, stem, reactor, leftovers) |
+//! | `process` | mechanism: the `Backend` trait and the native backend (plan, spawn, stem, reactor, leftovers, a cgroup per node: `process::cgroup`) |
 //! | `config`, `console`, `feed` | shared leaves: the records (one field table each), what a reload reports (`config::reload`), the events followers receive (`config::event`) and constants; where output goes; followers' bounded queues |
 //!
 //! # Who owns what

@@ -45,6 +45,7 @@ fn main() {
         settings.host = host.names.clone();
         settings.metrics = metrics.address.clone();
     }
+    settings.notify_service_manager = matches!(cli.command, Command::Run { .. });
     let outcome = match (payload, cli.command) {
         (Some(payload), _) => rhai_supervisor::node::run(payload, &settings),
         (

@@ -60,6 +60,11 @@ pub struct Settings {
     /// daemons re-read their configuration. Off by default, so that an embedding
     /// program keeps SIGHUP for itself; the command line turns it on.
     pub hangup_reloads: bool,
+    /// In the supervisor role, tell the service manager named by `NOTIFY_SOCKET`
+    /// (systemd's `Type=notify`) when the supervisor is ready, alive and stopping. An
+    /// embedding program that speaks to its manager itself leaves it off (the
+    /// default); `run` turns it on.
+    pub notify_service_manager: bool,
 }
 
 impl Default for Settings {
@@ -73,6 +78,7 @@ impl Default for Settings {
             host: Vec::new(),
             metrics: None,
             hangup_reloads: false,
+            notify_service_manager: false,
         }
     }
 }
@@ -180,8 +186,12 @@ impl Runtime {
             settings.limits,
             interrupt.clone(),
         );
+        let mut event_loop = EventLoop::new(host, nodes, event_rx, interrupt, settings.sigint);
+        if role == Role::Supervisor && settings.notify_service_manager {
+            event_loop.notify_service_manager();
+        }
         Ok(Runtime {
-            event_loop: EventLoop::new(host, nodes, event_rx, interrupt, settings.sigint),
+            event_loop,
             events,
             control: None,
             metrics: None,

@@ -130,7 +130,8 @@ fn every_command_over_ctl() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     assert!(lines[0].starts_with("NAME  STATE    PID"), "{table}");
-    assert!(lines[0].ends_with("RESTARTS  UPTIME  LAST EXIT"), "{table}");
+    assert!(lines[0].contains("RESTARTS  UPTIME  CPU%"), "{table}");
+    assert!(lines[0].ends_with("LAST EXIT"), "{table}");
     assert!(
         lines[1].starts_with(&format!("w1    running  {pid}")),
         "{table}"

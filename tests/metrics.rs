@@ -237,6 +237,24 @@ fn the_exposition_passes_real_parsers_and_follows_the_nodes() {
             Some(1.0),
             "the escaped name reads back"
         );
+        // What the node's processes use: from its cgroup or its process tree.
+        let cpu = value(
+            &samples,
+            "rhai_supervisor_node_cpu_seconds_total",
+            &node("web"),
+        );
+        assert!(cpu.is_some_and(|c| c >= 0.0), "{cpu:?}");
+        let memory = value(&samples, "rhai_supervisor_node_memory_bytes", &node("web"));
+        assert!(memory.is_some_and(|m| m > 0.0), "{memory:?}");
+        assert_eq!(
+            value(
+                &samples,
+                "rhai_supervisor_node_memory_bytes",
+                &node("crash")
+            ),
+            None,
+            "no process, no usage"
+        );
         let states = samples
             .iter()
             .filter(|(n, l, _)| n == "rhai_supervisor_node_state" && l["node"] == "web")

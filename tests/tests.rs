@@ -11,6 +11,10 @@
 //! - `readiness`: readiness of every kind, dependencies and their conditions, restart
 //!   policies, stop order, `node_ready`/`node_exit`, health checks and watchdogs
 //! - `signals`: stop signals, kill modes and `ctl signal`, with a real nginx
+//! - `services`: real services: nodes as another user (groups, home, umask), env
+//!   files, resource limits, a cgroup per node (OOM kills and their reason, pids, an
+//!   escaped descendant stopped, nothing left behind), usage in status, the
+//!   supervisor's own systemd notifications, PostgreSQL as user postgres
 //! - `reliability`: faults in scripts, nodes and the OS; crash loops; leaks
 //! - `control`: the control socket and `ctl`: every command, the socket file (mode,
 //!   stale, taken, removed), bad and hostile clients, many clients, exit statuses
@@ -62,6 +66,7 @@ mod reliability;
 mod reload;
 mod repl;
 mod scale;
+mod services;
 mod signals;
 mod supervision;
 mod top;

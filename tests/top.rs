@@ -36,7 +36,10 @@ impl Tmux {
     /// canonical mode (`stty` prints `icanon`, not `-icanon`).
     pub fn start(dir: &Path, width: u16, height: u16, command: &str) -> Tmux {
         ensure_tmux();
-        let socket = dir.join("tmux.sock");
+        // A socket of its own each: a server just told to go may still hold the last.
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let socket = dir.join(format!("tmux-{n}.sock"));
         let script = format!(
             "cd '{}' && {command}; echo top-exited=$?; stty -a | tr ' ' '\\n' | grep -x -- '-\\?icanon'; exec sleep 300",
             dir.display()
@@ -208,6 +211,16 @@ fn top_shows_the_nodes_and_its_keys_act_on_them() {
         "{screen}"
     );
 
+    // The second's sample brings what the processes use: MEM, then CPU % (from two).
+    let screen = tmux.wait("usage of db", |s| {
+        row(s, "db").is_some_and(|r| r.contains('K') || r.contains('M'))
+    });
+    let cells: Vec<&str> = row(&screen, "db").unwrap().split_whitespace().collect();
+    let cpu = cells[cells.iter().position(|c| *c == "db").unwrap() + 4];
+    assert!(cpu.parse::<f64>().is_ok() || cpu == "-", "CPU% {cells:?}");
+    tmux.wait("CPU % of db", |s| {
+        row(s, "db").is_some_and(|r| r.split_whitespace().any(|c| c == "0.0"))
+    });
     // Down to web, Enter: its output follows below the table.
     tmux.keys(&["j", "Enter"]);
     tmux.shows("output of web");

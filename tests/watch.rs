@@ -472,7 +472,7 @@ fn a_follower_that_never_reads_is_dropped_and_slows_nothing() {
     let until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < until {
         let asked = Instant::now();
-        let answer = status.call(Command::Status(None)).unwrap();
+        let answer = status.call(Command::status(None)).unwrap();
         assert!(answer.ok);
         slowest = slowest.max(asked.elapsed());
         peak = peak.max(rss_kib(sup.pid()));

@@ -17,6 +17,7 @@
 pub mod event;
 pub mod record;
 pub mod reload;
+pub mod services;
 pub mod shapes;
 pub mod time;
 
@@ -32,6 +33,7 @@ pub use record::Fields;
 use record::{
     Codec, Json, Omit, Seconds, SetError, kind, read_record_map, record, record_map, wrong,
 };
+pub use services::{Account, Amount, Limits, human_bytes};
 pub use shapes::{
     Check, Condition, Dependencies, Dependency, Health, KillMode, Ready, RestartPolicy, SignalName,
 };
@@ -347,6 +349,19 @@ record! {
         /// Extension: whom the stop signal reaches: `"group"` (default), `"mixed"`,
         /// `"process"`.
         kill_mode: Option<KillMode> => Json,
+        /// Extension: the user the node runs as, a name or a uid (needs a root
+        /// supervisor); `HOME`, `USER` and `LOGNAME` come from its entry.
+        user: Option<Account> => Json,
+        /// Extension: the group the node runs as, a name or a gid (default: the user's).
+        group: Option<Account> => Json,
+        /// Extension: the node's file mode creation mask, e.g. `0o027`.
+        umask: Option<i64>,
+        /// Extension: a file of `KEY=VALUE` lines (relative to the supervisor's
+        /// directory), read at every start; `env` wins over it.
+        env_file: Option<String>,
+        /// Extension: resource limits: `nofile`, `core`, `nproc`, `stack`, `memlock` of
+        /// the process; `memory`, `pids`, `cpu` of the whole node (a cgroup of its own).
+        limits: Option<Limits> => Json,
     }
 }
 
@@ -508,6 +523,19 @@ impl NodeConfig {
                 ));
             }
         }
+        if let Some(mask) = self.umask {
+            if !(0..=0o777).contains(&mask) {
+                return Err(format!(
+                    "node '{}': umask must be from 0 to 0o777, not {mask:#o}",
+                    self.name
+                ));
+            }
+        }
+        if let Some(file) = &self.env_file {
+            if file.is_empty() || file.contains('\0') {
+                return Err(format!("node '{}': env_file must name a file", self.name));
+            }
+        }
         if let Some(deps) = &self.depends_on {
             if deps.0.contains_key(&self.name) {
                 return Err(format!(
@@ -648,6 +676,13 @@ record! {
         health: Option<String>,
         /// While `stopping` or `restarting`: seconds since it was asked to stop.
         stopping_for: Option<f64>,
+        /// Why the last process ended, when the supervisor knows more than its exit
+        /// status: `out of memory (limit 64 MiB)`.
+        exit_reason: Option<String>,
+        /// Seconds of CPU its live processes have used (filled in by `status(name)`).
+        cpu: Option<f64>,
+        /// Bytes of memory its live processes use (filled in by `status(name)`).
+        memory: Option<i64>,
     }
     json_only {
         /// The last lines of its captured output (filled in by `status(name)` for one node).
@@ -670,6 +705,9 @@ impl NodeStatus {
             status_text: None,
             health: None,
             stopping_for: None,
+            exit_reason: None,
+            cpu: None,
+            memory: None,
             output: Vec::new(),
         }
     }

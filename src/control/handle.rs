@@ -128,12 +128,18 @@ fn answer(
             Some(nodes) => encoded(id, &nodes.borrow().status_of(&names)),
             None => Response::error(id, NOT_SUPERVISOR),
         },
-        Command::Status(name) => {
+        Command::Status { node: name, usage } => {
             let Some(nodes) = event_loop.nodes() else {
                 return Response::error(id, NOT_SUPERVISOR);
             };
             let name = name.unwrap_or_default();
-            let status = nodes.borrow().status(&name);
+            // Every node's with what its processes use, for the table's CPU % and MEM;
+            // one node's has it anyway.
+            let status = if name.is_empty() && usage {
+                nodes.borrow().status_with_usage("")
+            } else {
+                nodes.borrow().status(&name)
+            };
             if !name.is_empty() && status.nodes.is_empty() {
                 return Response::error(id, no_such_node(&name));
             }
@@ -179,7 +185,7 @@ fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result
                 None => Err(missing(&name)),
             }
         }
-        Command::Status(_) | Command::StatusOf(_) => Err("answered by `answer`".into()),
+        Command::Status { .. } | Command::StatusOf(_) => Err("answered by `answer`".into()),
         Command::Tail { node, lines } => {
             let mut tail = supervisor.tail(&node).ok_or_else(|| missing(&node))?;
             if let Some(keep) = lines {

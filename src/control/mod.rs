@@ -94,10 +94,17 @@ pub struct Request {
 pub enum Command {
     /// `Supervisor::create(config)` (boxed: a config is large next to the others).
     Create(Box<NodeConfig>),
-    /// `Supervisor::status(name)`; `None` for every node.
-    Status(Option<String>),
-    /// The status of these nodes (those that exist), without their output: what a
-    /// view samples of the nodes it shows (`status` with `nodes`).
+    /// `Supervisor::status(name)`; `None` for every node. With `usage`, every node's
+    /// status has what its processes use (`cpu`, `memory`), which costs a look at
+    /// /proc per node; one node's has it anyway.
+    Status {
+        /// The node, or `None` for every node.
+        node: Option<String>,
+        /// Add every node's usage.
+        usage: bool,
+    },
+    /// The status of these nodes (those that exist), with their usage and without
+    /// their output: what a view samples of the nodes it shows (`status` with `nodes`).
     StatusOf(Vec<String>),
     /// `Supervisor::restart`.
     Restart(Target),
@@ -169,11 +176,16 @@ pub enum Target {
 }
 
 impl Command {
+    /// `status` of one node or (`None`) of every node, without every node's usage.
+    pub fn status(node: Option<String>) -> Command {
+        Command::Status { node, usage: false }
+    }
+
     /// The name used in `cmd`.
     pub fn name(&self) -> &'static str {
         match self {
             Command::Create(_) => "create",
-            Command::Status(_) | Command::StatusOf(_) => "status",
+            Command::Status { .. } | Command::StatusOf(_) => "status",
             Command::Restart(_) => "restart",
             Command::Destroy(_) => "destroy",
             Command::Signal { .. } => "signal",
@@ -255,11 +267,12 @@ fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
             Command::Create(Box::new(config))
         }
         "status" => {
-            fields.allowed = &["node", "nodes"];
+            fields.allowed = &["node", "nodes", "usage"];
             let node = fields.string("node")?.filter(|n| !n.is_empty());
+            let usage = fields.boolean("usage")?.unwrap_or(false);
             match (node, fields.strings("nodes")?) {
                 (Some(_), Some(_)) => return Err("status takes 'node' or 'nodes', not both".into()),
-                (node, None) => Command::Status(node),
+                (node, None) => Command::Status { node, usage },
                 (None, Some(nodes)) => Command::StatusOf(nodes),
             }
         }
@@ -491,9 +504,12 @@ impl Request {
                 let config = serde_json::to_value(config).unwrap_or(Value::Null);
                 object.insert("config".into(), config);
             }
-            Command::Status(node) => {
+            Command::Status { node, usage } => {
                 if let Some(node) = node {
                     object.insert("node".into(), node.clone().into());
+                }
+                if *usage {
+                    object.insert("usage".into(), true.into());
                 }
             }
             Command::StatusOf(nodes) => {
@@ -705,15 +721,15 @@ mod tests {
     fn every_command_decodes() {
         assert_eq!(
             ok(r#"{"id":1,"cmd":"status"}"#),
-            Request::new(1, Command::Status(None))
+            Request::new(1, Command::status(None))
         );
         assert_eq!(
             ok(r#"{"id":"a","cmd":"status","node":"w1"}"#).command,
-            Command::Status(Some("w1".into()))
+            Command::status(Some("w1".into()))
         );
         assert_eq!(
             ok(r#"{"cmd":"status","node":""}"#).command,
-            Command::Status(None)
+            Command::status(None)
         );
         assert_eq!(
             ok(r#"{"cmd":"status","nodes":["a","b"]}"#).command,
@@ -810,7 +826,7 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"cmd":"status","nod":"w1"}"#).error,
-            "unknown field 'nod' for command 'status' (fields: id, cmd, node, nodes)"
+            "unknown field 'nod' for command 'status' (fields: id, cmd, node, nodes, usage)"
         );
         assert!(
             err(r#"{"cmd":"stop","now":true}"#)
@@ -948,8 +964,8 @@ mod tests {
         config.revival_delay = Some(0.5);
         let requests = [
             Request::new(1, Command::Create(Box::new(config))),
-            Request::new("two", Command::Status(None)),
-            Request::new(3, Command::Status(Some("w1".into()))),
+            Request::new("two", Command::status(None)),
+            Request::new(3, Command::status(Some("w1".into()))),
             Request::new(13, Command::StatusOf(vec!["w1".into(), "w2".into()])),
             Request::new(4, Command::Restart(Target::All)),
             Request::new(5, Command::Destroy(Target::Node("w1".into()))),

@@ -3,13 +3,14 @@
 
 use crate::config::{ExitInfo, NodeStatus, Status};
 
-/// `NAME STATE PID RESTARTS UPTIME LAST EXIT`, one row per node, columns aligned;
-/// with `INFO` last when a node has something to say (what it waits for, since when it
-/// is stopping, a failing health check, its `STATUS=` text).
+/// `NAME STATE PID RESTARTS UPTIME CPU% MEM LAST EXIT`, one row per node, columns
+/// aligned; `CPU%` and `MEM` when the status has what nodes use, and `INFO` last when a
+/// node has something to say (what it waits for, since when it is stopping, a failing
+/// health check, its `STATUS=` text).
 pub fn status_table(status: &Status) -> String {
     let mut rows = vec![HEADERS.iter().map(|h| h.to_string()).collect()];
     rows.extend(status.nodes.iter().map(|(name, node)| row(name, node)));
-    aligned(&without_empty_info(rows))
+    aligned(&without_empty_columns(rows))
 }
 
 /// The status of several hosts in one table: `HOST` first, then the columns of
@@ -25,27 +26,50 @@ pub fn status_table_by_host(hosts: &[(String, Status)]) -> String {
             rows.push(cells);
         }
     }
-    aligned(&without_empty_info(rows))
+    aligned(&without_empty_columns(rows))
 }
 
-const HEADERS: [&str; 7] = [
+const HEADERS: [&str; 9] = [
     "NAME",
     "STATE",
     "PID",
     "RESTARTS",
     "UPTIME",
+    "CPU%",
+    "MEM",
     "LAST EXIT",
     "INFO",
 ];
 
-/// The `INFO` column (the last) only when some node has something in it.
-fn without_empty_info(mut rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
-    if rows[1..]
-        .iter()
-        .all(|row| row.last().is_none_or(String::is_empty))
-    {
-        for row in &mut rows {
-            row.pop();
+/// The `INFO` column (the last) only when some node has something in it; `CPU%` and
+/// `MEM` only when some node has a figure.
+fn without_empty_columns(mut rows: Vec<Vec<String>>) -> Vec<Vec<String>> {
+    let Some(header) = rows.first() else {
+        return rows;
+    };
+    let width = header.len();
+    let empty = |rows: &[Vec<String>], column: usize, blank: &str| {
+        rows[1..]
+            .iter()
+            .all(|row| row.get(column).is_none_or(|c| c.is_empty() || c == blank))
+    };
+    let mut drop: Vec<usize> = Vec::new();
+    if empty(&rows, width - 1, "") {
+        drop.push(width - 1);
+    }
+    for column in ["CPU%", "MEM"] {
+        if let Some(at) = header.iter().position(|h| h == column) {
+            if empty(&rows, at, "-") {
+                drop.push(at);
+            }
+        }
+    }
+    drop.sort_unstable();
+    for row in &mut rows {
+        for &at in drop.iter().rev() {
+            if at < row.len() {
+                row.remove(at);
+            }
         }
     }
     rows
@@ -58,12 +82,52 @@ fn row(name: &str, node: &NodeStatus) -> Vec<String> {
         node.pid.map_or("-".into(), |p| p.to_string()),
         node.restarts.to_string(),
         node.uptime.map_or("-".into(), uptime),
-        node.exit.map_or("-".into(), |e| match e {
-            ExitInfo::Code(code) => format!("code {code}"),
-            ExitInfo::Signal(signal) => ExitInfo::signal_name(signal),
-        }),
+        cpu_percent(node),
+        node.memory
+            .map_or("-".into(), |bytes| memory(bytes.max(0) as u64)),
+        last_exit(node),
         info(node),
     ]
+}
+
+/// The share of one core the live process has used on average since it started, as
+/// `ps` shows it: `12.5%`.
+fn cpu_percent(node: &NodeStatus) -> String {
+    match (node.cpu, node.uptime) {
+        (Some(cpu), Some(up)) if up > 0.0 => format!("{:.1}%", 100.0 * cpu / up),
+        (Some(_), _) => "0.0%".into(),
+        (None, _) => "-".into(),
+    }
+}
+
+/// `850K`, `12.3M`, `1.2G`.
+pub fn memory(bytes: u64) -> String {
+    let units = [(1u64 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")];
+    for (scale, unit) in units {
+        if bytes >= scale {
+            let value = bytes as f64 / scale as f64;
+            return if value >= 100.0 {
+                format!("{value:.0}{unit}")
+            } else {
+                format!("{value:.1}{unit}")
+            };
+        }
+    }
+    format!("{bytes}B")
+}
+
+fn last_exit(node: &NodeStatus) -> String {
+    let Some(exit) = node.exit else {
+        return "-".into();
+    };
+    let text = match exit {
+        ExitInfo::Code(code) => format!("code {code}"),
+        ExitInfo::Signal(signal) => ExitInfo::signal_name(signal),
+    };
+    match &node.exit_reason {
+        Some(reason) => format!("{text}: {reason}"),
+        None => text,
+    }
 }
 
 /// The rows as lines, each column as wide as its widest cell, two spaces apart.
@@ -153,6 +217,27 @@ logger-with-a-long-name  reviving  -     12        -       SIGKILL
 w1                       running   4242  0         1m05s   -
 ";
         assert_eq!(status_table(&status), expected);
+    }
+
+    #[test]
+    fn usage_columns_when_known() {
+        let mut status = Status::default();
+        let mut db = NodeStatus::new(NodeConfig::named("db"));
+        db.state = "running".into();
+        db.pid = Some(77);
+        db.uptime = Some(10.0);
+        db.cpu = Some(2.5);
+        db.memory = Some(12 << 20);
+        db.exit = Some(ExitInfo::Signal(9));
+        db.exit_reason = Some("out of memory (limit 64 MiB)".into());
+        status.nodes.insert("db".into(), db);
+        let expected = "\
+NAME  STATE    PID  RESTARTS  UPTIME  CPU%   MEM    LAST EXIT
+db    running  77   0         10s     25.0%  12.0M  SIGKILL: out of memory (limit 64 MiB)
+";
+        assert_eq!(status_table(&status), expected);
+        assert_eq!(memory(850 << 10), "850K");
+        assert_eq!(memory(3 << 29), "1.5G");
     }
 
     #[test]

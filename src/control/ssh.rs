@@ -674,7 +674,7 @@ impl SshClient {
     ) -> Result<SshClient, SshError> {
         let deadline = Instant::now() + DEFAULT_TIMEOUT;
         let mut session = Session::open(&remote, &target, DEFAULT_TIMEOUT)?;
-        let response = session.exchange(&Request::new(0, Command::Status(None)), deadline)?;
+        let response = session.exchange(&Request::new(0, Command::status(None)), deadline)?;
         if !response.ok {
             // Refused as a whole (not allowed, too many clients).
             return Err(SshError::NoSupervisor(response.error.unwrap_or_default()));
@@ -861,7 +861,7 @@ mod tests {
 
     #[test]
     fn answers_are_checked() {
-        let request = Request::new(7, Command::Status(None));
+        let request = Request::new(7, Command::status(None));
         assert!(check_answer(b"{\"id\":7,\"ok\":true,\"result\":{}}\n", &request).is_ok());
         let wrong_id =
             check_answer(b"{\"id\":8,\"ok\":true,\"result\":{}}\n", &request).unwrap_err();

@@ -87,7 +87,9 @@ pub(super) fn run(args: &CtlArgs, command: Command) -> i32 {
 /// The node a command is for, when it is for one.
 fn node_of(command: &Command) -> Option<&str> {
     match command {
-        Command::Status(Some(name))
+        Command::Status {
+            node: Some(name), ..
+        }
         | Command::Restart(crate::control::Target::Node(name))
         | Command::Destroy(crate::control::Target::Node(name))
         | Command::Tail { node: name, .. } => Some(name),
@@ -140,7 +142,7 @@ fn print_json(answers: &[Answer]) {
 /// For a person: one status table for all hosts, or each host's lines prefixed with
 /// its name; the hosts in the order given, their errors on stderr.
 fn print_text(command: &Command, answers: &[Answer]) {
-    if let Command::Status(_) = command {
+    if let Command::Status { .. } = command {
         let mut tables = Vec::new();
         let mut complaints = Vec::new();
         for (target, answer) in answers {
@@ -238,7 +240,7 @@ mod tests {
 
     #[test]
     fn a_host_that_did_not_answer_may_have_the_node() {
-        let status = Command::Status(Some("w1".into()));
+        let status = Command::status(Some("w1".into()));
         let answers = vec![
             (target("a"), refusal(&no_such_node("w1"))),
             (target("b"), Err(SshError::Unreachable("no route".into()))),

@@ -34,7 +34,7 @@ pub fn run(args: &CtlArgs) -> i32 {
     if let CtlCommand::Relay = args.command {
         return relay(args);
     }
-    let command = match command(&args.command) {
+    let command = match command(&args.command, args.json) {
         Ok(command) => command,
         Err(error) => {
             complain(&error);
@@ -68,7 +68,7 @@ pub fn run(args: &CtlArgs) -> i32 {
         match command {
             // Printed as it came, or read into records directly: at 10,000 nodes,
             // parsing it into a `Value` first would cost more than the rest.
-            Command::Status(_) => c.call_encoded(command.clone()),
+            Command::Status { .. } => c.call_encoded(command.clone()),
             _ => c.call(command.clone()),
         }
     }) {
@@ -310,14 +310,18 @@ fn print_line(out: &mut impl Write, stream: &str, line: &str) -> std::io::Result
 }
 
 /// The request a command line asks for.
-fn command(command: &CtlCommand) -> Result<Command, String> {
+fn command(command: &CtlCommand, json: bool) -> Result<Command, String> {
     let target = |name: &Option<String>, all: bool| match (name, all) {
         (Some(name), false) => Ok(Target::Node(name.clone())),
         (None, true) => Ok(Target::All),
         _ => Err("give a node name or --all".to_string()),
     };
     Ok(match command {
-        CtlCommand::Status { name } => Command::Status(name.clone()),
+        // A table shows every node's CPU % and memory; JSON has them when asked.
+        CtlCommand::Status { name, usage } => Command::Status {
+            node: name.clone(),
+            usage: *usage || !json,
+        },
         CtlCommand::Create { config } => {
             let text = match config.strip_prefix('@') {
                 Some("-") => read_stdin()?,
@@ -411,7 +415,7 @@ fn printed(command: &Command, response: &Response) -> Vec<Piece> {
     }
     let result = response.result.clone().unwrap_or(Value::Null);
     match command {
-        Command::Status(_) | Command::StatusOf(_) => match match &response.encoded {
+        Command::Status { .. } | Command::StatusOf(_) => match match &response.encoded {
             Some(text) => serde_json::from_str::<Status>(text),
             None => serde_json::from_value::<Status>(result),
         } {

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::{Backend, Ended, OutputFiles, ProcId, Remnants, Start, StartError, Started};
+use super::{Backend, Ended, OutputFiles, ProcId, Remnants, Start, StartError, Started, Usage};
 use crate::config::{Check, ExitInfo, NodeConfig};
 
 /// What the fake's world holds; shared between the backend and the test.
@@ -31,6 +31,10 @@ pub struct World {
     /// How each process will have ended, when the test says so; otherwise a signalled
     /// one is killed by its last signal and another exits with 0.
     pub exits: HashMap<ProcId, ExitInfo>,
+    /// Why a process ended, beyond its status, when the test says so.
+    pub reasons: HashMap<ProcId, String>,
+    /// What each process uses, when the test says so.
+    pub usage: HashMap<ProcId, Usage>,
     /// The next start fails with this message.
     pub refuse: Option<String>,
     /// Processes started and not yet ended.
@@ -83,6 +87,8 @@ impl Fake {
             probes: Vec::new(),
             remnants: Vec::new(),
             exits: HashMap::new(),
+            reasons: HashMap::new(),
+            usage: HashMap::new(),
             refuse: None,
             live: HashMap::new(),
             shut_down: false,
@@ -170,7 +176,15 @@ impl Backend for Fake {
         Ended {
             exit: Some(exit),
             what: exit.to_string(),
+            reason: world.reasons.remove(&proc),
         }
+    }
+
+    fn usage(&self, of: &[(ProcId, Pid)]) -> Vec<Option<Usage>> {
+        let world = self.world.borrow();
+        of.iter()
+            .map(|(proc, _)| world.usage.get(proc).copied())
+            .collect()
     }
 
     fn next_deadline(&self) -> Option<Instant> {

@@ -15,6 +15,10 @@
 //!   affinity, output pipes or files, and a pidfd for the new process.
 //! - `stem` forks script nodes from a prepared helper process (Rhai's library built
 //!   once), as the supervisor's own children.
+//! - `cgroup` makes a cgroup per node process with `memory`, `pids` or `cpu` limits
+//!   (v2 where delegated, else v1), which the child joins before its program runs;
+//!   the backend stops what is in it with the node and removes it once empty.
+//! - `envfile` reads a node's `env_file` at each start.
 //! - `reactor` is the one I/O thread: it waits with epoll on every pidfd, every output
 //!   pipe and the signal pipe, and sends `IoEvent`s to the loop. A node's exit is sent
 //!   only after its pipes were drained, so the loop sees its last line before its exit.
@@ -27,8 +31,10 @@
 //! and children that someone else in the process spawned are never stolen (adopted
 //! processes are reaped only in subreaper mode, and never a node or the stem).
 
+pub mod cgroup;
 pub mod collector;
 pub mod compress;
+pub mod envfile;
 #[cfg(test)]
 pub mod fake;
 mod leftovers;
@@ -119,6 +125,17 @@ pub struct Ended {
     /// For the log: `exited with code 3`, `killed by SIGKILL`, or why the program could
     /// not start when the process failed before it ran.
     pub what: String,
+    /// Why it ended, when more is known than its status: `out of memory (limit 64 MiB)`.
+    pub reason: Option<String>,
+}
+
+/// What a node's processes use.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    /// Seconds of CPU time.
+    pub cpu: f64,
+    /// Bytes of memory.
+    pub memory: u64,
 }
 
 /// What the supervisor's policy asks of the operating system.
@@ -157,6 +174,11 @@ pub trait Backend {
         check: &Check,
         timeout: Duration,
     ) -> Result<Option<Pid>, String>;
+
+    /// What each of these processes (an instance and its leader's pid) uses with
+    /// everything it started: from its cgroup where it has one, else from its process
+    /// group. Looked up only when asked (`status` of one node, `ctl status`).
+    fn usage(&self, of: &[(ProcId, Pid)]) -> Vec<Option<Usage>>;
 
     /// The instance that process `pid` belongs to (its leader, or a descendant), for a
     /// notification it sent.

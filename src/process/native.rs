@@ -12,6 +12,7 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
+use super::cgroup::{Cgroups, NodeCgroup};
 use super::collector::Outlets;
 use super::leftovers::Leftovers;
 use super::plan::{Launcher, NodePayload, SpawnPlan, plan};
@@ -20,10 +21,19 @@ use super::reactor::{Watch, Watcher};
 use super::spawn::{Slots, Spawned, spawn, streams, watch};
 use super::stem::{self, Stem, StemError};
 use super::{
-    Backend, Ended, OutputFiles, ProcId, Remnants, Start, StartError, Started, errno_text,
+    Backend, Ended, OutputFiles, ProcId, Remnants, Start, StartError, Started, Usage, errno_text,
     signal_group, signal_process, tree,
 };
-use crate::config::{Check, ExitInfo, NodeConfig};
+use crate::config::{Check, DEFAULT_STOP_TIMEOUT, ExitInfo, NodeConfig, human_bytes};
+
+/// How long the cgroup of an ended process may still hold processes after they were
+/// sent SIGKILL (one in uninterruptible sleep) before it is given up on.
+const CGROUP_PATIENCE: Duration = Duration::from_secs(10);
+/// The longest wait between two tries to remove a cgroup whose processes were killed.
+const CGROUP_RETRY: Duration = Duration::from_secs(1);
+/// The longest wait between two tries to remove a cgroup whose processes are left to
+/// run (`kill_mode: "process"`); tried on loop turns only, never woken for.
+const CGROUP_IDLE_RETRY: Duration = Duration::from_secs(10);
 
 pub struct Native {
     launcher: Launcher,
@@ -43,6 +53,38 @@ pub struct Native {
     leftovers: Option<Leftovers>,
     /// Shutting down: no node starts any more.
     stopping: bool,
+    /// The layout of node cgroups, found when first needed.
+    cgroups: Cgroups,
+    /// The cgroup of each live instance that has one.
+    groups: HashMap<ProcId, NodeCgroup>,
+    /// Cgroups of ended instances that still hold processes: removed once empty.
+    retiring: Vec<Retiring>,
+}
+
+/// The cgroup of an ended instance, waiting for its last process.
+struct Retiring {
+    cgroup: NodeCgroup,
+    /// When what is left gets SIGKILL (it got SIGTERM); `None` when it already did, or
+    /// is left to run.
+    kill_at: Option<Instant>,
+    /// When it got SIGKILL.
+    killed_at: Option<Instant>,
+    next_try: Instant,
+    interval: Duration,
+}
+
+impl Retiring {
+    /// Whether the loop should wake for it (its processes are being stopped).
+    fn timed(&self) -> bool {
+        self.kill_at.is_some() || self.killed_at.is_some()
+    }
+
+    fn due(&self) -> Option<Instant> {
+        match self.kill_at {
+            Some(kill_at) => Some(kill_at.min(self.next_try)),
+            None => self.timed().then_some(self.next_try),
+        }
+    }
 }
 
 impl Native {
@@ -71,6 +113,90 @@ impl Native {
             live: HashSet::new(),
             leftovers: adopting.then(Leftovers::default),
             stopping: false,
+            cgroups: Cgroups::default(),
+            groups: HashMap::new(),
+            retiring: Vec::new(),
+        }
+    }
+
+    /// Makes the cgroup of a process of `plan`, when its limits ask for one.
+    fn make_cgroup(&mut self, plan: &SpawnPlan) -> Result<Option<NodeCgroup>, StartError> {
+        let Some(limits) = &plan.cgroup else {
+            return Ok(None);
+        };
+        self.cgroups
+            .create(&plan.name, limits)
+            .map(Some)
+            .map_err(|e| StartError::Config(format!("node '{}': {e}", plan.name)))
+    }
+
+    /// Removes `cgroup` now if nothing is left in it, else once its last process has
+    /// gone: `kill_at` when what is left gets SIGKILL, `killed` when it already did.
+    fn retire(&mut self, cgroup: NodeCgroup, kill_at: Option<Instant>, killed: bool) {
+        if cgroup.is_empty() && cgroup.remove() {
+            return;
+        }
+        let now = Instant::now();
+        let interval = Duration::from_millis(2);
+        self.retiring.push(Retiring {
+            cgroup,
+            kill_at,
+            killed_at: killed.then_some(now),
+            next_try: now + interval,
+            interval,
+        });
+    }
+
+    /// Tries to remove the cgroups due at `now`; `timed` picks those being stopped
+    /// (woken for) or those left to run (tried on loop turns).
+    fn try_retiring(&mut self, now: Instant, timed: bool) {
+        let mut index = 0;
+        while index < self.retiring.len() {
+            let entry = &mut self.retiring[index];
+            if entry.timed() != timed {
+                index += 1;
+                continue;
+            }
+            if entry.kill_at.is_some_and(|at| at <= now) {
+                entry.cgroup.signal(Signal::SIGKILL);
+                entry.kill_at = None;
+                entry.killed_at = Some(now);
+            }
+            if entry.next_try > now {
+                index += 1;
+                continue;
+            }
+            if entry.cgroup.is_empty() && entry.cgroup.remove() {
+                self.retiring.swap_remove(index);
+                continue;
+            }
+            if entry
+                .killed_at
+                .is_some_and(|at| now.duration_since(at) > CGROUP_PATIENCE)
+            {
+                log::warn!(
+                    "cgroup {} still holds processes {:?} after SIGKILL; leaving it",
+                    entry
+                        .cgroup
+                        .dirs
+                        .first()
+                        .map_or(String::new(), |d| d.display().to_string()),
+                    entry.cgroup.pids()
+                );
+                self.retiring.swap_remove(index);
+                continue;
+            }
+            let cap = if timed {
+                CGROUP_RETRY
+            } else {
+                CGROUP_IDLE_RETRY
+            };
+            entry.interval = (entry.interval * 2).min(cap);
+            entry.next_try = now + entry.interval;
+            index += 1;
+        }
+        if self.stopping && self.retiring.is_empty() && self.groups.is_empty() {
+            self.cgroups.remove_parents();
         }
     }
 
@@ -81,13 +207,27 @@ impl Native {
         wait: bool,
     ) -> Result<Pid, StartError> {
         let owner = super::tree::owner_tag(self.self_pid, proc);
+        let cgroup = self.make_cgroup(plan)?;
         let spawned = match &plan.payload {
             Some(payload) if self.launcher.stem => {
-                self.spawn_by_stem(plan, payload, &owner, wait)?
+                self.spawn_by_stem(plan, payload, &owner, wait, cgroup.as_ref())
             }
-            _ => spawn(plan, self.self_pid, &owner, &mut self.slots, wait)?,
+            _ => self.spawn_command(plan, &owner, wait, cgroup.as_ref()),
+        };
+        let spawned = match spawned {
+            Ok(spawned) => spawned,
+            Err(e) => {
+                if let Some(cgroup) = cgroup {
+                    cgroup.signal(Signal::SIGKILL);
+                    self.retire(cgroup, None, true);
+                }
+                return Err(e);
+            }
         };
         let pid = spawned.pid;
+        if let Some(cgroup) = cgroup {
+            self.groups.insert(proc, cgroup);
+        }
         self.leaders.insert(pid, proc);
         self.live.insert(proc);
         self.outlets.watch(
@@ -104,6 +244,23 @@ impl Native {
         Ok(pid)
     }
 
+    /// Starts a command node (or a script node by exec), in `cgroup` if it has one.
+    fn spawn_command(
+        &mut self,
+        plan: &SpawnPlan,
+        owner: &str,
+        wait: bool,
+        cgroup: Option<&NodeCgroup>,
+    ) -> Result<Spawned, StartError> {
+        let procs = match cgroup {
+            Some(cgroup) => cgroup
+                .open_procs()
+                .map_err(|e| StartError::System(format!("node '{}': {e}", plan.name)))?,
+            None => Vec::new(),
+        };
+        spawn(plan, self.self_pid, owner, &mut self.slots, wait, procs)
+    }
+
     /// Starts a script node by having the stem fork it; starts a stem first if there is
     /// none, replaces one that fails, and falls back to exec when none can be had.
     fn spawn_by_stem(
@@ -112,9 +269,11 @@ impl Native {
         payload: &NodePayload,
         owner: &str,
         wait: bool,
+        cgroup: Option<&NodeCgroup>,
     ) -> Result<Spawned, StartError> {
         let [(stdout_end, stdout), (stderr_end, stderr)] = streams(plan)?;
-        let request = stem::Request::new(plan, payload, self.self_pid, owner);
+        let paths = cgroup.map(NodeCgroup::procs_paths).unwrap_or_default();
+        let request = stem::Request::new(plan, payload, self.self_pid, owner, paths);
         for _ in 0..2 {
             let stem = match &mut self.stem {
                 Some(stem) => stem,
@@ -123,7 +282,7 @@ impl Native {
                     Err(e) => {
                         log::warn!("cannot start the stem ({e}); script nodes are started by exec");
                         self.launcher.stem = false;
-                        return spawn(plan, self.self_pid, owner, &mut self.slots, wait);
+                        return self.spawn_command(plan, owner, wait, cgroup);
                     }
                 },
             };
@@ -152,7 +311,7 @@ impl Native {
         }
         log::warn!("the stem keeps failing; script nodes are started by exec");
         self.launcher.stem = false;
-        spawn(plan, self.self_pid, owner, &mut self.slots, wait)
+        self.spawn_command(plan, owner, wait, cgroup)
     }
 
     /// Makes a look for adopted processes if one is due (see `leftovers`).
@@ -195,15 +354,21 @@ impl Backend for Native {
         start: Start,
     ) -> Result<Started, StartError> {
         let plan = plan(config, &self.launcher).map_err(StartError::Config)?;
+        let owner = plan.creds.as_ref().map(|c| (c.uid, c.gid));
         let files = match start {
             Start::First | Start::Check => {
-                OutputFiles::open(config, &self.launcher.cwd).map_err(StartError::Config)?
+                OutputFiles::open(config, &self.launcher.cwd, owner).map_err(StartError::Config)?
             }
             Start::Again => OutputFiles::default(),
         };
         if start == Start::Check {
-            // What the spawn would refuse about the program, refused now.
+            // What the spawn would refuse about the program and the cgroup, refused now.
             super::spawn::check_program(&plan)?;
+            if let Some(limits) = &plan.cgroup {
+                self.cgroups
+                    .check(limits)
+                    .map_err(|e| StartError::Config(format!("node '{}': {e}", plan.name)))?;
+            }
             return Ok(Started { pid: None, files });
         }
         let pid = self.spawn_plan(&plan, proc, start == Start::Again)?;
@@ -216,6 +381,14 @@ impl Backend for Native {
 
     fn signal_group(&mut self, pid: Pid, signal: Signal) {
         signal_group(pid, signal);
+        // With a cgroup, whatever left the process group goes too.
+        if let Some(cgroup) = self
+            .leaders
+            .get(&pid)
+            .and_then(|proc| self.groups.get(proc))
+        {
+            cgroup.signal(signal);
+        }
     }
 
     fn signal_process(&mut self, pid: Pid, signal: Signal) {
@@ -285,17 +458,47 @@ impl Backend for Native {
         // Whatever is left of the node's process group goes with its leader: at once
         // when it was being stopped, politely when it died on its own. The leader is
         // still a zombie, so the group id cannot name anything else.
+        let cgroup = self.groups.remove(&proc);
         match remnants {
             Remnants::Kill => signal_group(pid, Signal::SIGKILL),
             Remnants::Stop(_) => signal_group(pid, Signal::SIGTERM),
             Remnants::Leave => {}
         }
+        if let Some(cgroup) = &cgroup {
+            match remnants {
+                Remnants::Kill => cgroup.signal(Signal::SIGKILL),
+                Remnants::Stop(_) => {
+                    cgroup.signal(Signal::SIGTERM);
+                    cgroup.signal(Signal::SIGCONT);
+                }
+                Remnants::Leave => {}
+            }
+        }
         let exit = reap(pid);
+        let reason = cgroup.as_ref().and_then(|cgroup| {
+            let limit = cgroup.memory_limit?;
+            cgroup
+                .oom_killed()
+                .then(|| format!("out of memory (limit {})", human_bytes(limit)))
+        });
         // A child that failed between clone and exec says why; otherwise its exit does.
-        let what = match self.slots.finished(pid) {
-            Some(why) => why,
-            None => exit.map_or("ended".to_string(), |e| e.to_string()),
+        let what = match (self.slots.finished(pid), &reason) {
+            (Some(why), _) => why,
+            (None, Some(reason)) => format!(
+                "{}: {reason}",
+                exit.map_or("ended".to_string(), |e| e.to_string())
+            ),
+            (None, None) => exit.map_or("ended".to_string(), |e| e.to_string()),
         };
+        if let Some(cgroup) = cgroup {
+            match remnants {
+                Remnants::Kill => self.retire(cgroup, None, true),
+                Remnants::Stop(timeout) => {
+                    self.retire(cgroup, Some(Instant::now() + timeout), false)
+                }
+                Remnants::Leave => self.retire(cgroup, None, false),
+            }
+        }
         if let Some(leftovers) = self.leftovers.as_mut() {
             let now = Instant::now();
             let kill_at = match remnants {
@@ -314,16 +517,34 @@ impl Backend for Native {
                 leftovers.want_now(now);
             }
         }
-        Ended { exit, what }
+        Ended { exit, what, reason }
+    }
+
+    fn usage(&self, of: &[(ProcId, Pid)]) -> Vec<Option<Usage>> {
+        of.iter()
+            .map(|(proc, pid)| match self.groups.get(proc) {
+                Some(cgroup) => Some(cgroup.usage()),
+                // Without a cgroup: its process group, from the leader down.
+                None => tree::group_usage(pid.as_raw()),
+            })
+            .collect()
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.leftovers.as_ref().and_then(Leftovers::next_deadline)
+        let cgroups = self.retiring.iter().filter_map(Retiring::due).min();
+        let leftovers = self.leftovers.as_ref().and_then(Leftovers::next_deadline);
+        match (cgroups, leftovers) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn fire_due(&mut self, now: Instant) {
         if let Some(leftovers) = self.leftovers.as_mut() {
             leftovers.fire_due(now);
+        }
+        if !self.retiring.is_empty() {
+            self.try_retiring(now, true);
         }
     }
 
@@ -332,6 +553,9 @@ impl Backend for Native {
         // slots' copies of their output pipes) back, which costs a look at each slot.
         self.slots.reap();
         self.outlets.tidy();
+        if !self.retiring.is_empty() || self.stopping {
+            self.try_retiring(now, false);
+        }
         self.look(now);
     }
 
@@ -345,6 +569,16 @@ impl Backend for Native {
         // No node will start any more.
         self.stem = None;
         self.stopping = true;
+        // What was left to run in cgroups goes now, as adopted leftovers do.
+        let now = Instant::now();
+        for entry in &mut self.retiring {
+            if !entry.timed() {
+                entry.cgroup.signal(Signal::SIGTERM);
+                entry.cgroup.signal(Signal::SIGCONT);
+                entry.kill_at = Some(now + DEFAULT_STOP_TIMEOUT);
+                entry.next_try = now;
+            }
+        }
         if let Some(leftovers) = self.leftovers.as_mut() {
             let now = Instant::now();
             leftovers.shut_down(now);
@@ -355,7 +589,7 @@ impl Backend for Native {
     }
 
     fn is_idle(&self) -> bool {
-        self.leftovers.as_ref().is_none_or(Leftovers::is_idle)
+        self.retiring.is_empty() && self.leftovers.as_ref().is_none_or(Leftovers::is_idle)
     }
 }
 

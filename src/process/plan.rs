@@ -15,8 +15,8 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
-use super::{notify, os_error};
-use crate::config::{NodeConfig, Ready};
+use super::{envfile, notify, os_error};
+use crate::config::{Account, Limits, NodeConfig, Ready};
 
 /// The environment variable through which a script node receives its `NodePayload`.
 pub const NODE_ENV: &str = "RHAI_SUPERVISOR_NODE";
@@ -121,14 +121,30 @@ pub struct SpawnPlan {
     pub cpu: Option<usize>,
     /// Sent to the node when the supervisor's loop thread dies.
     pub death_signal: Signal,
-    /// Open-file limits (soft, hard) to set in the node.
-    pub nofile: Option<(u64, u64)>,
+    /// Resource limits to set in the node: (`RLIMIT_*`, soft, hard, whether failing to
+    /// set it is an error: not for the open-file limits given back to nodes).
+    pub rlimits: Vec<(u32, u64, u64, bool)>,
+    /// The user, group and supplementary groups it runs as, when they change.
+    pub creds: Option<Creds>,
+    /// Its file mode creation mask.
+    pub umask: Option<u32>,
+    /// The limits of the node as a whole, for a cgroup of its own.
+    pub cgroup: Option<Limits>,
     /// What a script node starts from (also in `env`, for a node that is exec'd).
     pub payload: Option<NodePayload>,
     /// The descriptor on which the node says it is ready (`ready: #{fd: N}`).
     pub ready_fd: Option<i32>,
     /// `WATCHDOG_PID` is set to the node's own pid (it has a `watchdog`).
     pub watchdog_pid: bool,
+}
+
+/// Whom a node runs as.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Creds {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups (the user's, from the group database).
+    pub groups: Vec<u32>,
 }
 
 /// Variables of the notification protocol, which a node gets only from its own
@@ -145,16 +161,31 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
     let name = config.name.as_str();
     let fail = |what: String| format!("node '{name}': {what}");
 
+    let account = account(config).map_err(fail)?;
     let directory = match &config.directory {
         Some(dir) => {
             check_path("directory", dir).map_err(fail)?;
             let path = launcher.cwd.join(dir);
+            let created = !path.exists();
             std::fs::create_dir_all(&path).map_err(|e| {
                 fail(format!(
                     "cannot create working directory '{dir}': {}",
                     os_error(&e)
                 ))
             })?;
+            // A directory made for the node is the node's.
+            if let (true, Some(creds)) = (created, account.as_ref().and_then(|a| a.creds.as_ref()))
+            {
+                nix::unistd::chown(&path, Some(creds.uid.into()), Some(creds.gid.into())).map_err(
+                    |e| {
+                        fail(format!(
+                            "cannot give the directory '{dir}' to user {}: {}",
+                            creds.uid,
+                            super::errno_text(e)
+                        ))
+                    },
+                )?;
+            }
             Some(path)
         }
         None => None,
@@ -192,7 +223,25 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
         None => None,
     };
 
-    let mut env = Vec::with_capacity(config.env.len() + 2);
+    // From weakest to strongest: the user database, env_file, env.
+    let mut env = Vec::with_capacity(config.env.len() + 5);
+    if let Some(account) = &account {
+        for (key, value) in &account.env {
+            if !config.env.contains_key(*key) {
+                env.push(((*key).into(), value.into()));
+            }
+        }
+    }
+    if let Some(file) = &config.env_file {
+        check_path("env_file", file).map_err(fail)?;
+        let entries =
+            envfile::read(&launcher.cwd.join(file), file).map_err(|e| fail(e.to_string()))?;
+        for (key, value) in entries {
+            if !config.env.contains_key(&key) {
+                env.push((key.into(), value.into()));
+            }
+        }
+    }
     for (key, value) in &config.env {
         check_env(key, value).map_err(fail)?;
         env.push((key.into(), value.into()));
@@ -258,6 +307,9 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
         }
     };
 
+    let limits = config.limits.clone().unwrap_or_default();
+    let rlimits = rlimits(&limits, launcher.child_nofile).map_err(fail)?;
+
     Ok(SpawnPlan {
         name: Arc::from(name),
         program,
@@ -269,7 +321,10 @@ pub fn plan(config: &NodeConfig, launcher: &Launcher) -> Result<SpawnPlan, Strin
         stderr,
         cpu,
         death_signal,
-        nofile: launcher.child_nofile,
+        rlimits,
+        creds: account.and_then(|a| a.creds),
+        umask: config.umask.map(|m| m as u32),
+        cgroup: limits.needs_cgroup().then_some(limits),
         payload: script_payload,
         ready_fd: match config.ready {
             Some(Ready::Fd(fd)) => Some(fd),
@@ -294,9 +349,164 @@ pub fn check(
     node.ready = None;
     node.watchdog = None;
     node.cpu_affinity = None;
+    // A check gets the node's user and process limits, not a cgroup of its own.
+    if let Some(limits) = &mut node.limits {
+        limits.memory = None;
+        limits.pids = None;
+        limits.cpu = None;
+    }
     let mut plan = plan(&node, launcher)?;
     plan.name = Arc::from(format!("{} check", config.name));
     Ok(plan)
+}
+
+/// Whom a node runs as, from `user` and `group`, and what its environment gets from
+/// the user database.
+struct Resolved {
+    /// `None` when nothing changes (a supervisor not run by root, named as itself).
+    creds: Option<Creds>,
+    env: Vec<(&'static str, String)>,
+}
+
+fn account(config: &NodeConfig) -> Result<Option<Resolved>, String> {
+    use nix::unistd::{Gid, Group, Uid, User, getegid, geteuid, getgrouplist};
+    if config.user.is_none() && config.group.is_none() {
+        return Ok(None);
+    }
+    let lookup_failed = |what: &str, e: nix::errno::Errno| {
+        format!("cannot look up {what}: {}", super::errno_text(e))
+    };
+    let user = match &config.user {
+        Some(Account::Name(name)) => Some(
+            User::from_name(name)
+                .map_err(|e| lookup_failed(&format!("user '{name}'"), e))?
+                .ok_or_else(|| format!("no such user '{name}'"))?,
+        ),
+        // A number need not be in the database.
+        Some(Account::Id(uid)) => User::from_uid(Uid::from_raw(*uid))
+            .map_err(|e| lookup_failed(&format!("user {uid}"), e))?,
+        None => None,
+    };
+    let uid = match (&config.user, &user) {
+        (_, Some(user)) => user.uid.as_raw(),
+        (Some(Account::Id(uid)), None) => *uid,
+        _ => geteuid().as_raw(),
+    };
+    let gid = match &config.group {
+        Some(Account::Name(name)) => Group::from_name(name)
+            .map_err(|e| lookup_failed(&format!("group '{name}'"), e))?
+            .ok_or_else(|| format!("no such group '{name}'"))?
+            .gid
+            .as_raw(),
+        Some(Account::Id(gid)) => *gid,
+        None => match (&user, &config.user) {
+            (Some(user), _) => user.gid.as_raw(),
+            (None, Some(Account::Id(uid))) => {
+                return Err(format!(
+                    "user {uid} has no entry in the user database: set group too"
+                ));
+            }
+            _ => getegid().as_raw(),
+        },
+    };
+    let groups = match &user {
+        Some(user) => {
+            let name = std::ffi::CString::new(user.name.as_bytes())
+                .map_err(|_| format!("user '{}' has a NUL byte in its name", user.name))?;
+            getgrouplist(&name, Gid::from_raw(gid))
+                .map_err(|e| lookup_failed(&format!("the groups of user '{}'", user.name), e))?
+                .into_iter()
+                .map(Gid::as_raw)
+                .collect()
+        }
+        None => vec![gid],
+    };
+    let same = uid == geteuid().as_raw() && gid == getegid().as_raw();
+    if !geteuid().is_root() && !same {
+        let field = if config.user.is_some() {
+            "user"
+        } else {
+            "group"
+        };
+        return Err(format!(
+            "{field}: changing user needs root (this supervisor runs as uid {})",
+            geteuid()
+        ));
+    }
+    let mut env = Vec::new();
+    if config.user.is_some() {
+        match &user {
+            Some(user) => {
+                env.push(("HOME", user.dir.to_string_lossy().into_owned()));
+                env.push(("USER", user.name.clone()));
+                env.push(("LOGNAME", user.name.clone()));
+            }
+            None => {
+                env.push(("HOME", "/".to_string()));
+                env.push(("USER", uid.to_string()));
+                env.push(("LOGNAME", uid.to_string()));
+            }
+        }
+    }
+    Ok(Some(Resolved {
+        creds: (!same || geteuid().is_root()).then_some(Creds { uid, gid, groups }),
+        env,
+    }))
+}
+
+/// The resource limits a node's process gets: those of `limits`, and the open-file
+/// limits the supervisor started with (`restored`: it raises its own) unless `nofile`
+/// is set. A limit above the hard limit is refused unless this process may raise it.
+fn rlimits(
+    limits: &Limits,
+    restored: Option<(u64, u64)>,
+) -> Result<Vec<(u32, u64, u64, bool)>, String> {
+    use nix::sys::resource::{Resource, getrlimit};
+    let mut set = Vec::new();
+    if let (None, Some((soft, hard))) = (limits.nofile, restored) {
+        #[allow(clippy::unnecessary_cast)] // its type differs between C libraries
+        set.push((nix::libc::RLIMIT_NOFILE as u32, soft, hard, false));
+    }
+    for (field, resource, amount) in limits.rlimits() {
+        let value = amount.raw();
+        let current = match field {
+            "nofile" => getrlimit(Resource::RLIMIT_NOFILE),
+            "core" => getrlimit(Resource::RLIMIT_CORE),
+            "nproc" => getrlimit(Resource::RLIMIT_NPROC),
+            "stack" => getrlimit(Resource::RLIMIT_STACK),
+            _ => getrlimit(Resource::RLIMIT_MEMLOCK),
+        };
+        // The supervisor raised its own open-file limit to the hard limit; the hard
+        // limit is what bounds the node.
+        if let Ok((_, hard)) = current {
+            if value > hard && !may_raise_limits() {
+                let shown = |n: u64| {
+                    if n == u64::MAX {
+                        "unlimited".to_string()
+                    } else {
+                        n.to_string()
+                    }
+                };
+                return Err(format!(
+                    "limits.{field} {} is above this supervisor's hard limit ({}), which it may not raise",
+                    shown(value),
+                    shown(hard)
+                ));
+            }
+        }
+        set.push((resource, value, value, true));
+    }
+    Ok(set)
+}
+
+/// Whether this process has CAP_SYS_RESOURCE (bit 24 of its effective capabilities).
+fn may_raise_limits() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 24) != 0)
 }
 
 /// The scripts a script node loads, in order, resolved and checked.

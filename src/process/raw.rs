@@ -180,17 +180,54 @@ pub unsafe fn set_affinity(set: *const l::cpu_set_t) -> isize {
     }
 }
 
-pub unsafe fn set_nofile(limit: *const l::rlimit) -> isize {
+/// Sets the limit `resource` of this process (soft and hard).
+pub unsafe fn set_rlimit(resource: c_uint, limit: *const l::rlimit) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
+    unsafe { syscall4(l::SYS_prlimit64, 0, resource as usize, limit as usize, 0) }
+}
+
+pub unsafe fn write(fd: c_int, bytes: *const u8, len: usize) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
+    unsafe { syscall4(l::SYS_write, fd as usize, bytes as usize, len, 0) }
+}
+
+/// Sets the supplementary groups of this thread: without CLONE_THREAD the child is a
+/// process of one thread, so (unlike libc's wrappers, which tell every thread) the
+/// plain system call is the whole change.
+pub unsafe fn setgroups(count: usize, groups: *const l::gid_t) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
+    unsafe { syscall4(l::SYS_setgroups, count, groups as usize, 0, 0) }
+}
+
+pub unsafe fn setresgid(gid: l::gid_t) -> isize {
     // SAFETY: a system call on the caller's arguments, which the caller vouches for.
     unsafe {
         syscall4(
-            l::SYS_prlimit64,
-            0,
-            l::RLIMIT_NOFILE as usize,
-            limit as usize,
+            l::SYS_setresgid,
+            gid as usize,
+            gid as usize,
+            gid as usize,
             0,
         )
     }
+}
+
+pub unsafe fn setresuid(uid: l::uid_t) -> isize {
+    // SAFETY: a system call on the caller's arguments, which the caller vouches for.
+    unsafe {
+        syscall4(
+            l::SYS_setresuid,
+            uid as usize,
+            uid as usize,
+            uid as usize,
+            0,
+        )
+    }
+}
+
+pub unsafe fn umask(mask: l::mode_t) -> isize {
+    // SAFETY: a system call that only sets the mask and returns the old one.
+    unsafe { syscall4(l::SYS_umask, mask as usize, 0, 0, 0) }
 }
 
 pub unsafe fn execve(

@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::compress::{self, Job, numbered, shift_backups};
 use super::os_error;
-use super::spawn::open_output;
+use super::spawn::{give, open_output};
 use crate::config::{NodeConfig, Rotation, Stream};
 
 /// For tests only: replaces the length of `output_rotate_every`'s hour or day with this
@@ -38,13 +38,19 @@ pub struct OutputFiles {
 }
 
 impl OutputFiles {
-    /// Opens the rotated files of `config` (paths as `plan` resolves them).
-    pub fn open(config: &NodeConfig, cwd: &Path) -> Result<OutputFiles, String> {
+    /// Opens the rotated files of `config` (paths as `plan` resolves them). `owner`
+    /// (uid, gid) is the node's user, when it has one: the files are its.
+    pub fn open(
+        config: &NodeConfig,
+        cwd: &Path,
+        owner: Option<(u32, u32)>,
+    ) -> Result<OutputFiles, String> {
         let mut files = OutputFiles::default();
         let Some(rotation) = config.rotation() else {
             return Ok(files);
         };
         let mut policy = Policy::of(&rotation);
+        policy.owner = owner;
         if policy.period.is_some() {
             if let Some(ms) = std::env::var(TEST_PERIOD_ENV)
                 .ok()
@@ -122,6 +128,8 @@ pub struct Policy {
     pub backups: u32,
     /// Gzip rotated files.
     pub compress: bool,
+    /// The node's user and group, who own its files.
+    pub owner: Option<(u32, u32)>,
 }
 
 impl Policy {
@@ -131,6 +139,7 @@ impl Policy {
             period: rotation.every.map(|p| p.length()),
             backups: rotation.backups,
             compress: rotation.compress,
+            owner: None,
         }
     }
 }
@@ -193,6 +202,7 @@ impl RotatingFile {
         }
         let file =
             open_output(path).map_err(|e| format!("cannot open '{shown}': {}", os_error(&e)))?;
+        give(&file, policy.owner).map_err(|e| format!("cannot give '{shown}' to its user: {e}"))?;
         Ok(RotatingFile {
             path: path.to_path_buf(),
             file,
@@ -288,9 +298,11 @@ impl RotatingFile {
         }
         let policy = self.policy;
         let next_staged = &mut self.next_staged;
-        match open_output_keeping(&self.path, policy.backups > 0, |path| {
+        let reopened = open_output_keeping(&self.path, policy.backups > 0, |path| {
             stage_or_shift(path, policy, next_staged)
-        }) {
+        })
+        .and_then(|file| give(&file, policy.owner).map(|()| file));
+        match reopened {
             Ok(file) => {
                 self.file = file;
                 self.failing = false;
@@ -399,6 +411,7 @@ mod tests {
             period: None,
             backups,
             compress: false,
+            owner: None,
         }
     }
 
@@ -435,6 +448,7 @@ mod tests {
             period: Some(Duration::from_secs(3600)),
             backups: 5,
             compress: false,
+            owner: None,
         };
         let start = 1_700_000_000; // 22:13:20
         let mut file = RotatingFile::open_at(&path, policy, at(start)).unwrap();
@@ -467,6 +481,7 @@ mod tests {
             period: None,
             backups: 100,
             compress: true,
+            owner: None,
         };
         let mut file = RotatingFile::open(&path, policy).unwrap();
         let mut all = String::new();
@@ -500,6 +515,7 @@ mod tests {
             period: None,
             backups: 5,
             compress: true,
+            owner: None,
         };
         let mut file = RotatingFile::open(&path, policy).unwrap();
         file.write(b"new\n");

@@ -33,7 +33,6 @@ use nix::fcntl::{OFlag, open};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sched::{CpuSet, sched_setaffinity};
 use nix::sys::prctl;
-use nix::sys::resource::{Resource, setrlimit};
 use nix::sys::signal::{Signal, kill};
 use nix::sys::socket::{
     AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, recv,
@@ -67,13 +66,24 @@ pub struct Request {
     /// `WATCHDOG_PID` is set to the node's own pid.
     pub watchdog_pid: bool,
     pub cpu: Option<usize>,
-    pub nofile: Option<(u64, u64)>,
+    /// (`RLIMIT_*`, soft, hard, whether failing to set it is an error).
+    pub rlimits: Vec<(u32, u64, u64, bool)>,
+    pub creds: Option<super::plan::Creds>,
+    pub umask: Option<u32>,
+    /// The `cgroup.procs` files of the node's cgroup, joined first.
+    pub cgroup: Vec<PathBuf>,
     pub owner: String,
     pub supervisor: i32,
 }
 
 impl Request {
-    pub fn new(plan: &SpawnPlan, payload: &NodePayload, supervisor: Pid, owner: &str) -> Request {
+    pub fn new(
+        plan: &SpawnPlan,
+        payload: &NodePayload,
+        supervisor: Pid,
+        owner: &str,
+        cgroup: Vec<PathBuf>,
+    ) -> Request {
         Request {
             name: plan.name.to_string(),
             payload: payload.clone(),
@@ -96,7 +106,10 @@ impl Request {
                 .collect(),
             watchdog_pid: plan.watchdog_pid,
             cpu: plan.cpu,
-            nofile: plan.nofile,
+            rlimits: plan.rlimits.clone(),
+            creds: plan.creds.clone(),
+            umask: plan.umask,
+            cgroup,
             owner: owner.to_string(),
             supervisor: supervisor.as_raw(),
         }
@@ -400,6 +413,16 @@ fn set_up(
     stem_socket: RawFd,
 ) -> Result<(), String> {
     let os = |what: &str, e: Errno| format!("{what}: {}", errno_text(e));
+    // Into the node's cgroup first, so that everything it does counts there.
+    for procs in &request.cgroup {
+        std::fs::write(procs, "0").map_err(|e| {
+            format!(
+                "cannot join the cgroup {}: {}",
+                procs.parent().unwrap_or(procs).display(),
+                super::os_error(&e)
+            )
+        })?;
+    }
     setpgid(Pid::from_raw(0), Pid::from_raw(0))
         .map_err(|e| os("cannot start a process group", e))?;
     prctl::set_pdeathsig(Signal::SIGTERM).map_err(|e| os("cannot ask for a death signal", e))?;
@@ -441,9 +464,44 @@ fn set_up(
         set.set(core).map_err(|e| os("cannot pin to a core", e))?;
         sched_setaffinity(Pid::from_raw(0), &set).map_err(|e| os("cannot pin to a core", e))?;
     }
-    if let Some((soft, hard)) = request.nofile {
-        setrlimit(Resource::RLIMIT_NOFILE, soft, hard)
-            .map_err(|e| os("cannot set the open-file limit", e))?;
+    for &(resource, soft, hard, required) in &request.rlimits {
+        let limit = nix::libc::rlimit {
+            rlim_cur: soft,
+            rlim_max: hard,
+        };
+        // SAFETY: prlimit64 on this process, reading `limit`, writing nothing.
+        let r = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_prlimit64,
+                0,
+                resource as nix::libc::c_ulong,
+                &limit as *const nix::libc::rlimit,
+                std::ptr::null_mut::<nix::libc::rlimit>(),
+            )
+        };
+        if r < 0 && required {
+            return Err(os("cannot set its resource limits", Errno::last()));
+        }
+    }
+    // Limits first (raising one may need root), then the change of user.
+    if let Some(creds) = &request.creds {
+        use nix::unistd::{Gid, Uid, setgroups, setresgid, setresuid};
+        let groups: Vec<Gid> = creds.groups.iter().map(|&g| Gid::from_raw(g)).collect();
+        let gid = Gid::from_raw(creds.gid);
+        let uid = Uid::from_raw(creds.uid);
+        setgroups(&groups).map_err(|e| os("cannot set its groups", e))?;
+        setresgid(gid, gid, gid).map_err(|e| os("cannot change to its group", e))?;
+        setresuid(uid, uid, uid).map_err(|e| os("cannot change to its user", e))?;
+        // A change of user clears the death signal: arm it again, and check the parent
+        // once more in case it died meanwhile.
+        prctl::set_pdeathsig(Signal::SIGTERM)
+            .map_err(|e| os("cannot ask for a death signal", e))?;
+        if getppid().as_raw() != request.supervisor {
+            return Err("the supervisor has gone".into());
+        }
+    }
+    if let Some(mask) = request.umask {
+        nix::sys::stat::umask(Mode::from_bits_truncate(mask as nix::libc::mode_t));
     }
     // The kernel's name for the process, as `ps -o comm` and `top` show it.
     let comm: String = request.name.chars().take(15).collect();

@@ -103,6 +103,85 @@ fn state_of(pid: i32) -> Option<(char, i32)> {
     Some((state, fields.next()?.parse().ok()?))
 }
 
+/// What process `pid` uses (with its reaped children's CPU time): its process group
+/// and its usage, from `/proc/PID/stat`; `None` for a zombie or a process gone.
+pub fn usage_of(pid: i32) -> Option<(i32, super::Usage)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, from the state (field 3) on.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    if matches!(fields.first(), Some(&"Z") | Some(&"X")) {
+        return None;
+    }
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    let pgrp = fields.get(5 - 3)?.parse().ok()?;
+    // utime, stime, cutime, cstime (fields 14-17), in clock ticks; rss (24), in pages.
+    let ticks = field(14)? + field(15)? + field(16)? + field(17)?;
+    let rss = field(24)?;
+    Some((
+        pgrp,
+        super::Usage {
+            cpu: ticks as f64 / clock_ticks(),
+            memory: rss * page_size(),
+        },
+    ))
+}
+
+/// What the processes of the process group led by `leader` use: the leader and its
+/// descendants still in its group, found through the kernel's lists of children, so the
+/// cost is that of the node's own processes, not of every process on the machine. Where
+/// the kernel keeps no lists, every process is looked at.
+pub fn group_usage(leader: i32) -> Option<super::Usage> {
+    let mut sum: Option<super::Usage> = None;
+    let mut add = |of: super::Usage| {
+        let total = sum.get_or_insert_with(super::Usage::default);
+        total.cpu += of.cpu;
+        total.memory += of.memory;
+    };
+    let mut queue = vec![leader];
+    let mut seen = 0;
+    while let Some(pid) = queue.pop() {
+        seen += 1;
+        if seen > 100_000 {
+            break;
+        }
+        if let Some((pgrp, of)) = usage_of(pid) {
+            if pgrp == leader {
+                add(of);
+            }
+        }
+        match listed_children(pid) {
+            Some(children) => queue.extend(children),
+            None => {
+                // No lists: one look at every process instead.
+                let mut total = None;
+                for pid in every_process() {
+                    if let Some((pgrp, of)) = usage_of(pid) {
+                        if pgrp == leader {
+                            let sum: &mut super::Usage = total.get_or_insert_with(Default::default);
+                            sum.cpu += of.cpu;
+                            sum.memory += of.memory;
+                        }
+                    }
+                }
+                return total;
+            }
+        }
+    }
+    sum
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let ticks = unsafe { nix::libc::sysconf(nix::libc::_SC_CLK_TCK) };
+    if ticks > 0 { ticks as f64 } else { 100.0 }
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf reads a constant of the system.
+    let size = unsafe { nix::libc::sysconf(nix::libc::_SC_PAGESIZE) };
+    u64::try_from(size).ok().filter(|&s| s > 0).unwrap_or(4096)
+}
+
 /// Which instance of which supervisor `pid` descends from, if its environment says.
 pub fn owner_of(pid: Pid, supervisor: Pid) -> Option<ProcId> {
     let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;

@@ -150,7 +150,7 @@ impl Evaluator for Local {
         self.ask(None, |event_loop| {
             event_loop
                 .nodes()
-                .map(|nodes| nodes.borrow().status(""))
+                .map(|nodes| nodes.borrow().status_with_usage(""))
                 .ok_or_else(|| NOT_SUPERVISOR.to_string())
         })?
         .map_err(Unanswered::Failed)

@@ -80,7 +80,10 @@ impl Evaluator for Remote {
     fn status(&mut self) -> Result<Status, Unanswered> {
         let response = self
             .client
-            .call(Command::Status(None))
+            .call(Command::Status {
+                node: None,
+                usage: true,
+            })
             .map_err(Remote::unanswered)?;
         match (response.ok, response.result) {
             (true, Some(result)) => serde_json::from_value(result)

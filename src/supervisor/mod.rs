@@ -66,6 +66,8 @@ pub enum Notice {
         node: String,
         exit: Option<ExitInfo>,
         uptime: f64,
+        /// Why, when more is known than the status: `out of memory (limit 64 MiB)`.
+        reason: Option<String>,
     },
     /// `node` is gone from the table (destroyed, and its last process has exited; or
     /// shutdown): no more output will come from it.
@@ -216,6 +218,8 @@ struct Entry {
     /// A reload's new configuration (and its output files), put in place once the
     /// node's process has ended.
     pending: Option<(NodeConfig, OutputFiles)>,
+    /// Why the last process ended, beyond its status.
+    exit_reason: Option<String>,
 }
 
 impl Entry {
@@ -249,6 +253,8 @@ pub struct Supervisor {
     next_serial: u32,
     /// Set by `stop_all`: nothing is revived or restarted any more.
     stopping: bool,
+    /// A node changed state since `take_changed` was last asked.
+    changed: bool,
     /// The script has a `node_exit` hook: revivals wait for its answer.
     exit_hook: bool,
     /// What a node's endpoint must name for the node to be started here.
@@ -273,6 +279,7 @@ impl Supervisor {
             watched: false,
             next_serial: 0,
             stopping: false,
+            changed: false,
             exit_hook: false,
         }
     }
@@ -348,6 +355,7 @@ impl Supervisor {
             status_text: None,
             origin,
             pending: None,
+            exit_reason: None,
         };
         if !ready {
             let waiting: Vec<&str> = entry.unmet().map(String::as_str).collect();
@@ -490,8 +498,49 @@ impl Supervisor {
         self.exit_hook = defined;
     }
 
-    /// `Supervisor::status`: `""` means every node; an unknown name gives no entry.
+    /// `Supervisor::status`: `""` means every node; an unknown name gives no entry. The
+    /// status of one node has what its processes use (`cpu`, `memory`).
     pub fn status(&self, name: &str) -> Status {
+        let mut status = self.plain_status(name);
+        if !name.is_empty() {
+            self.add_usage(&mut status);
+        }
+        status
+    }
+
+    /// `status`, with what every node's processes use (for a person's table: `ctl
+    /// status`, `:status`).
+    pub fn status_with_usage(&self, name: &str) -> Status {
+        let mut status = self.plain_status(name);
+        self.add_usage(&mut status);
+        status
+    }
+
+    /// Fills in `cpu` and `memory` of the nodes of `status` that have a process.
+    fn add_usage(&self, status: &mut Status) {
+        let live: Vec<(String, ProcId, Pid)> = status
+            .nodes
+            .keys()
+            .filter_map(|name| {
+                let entry = self.entry(*self.names.get(name)?)?;
+                let instance = entry.node.state.instance()?;
+                Some((name.clone(), instance.proc, instance.pid))
+            })
+            .collect();
+        if live.is_empty() {
+            return;
+        }
+        let asked: Vec<(ProcId, Pid)> = live.iter().map(|(_, proc, pid)| (*proc, *pid)).collect();
+        let usage = self.backend.usage(&asked);
+        for ((name, _, _), usage) in live.iter().zip(usage) {
+            if let (Some(node), Some(usage)) = (status.nodes.get_mut(name), usage) {
+                node.cpu = Some(usage.cpu);
+                node.memory = Some(i64::try_from(usage.memory).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    fn plain_status(&self, name: &str) -> Status {
         let now = self.backend.now();
         let entry = |e: &Entry| {
             let node = &e.node;
@@ -514,6 +563,7 @@ impl Supervisor {
             }
             status.status_text = e.status_text.clone();
             status.health = e.health.clone();
+            status.exit_reason = e.exit_reason.clone();
             // One node's status carries its recent output; every node's would be big.
             if !name.is_empty() {
                 status.output = node.output.lines();
@@ -530,11 +580,20 @@ impl Supervisor {
     /// What the metrics show of every node, by name: a look at the table, without the
     /// copies of configurations that `status` makes.
     pub fn figures(&self) -> Vec<Figures> {
-        self.names
+        let mut live = Vec::new();
+        let mut figures: Vec<Figures> = self
+            .names
             .iter()
             .filter_map(|(name, &slot)| {
                 let node = &self.entry(slot)?.node;
-                Some(Figures {
+                Some((name, node))
+            })
+            .enumerate()
+            .map(|(index, (name, node))| {
+                if let Some(instance) = node.state.instance() {
+                    live.push((index, instance.proc, instance.pid));
+                }
+                Figures {
                     name: name.clone(),
                     state: node.state.name(),
                     up: node.state.is_up(),
@@ -542,21 +601,101 @@ impl Supervisor {
                     restarts: node.restarts,
                     cpu: None,
                     memory: None,
-                })
+                }
             })
-            .collect()
+            .collect();
+        if !live.is_empty() {
+            let asked: Vec<(ProcId, Pid)> = live.iter().map(|&(_, p, pid)| (p, pid)).collect();
+            let usage = self.backend.usage(&asked);
+            for ((index, _, _), usage) in live.iter().zip(usage) {
+                if let Some(usage) = usage {
+                    figures[*index].cpu = Some(usage.cpu);
+                    figures[*index].memory = Some(usage.memory);
+                }
+            }
+        }
+        figures
     }
 
-    /// The status of the nodes named (those that exist), without their output.
+    /// The status of the nodes named (those that exist), with what their processes
+    /// use and without their output.
     pub fn status_of(&self, names: &[String]) -> Status {
         let mut status = Status::default();
         for name in names {
-            if let Some(mut one) = self.status(name).nodes.remove(name) {
+            if let Some(mut one) = self.plain_status(name).nodes.remove(name) {
                 one.output = Vec::new();
                 status.nodes.insert(name.clone(), one);
             }
         }
+        self.add_usage(&mut status);
         status
+    }
+
+    /// Whether a node changed state since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
+    }
+
+    /// One line on every node: `3 nodes: 2 running, 1 starting`.
+    pub fn summary(&self) -> String {
+        let mut counts: BTreeMap<&'static str, usize> = BTreeMap::new();
+        for (_, slot) in self.names.iter() {
+            if let Some(entry) = self.entry(*slot) {
+                *counts.entry(entry.node.state.name()).or_default() += 1;
+            }
+        }
+        let total: usize = counts.values().sum();
+        if total == 0 {
+            return "no nodes".into();
+        }
+        // In the order of a node's life, not of the alphabet.
+        let order = [
+            "running",
+            "starting",
+            "waiting",
+            "reviving",
+            "restarting",
+            "stopping",
+            "exited",
+            "failed",
+        ];
+        let parts: Vec<String> = order
+            .iter()
+            .filter_map(|state| counts.get(state).map(|n| format!("{n} {state}")))
+            .collect();
+        let noun = if total == 1 { "node" } else { "nodes" };
+        format!("{total} {noun}: {}", parts.join(", "))
+    }
+
+    /// Keeps the names of `nodes` that are still on their way up: starting and within
+    /// their readiness timeout, or waiting for dependencies that are. A node that is
+    /// ready, has ended, failed, timed out (it is then stopped and revived), or is gone
+    /// has settled; so has one that waits for what has settled without being up.
+    pub fn unsettled(&self, nodes: &mut Vec<String>) {
+        nodes.retain(|name| !self.settled(name, 0));
+    }
+
+    fn settled(&self, name: &str, depth: usize) -> bool {
+        let Some(entry) = self.names.get(name).and_then(|&slot| self.entry(slot)) else {
+            return true;
+        };
+        match entry.node.state {
+            State::Starting { .. } => false,
+            State::Waiting if depth < self.names.len() => entry.unmet().all(|dep| {
+                let up = self
+                    .names
+                    .get(dep)
+                    .and_then(|&slot| self.entry(slot))
+                    .is_some_and(|e| e.node.state.is_up());
+                !up && self.settled(dep, depth + 1)
+            }),
+            State::Waiting
+            | State::Running(_)
+            | State::Reviving { .. }
+            | State::Stopping { .. }
+            | State::Exited
+            | State::Failed(_) => true,
+        }
     }
 
     /// The last lines a node wrote, oldest first; `None` for an unknown node.
@@ -706,6 +845,7 @@ impl Supervisor {
         let Some(entry) = self.nodes.get_mut(slot as usize).and_then(Option::as_mut) else {
             return;
         };
+        entry.exit_reason = ended.reason.clone();
         let mut actions = entry.node.step(
             Input::Exited {
                 proc,
@@ -723,6 +863,7 @@ impl Supervisor {
                 node: name.clone(),
                 exit: ended.exit,
                 uptime: now.duration_since(instance.since).as_secs_f64(),
+                reason: ended.reason,
             });
             if self.exit_hook {
                 // The hook may keep the node down: revive once it has answered.
@@ -1189,6 +1330,7 @@ impl Supervisor {
         if entry.seen == seen {
             return;
         }
+        self.changed = true;
         let was_up = matches!(entry.seen.0, "starting" | "running");
         let was_running = entry.seen.0 == "running" && entry.seen.1 == seen.1;
         let was_new = entry.seen.0 == "new";

@@ -1332,3 +1332,89 @@ fn shutdown_during_a_reload_stops_everything() {
     assert!(sup.is_idle());
     assert_eq!(starts_of(&world, "w1"), 1, "nothing starts during shutdown");
 }
+
+#[test]
+fn why_a_process_ended_reaches_the_hook_and_the_status() {
+    let (mut sup, world) = supervisor();
+    sup.create(command("hog")).unwrap();
+    let pid = pid_of(&sup, "hog");
+    let proc = world.borrow().proc_of(pid).unwrap();
+    world
+        .borrow_mut()
+        .reasons
+        .insert(proc, "out of memory (limit 64 MiB)".into());
+    sup.take_notices();
+    ends(&mut sup, &world, pid, Some(ExitInfo::Signal(9)));
+    let exited = sup
+        .take_notices()
+        .into_iter()
+        .find_map(|n| match n {
+            Notice::Exited { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .expect("an exit notice");
+    assert_eq!(exited.as_deref(), Some("out of memory (limit 64 MiB)"));
+    let status = &sup.status("hog").nodes["hog"];
+    assert_eq!(
+        status.exit_reason.as_deref(),
+        Some("out of memory (limit 64 MiB)")
+    );
+    // The next exit, for no particular reason, clears it.
+    tick(&mut sup, &world, Duration::from_secs(2));
+    let pid = pid_of(&sup, "hog");
+    ends(&mut sup, &world, pid, Some(ExitInfo::Code(1)));
+    assert_eq!(sup.status("hog").nodes["hog"].exit_reason, None);
+}
+
+#[test]
+fn usage_is_asked_for_one_node_or_for_a_table_only() {
+    let (mut sup, world) = supervisor();
+    sup.create(command("a")).unwrap();
+    sup.create(command("b")).unwrap();
+    let proc = world.borrow().proc_of(pid_of(&sup, "a")).unwrap();
+    world.borrow_mut().usage.insert(
+        proc,
+        crate::process::Usage {
+            cpu: 1.5,
+            memory: 4096,
+        },
+    );
+    let one = &sup.status("a").nodes["a"];
+    assert_eq!((one.cpu, one.memory), (Some(1.5), Some(4096)));
+    assert_eq!(sup.status("").nodes["a"].cpu, None, "not for every node");
+    let table = sup.status_with_usage("");
+    assert_eq!(table.nodes["a"].cpu, Some(1.5));
+    assert_eq!(table.nodes["b"].cpu, None, "the backend knows nothing of b");
+}
+
+#[test]
+fn a_summary_and_the_nodes_still_on_their_way_up() {
+    let (mut sup, world) = supervisor();
+    assert_eq!(sup.summary(), "no nodes");
+    let mut slow = command("slow");
+    slow.ready = Some(Ready::Notify);
+    slow.ready_timeout = Some(5.0);
+    sup.create(slow).unwrap();
+    sup.create(command("fast")).unwrap();
+    let mut app = command("app");
+    app.depends_on = Some(crate::config::Dependencies(
+        [(
+            "slow".to_string(),
+            Dependency {
+                condition: Condition::Ready,
+                restart: false,
+            },
+        )]
+        .into(),
+    ));
+    sup.create(app).unwrap();
+    assert!(sup.take_changed());
+    assert_eq!(sup.summary(), "3 nodes: 1 running, 1 starting, 1 waiting");
+    let mut pending: Vec<String> = sup.node_names().map(str::to_string).collect();
+    sup.unsettled(&mut pending);
+    assert_eq!(pending, ["app", "slow"]);
+    // slow times out: it is stopped and revived, and app waits for it no more.
+    tick(&mut sup, &world, Duration::from_secs(6));
+    sup.unsettled(&mut pending);
+    assert!(pending.is_empty(), "{pending:?}: {}", sup.summary());
+}

@@ -340,7 +340,10 @@ fn sample_and_work(mut link: Link, work: Receiver<Work>, wanted: &Wanted, tx: Se
     let ticks = crossbeam_channel::tick(SAMPLE_EVERY);
     let sample = |link: &mut Link| -> bool {
         let command = if wanted.everything.load(Ordering::SeqCst) {
-            Command::Status(None)
+            Command::Status {
+                node: None,
+                usage: true,
+            }
         } else {
             let shown = wanted.shown.lock().unwrap_or_else(|e| e.into_inner());
             if shown.is_empty() {

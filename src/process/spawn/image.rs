@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{CString, OsString, c_char};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +24,9 @@ pub(super) enum Step {
     Directory = 3,
     Core = 4,
     Exec = 5,
+    Cgroup = 6,
+    Limits = 7,
+    User = 8,
 }
 
 impl Step {
@@ -33,6 +36,9 @@ impl Step {
             2 => Step::Streams,
             3 => Step::Directory,
             4 => Step::Core,
+            6 => Step::Cgroup,
+            7 => Step::Limits,
+            8 => Step::User,
             _ => Step::Exec,
         }
     }
@@ -44,6 +50,9 @@ impl Step {
             Step::Directory => "cannot enter the directory",
             Step::Core => "cannot pin to the core",
             Step::Exec => "cannot start the program",
+            Step::Cgroup => "cannot join its cgroup",
+            Step::Limits => "cannot set its resource limits",
+            Step::User => "cannot change to its user",
         }
     }
 }
@@ -71,7 +80,14 @@ pub(super) struct Image {
     watchdog_pid: Option<Box<[u8; 32]>>,
     death_signal: libc::c_int,
     supervisor: libc::pid_t,
-    nofile: Option<libc::rlimit>,
+    /// (`RLIMIT_*`, limit, whether failing to set it is an error) to set.
+    rlimits: Vec<(libc::c_uint, libc::rlimit, bool)>,
+    /// uid, gid and supplementary groups to change to.
+    creds: Option<(libc::uid_t, libc::gid_t, Vec<libc::gid_t>)>,
+    umask: Option<libc::mode_t>,
+    /// The `cgroup.procs` of the node's cgroup (one per hierarchy), which the child
+    /// joins first; closed when the child is done with the image.
+    cgroup: Vec<OwnedFd>,
     /// Where the child says why it failed (in the slot's `Shared`; set by
     /// `Slots::launch`).
     pub(super) failed: *const AtomicU64,
@@ -86,6 +102,7 @@ impl Image {
         program: &Path,
         owner: &str,
         supervisor: Pid,
+        cgroup: Vec<OwnedFd>,
     ) -> Result<Image, String> {
         let c = |bytes: &[u8]| {
             CString::new(bytes)
@@ -149,10 +166,26 @@ impl Image {
             watchdog_pid,
             death_signal: plan.death_signal as libc::c_int,
             supervisor: supervisor.as_raw(),
-            nofile: plan.nofile.map(|(soft, hard)| libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            }),
+            rlimits: plan
+                .rlimits
+                .iter()
+                .map(|&(resource, soft, hard, required)| {
+                    (
+                        resource as libc::c_uint,
+                        libc::rlimit {
+                            rlim_cur: soft,
+                            rlim_max: hard,
+                        },
+                        required,
+                    )
+                })
+                .collect(),
+            creds: plan
+                .creds
+                .as_ref()
+                .map(|c| (c.uid, c.gid, c.groups.clone())),
+            umask: plan.umask.map(|m| m as libc::mode_t),
+            cgroup,
             failed: std::ptr::null(),
         })
     }
@@ -226,6 +259,14 @@ impl Image {
         };
         // SAFETY: each call is a plain system call on values prepared before the clone.
         unsafe {
+            // Into the node's cgroup first, through descriptors of the table we still
+            // share (`0` is the writer itself), so that all it does counts there.
+            for fd in &self.cgroup {
+                let r = raw::write(fd.as_raw_fd(), b"0".as_ptr(), 1);
+                if r < 0 {
+                    fail(Step::Cgroup, r);
+                }
+            }
             // A table of our own, of the low descriptors only.
             let r = raw::close_range(self.keep_below as u32, u32::MAX, libc::CLOSE_RANGE_UNSHARE);
             if r < 0 {
@@ -281,10 +322,6 @@ impl Image {
                 );
             }
             raw::setpgid_self();
-            raw::set_death_signal(self.death_signal);
-            if raw::getppid() != self.supervisor {
-                raw::exit_group(1);
-            }
             if let Some(dir) = &self.directory {
                 let r = raw::chdir(dir.as_ptr());
                 if r < 0 {
@@ -297,8 +334,35 @@ impl Image {
                     fail(Step::Core, r);
                 }
             }
-            if let Some(limit) = &self.nofile {
-                raw::set_nofile(limit);
+            // Limits before the change of user: raising one may need root.
+            for (resource, limit, required) in &self.rlimits {
+                let r = raw::set_rlimit(*resource, limit);
+                if r < 0 && *required {
+                    fail(Step::Limits, r);
+                }
+            }
+            if let Some((uid, gid, groups)) = &self.creds {
+                let r = raw::setgroups(groups.len(), groups.as_ptr());
+                if r < 0 {
+                    fail(Step::User, r);
+                }
+                let r = raw::setresgid(*gid);
+                if r < 0 {
+                    fail(Step::User, r);
+                }
+                let r = raw::setresuid(*uid);
+                if r < 0 {
+                    fail(Step::User, r);
+                }
+            }
+            if let Some(mask) = self.umask {
+                raw::umask(mask);
+            }
+            // After the change of user, which clears it; then the parent is checked, in
+            // case it died before the signal was armed.
+            raw::set_death_signal(self.death_signal);
+            if raw::getppid() != self.supervisor {
+                raw::exit_group(1);
             }
             raw::unblock_all();
             let r = raw::execve(

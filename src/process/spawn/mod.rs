@@ -49,13 +49,15 @@ pub struct Spawned {
 
 /// Starts `plan`. `supervisor` is this process's pid, which the child checks after
 /// arming its death signal; `owner` is the instance tag its descendants inherit
-/// (`tree::OWNER_ENV`). With `wait`, returns once the child has exec'd (or failed).
+/// (`tree::OWNER_ENV`); `cgroup` the `cgroup.procs` files the child joins first. With
+/// `wait`, returns once the child has exec'd (or failed).
 pub fn spawn(
     plan: &SpawnPlan,
     supervisor: Pid,
     owner: &str,
     slots: &mut Slots,
     wait: bool,
+    cgroup: Vec<OwnedFd>,
 ) -> Result<Spawned, StartError> {
     let name = &plan.name;
     let fail = |what: String| format!("node '{name}': {what}");
@@ -78,8 +80,8 @@ pub fn spawn(
     // failure is reported here), and on architectures where the child cannot avoid libc.
     let wait = wait || !raw::AVAILABLE || !slots.known_format(&program, &meta);
     let [(stdout_end, stdout), (stderr_end, stderr)] = streams(plan)?;
-    let image =
-        Image::new(plan, &program, owner, supervisor).map_err(|e| StartError::Config(fail(e)))?;
+    let image = Image::new(plan, &program, owner, supervisor, cgroup)
+        .map_err(|e| StartError::Config(fail(e)))?;
     let (ready, ready_end) = match plan.ready_fd {
         Some(_) => {
             let (read, write) = pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).map_err(|e| {
@@ -139,8 +141,9 @@ pub fn watch(pid: Pid, name: &str) -> Result<OwnedFd, String> {
 /// The node's stdout and stderr: for each, the child's end and, when captured, the
 /// supervisor's (non-blocking) read end.
 pub fn streams(plan: &SpawnPlan) -> Result<[(OwnedFd, Option<OwnedFd>); 2], StartError> {
-    let stdout = stream(&plan.name, &plan.stdout, "stdout_file")?;
-    let stderr = stream(&plan.name, &plan.stderr, "stderr_file")?;
+    let owner = plan.creds.as_ref().map(|c| (c.uid, c.gid));
+    let stdout = stream(&plan.name, &plan.stdout, "stdout_file", owner)?;
+    let stderr = stream(&plan.name, &plan.stderr, "stderr_file", owner)?;
     Ok([stdout, stderr])
 }
 
@@ -148,6 +151,7 @@ fn stream(
     name: &str,
     output: &Output,
     field: &str,
+    owner: Option<(u32, u32)>,
 ) -> Result<(OwnedFd, Option<OwnedFd>), StartError> {
     match output {
         Output::Capture | Output::Rotated(_) => {
@@ -168,6 +172,12 @@ fn stream(
                     os_error(&e)
                 ))
             })?;
+            give(&file, owner).map_err(|e| {
+                StartError::Config(format!(
+                    "node '{name}': cannot give {field} '{}' to its user: {e}",
+                    path.display()
+                ))
+            })?;
             Ok((file.into(), None))
         }
     }
@@ -182,6 +192,14 @@ pub fn open_output(path: &std::path::Path) -> std::io::Result<File> {
         .mode(0o600)
         .custom_flags(nix::libc::O_APPEND)
         .open(path)
+}
+
+/// Makes `file` belong to `owner` (uid, gid): a node's output files are its user's.
+pub fn give(file: &File, owner: Option<(u32, u32)>) -> Result<(), String> {
+    let Some((uid, gid)) = owner else {
+        return Ok(());
+    };
+    nix::unistd::fchown(file, Some(uid.into()), Some(gid.into())).map_err(errno_text)
 }
 
 /// A pidfd for our child `pid`. The child cannot have been reaped yet (only we reap it),
