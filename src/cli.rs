@@ -47,6 +47,8 @@ pub enum Command {
         socket: SocketArgs,
         #[command(flatten)]
         host: HostArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Run scripts with no supervisor role; exit when they are done (no timers left).
     Exec {
@@ -82,9 +84,17 @@ pub enum Command {
         socket: SocketArgs,
         #[command(flatten)]
         host: HostArgs,
+        #[command(flatten)]
+        metrics: MetricsArgs,
     },
     /// Control a running supervisor over its Unix socket.
     Ctl(CtlArgs),
+    /// A live, full-screen view of a running supervisor's nodes: state, pid, uptime,
+    /// restarts, CPU %, memory, health, last exit, and the output of the node followed.
+    #[command(
+        after_help = "Keys: up/down or j/k select; Enter follows the selected node's output; r restarts it; d destroys it (after y); / filters by name or state (Esc clears); q or Ctrl-C quits."
+    )]
+    Top(TopArgs),
     /// Print a completion script for SHELL on stdout, e.g.
     /// `rhai-supervisor completions bash > ~/.local/share/bash-completion/completions/rhai-supervisor`.
     Completions {
@@ -131,6 +141,15 @@ pub struct SocketArgs {
     pub no_socket: bool,
 }
 
+/// Where a supervisor serves its metrics (`run`, `repl`).
+#[derive(Clone, Debug, Args)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (port 0: any free port, said
+    /// in the log).
+    #[arg(long = "metrics", id = "metrics", value_name = "HOST:PORT", value_parser = parse_address)]
+    pub address: Option<String>,
+}
+
 /// Which nodes of a layout are this host's (`run`, `repl`).
 #[derive(Clone, Debug, Args)]
 pub struct HostArgs {
@@ -150,6 +169,21 @@ impl SocketArgs {
         }
         Some(socket_path(self.socket.as_deref()))
     }
+}
+
+/// `rhai-supervisor top`.
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    /// The supervisor's control socket (with --ssh: on that host) [default:
+    /// $RHAI_SUPERVISOR_SOCKET, else rhai-supervisor.sock in the current directory]
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// The supervisor runs on this host, reached with ssh (as `ctl --ssh`).
+    #[arg(long, value_name = "[USER@]HOST[:PORT]", allow_hyphen_values = true)]
+    pub ssh: Option<String>,
+    /// With --ssh: the program to run on the other host (words separated by spaces).
+    #[arg(long, value_name = "COMMAND", env = REMOTE_COMMAND_ENV, default_value = DEFAULT_REMOTE_COMMAND)]
+    pub remote_command: String,
 }
 
 /// `rhai-supervisor ctl`.
@@ -264,6 +298,14 @@ pub enum CtlCommand {
         #[arg(short = 'f', long)]
         follow: bool,
     },
+    /// Follow the supervisor's events: one line per change of a node (created, started,
+    /// ready, health, stopping, exited, reviving, failed, destroyed) and per applied
+    /// reload, as they happen, until interrupted or the supervisor stops. With --json,
+    /// one JSON object per event.
+    #[command(
+        after_help = "Example line: 03:12:01 web started (pid 4242). JSON fields: ts, node, event, state, pid, code, signal, uptime, delay, restarts, health, failures, limit, reason, waiting_for, summary."
+    )]
+    Events,
     /// Run Rhai code in the supervisor (like a REPL line); print its output and value.
     Eval {
         /// The code, or - to read it from stdin.
@@ -318,6 +360,21 @@ pub fn completions(shell: clap_complete::Shell) -> Vec<u8> {
 /// Writes the manual page, in roff, to `out`.
 pub fn man_page(out: &mut dyn std::io::Write) -> std::io::Result<()> {
     clap_mangen::Man::new(Cli::command()).render(out)
+}
+
+/// `HOST:PORT`, `[::1]:PORT`: an address to listen on (the host is looked up when
+/// listening).
+fn parse_address(text: &str) -> Result<String, String> {
+    let port = text
+        .rsplit_once(':')
+        .filter(|(host, _)| !host.is_empty())
+        .and_then(|(_, port)| port.parse::<u16>().ok());
+    match port {
+        Some(_) => Ok(text.to_string()),
+        None => Err(format!(
+            "'{text}' is not HOST:PORT (such as 127.0.0.1:9100 or localhost:0)"
+        )),
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<std::time::Duration, String> {

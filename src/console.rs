@@ -248,62 +248,11 @@ pub fn node_in(message: &str) -> Option<&str> {
     None
 }
 
-/// A time as RFC 3339 in UTC with milliseconds: `2025-01-31T12:00:00.123Z`.
-pub fn rfc3339(at: std::time::SystemTime) -> String {
-    let since_epoch = match at.duration_since(std::time::UNIX_EPOCH) {
-        Ok(d) => d,
-        Err(_) => std::time::Duration::ZERO,
-    };
-    let seconds = since_epoch.as_secs();
-    let (year, month, day) = civil_date((seconds / 86_400) as i64);
-    let of_day = seconds % 86_400;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3600,
-        of_day % 3600 / 60,
-        of_day % 60,
-        since_epoch.subsec_millis()
-    )
-}
-
-/// The proleptic Gregorian date (year, month, day) of a count of days since 1970-01-01.
-///
-/// Counts in 400-year eras of 146,097 days, each year starting on 1 March so that the
-/// leap day is the last day of its year; then shifts back to January-based months.
-fn civil_date(days: i64) -> (i64, u32, u32) {
-    let shifted = days + 719_468; // days from 0000-03-01 to 1970-01-01
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let march_month = (5 * day_of_year + 2) / 153; // 0 = March .. 11 = February
-    let day = (day_of_year - (153 * march_month + 2) / 5 + 1) as u32;
-    let month = if march_month < 10 {
-        march_month + 3
-    } else {
-        march_month - 9
-    } as u32;
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
+pub use crate::config::time::rfc3339;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_are_rfc3339_in_utc() {
-        let at = |s: u64, ms: u64| {
-            std::time::UNIX_EPOCH + std::time::Duration::from_millis(s * 1000 + ms)
-        };
-        assert_eq!(rfc3339(at(0, 0)), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(at(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
-        assert_eq!(rfc3339(at(951_868_799, 999)), "2000-02-29T23:59:59.999Z");
-        assert_eq!(rfc3339(at(1_700_000_000, 0)), "2023-11-14T22:13:20.000Z");
-        assert_eq!(rfc3339(at(4_107_542_400, 0)), "2100-03-01T00:00:00.000Z");
-        assert_eq!(rfc3339(at(253_402_300_799, 0)), "9999-12-31T23:59:59.000Z");
-    }
 
     #[test]
     fn the_node_is_found_in_the_message() {

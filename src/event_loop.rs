@@ -10,8 +10,10 @@
 //!
 //! It also publishes each node's output lines to the node's followers (`follow_output`,
 //! `ctl tail -f`), through their bounded feeds (`feed`), and ends their streams when the
-//! node is gone. Under a service manager (`service`), it tells the manager when the
-//! supervisor is ready, alive and stopping.
+//! node is gone; and, after each event it handles, the changes the node table recorded
+//! (`config::Event`) to the followers of the events (`follow_events`, `ctl events`,
+//! `top`), whose streams end when the supervisor stops. Under a service manager
+//! (`service`), it tells the manager when the supervisor is ready, alive and stopping.
 //!
 //! A reload (`reload`: `ctl reload`, SIGHUP, `:reload`) loads the command-line scripts
 //! again into a fresh `Host` whose node table records instead of creating; if that
@@ -145,6 +147,8 @@ pub struct EventLoop {
     serve_forever: bool,
     /// Who follows each node's output, by node name.
     output_followers: HashMap<String, Subscribers>,
+    /// Who follows the supervisor's events.
+    event_followers: Subscribers,
     /// The command-line scripts, which a reload reads again.
     scripts: Vec<PathBuf>,
     reloading: Option<Reloading>,
@@ -174,6 +178,7 @@ impl EventLoop {
             failed_hooks: HashSet::new(),
             serve_forever,
             output_followers: HashMap::new(),
+            event_followers: Subscribers::default(),
             scripts: Vec::new(),
             reloading: None,
             trimmed: false,
@@ -282,6 +287,15 @@ impl EventLoop {
             .entry(node.to_string())
             .or_default()
             .add(feed);
+    }
+
+    /// From now on, gives each change of a node (and each applied reload) to `feed`, as
+    /// an item in the form of `config::Event`, until the supervisor stops.
+    pub fn follow_events(&mut self, feed: Arc<Feed>) {
+        if let Some(nodes) = &self.nodes {
+            nodes.borrow_mut().watch(true);
+        }
+        self.event_followers.add(feed);
     }
 
     /// Shutdown has begun, or a script asked for it (`terminate()`, `exit(code)`) and
@@ -469,9 +483,38 @@ impl EventLoop {
         }
     }
 
+    /// Gives the changes the node table recorded to the followers of the events; when
+    /// the last follower is gone, the table stops recording them.
+    fn publish_events(&mut self) {
+        let Some(nodes) = &self.nodes else {
+            return;
+        };
+        if self.event_followers.is_empty() {
+            return;
+        }
+        let events = nodes.borrow_mut().take_events();
+        for event in events {
+            let item = event.to_json();
+            self.event_followers.publish(item.len(), || item);
+        }
+        if self.event_followers.is_empty() {
+            nodes.borrow_mut().watch(false);
+        }
+    }
+
+    /// The supervisor stops: the last changes go out, and the streams of the events end.
+    fn end_event_streams(&mut self) {
+        self.publish_events();
+        self.event_followers.end("the supervisor is stopping");
+        if let Some(nodes) = &self.nodes {
+            nodes.borrow_mut().watch(false);
+        }
+    }
+
     /// After any script ran: tell the script about node starts, and notice an exit request.
     fn after_script(&mut self) {
         loop {
+            self.publish_events();
             let notices = self
                 .nodes
                 .as_ref()
@@ -574,6 +617,7 @@ impl EventLoop {
         if !idle {
             return None;
         }
+        self.end_event_streams();
         if clean {
             if let Err(error) = self.host.call_hook(Hook::ZeekDone, ()) {
                 log::error!("{error}");
@@ -711,6 +755,12 @@ impl EventLoop {
                 "reload applied in {:.1} ms",
                 millis(reloading.since.elapsed())
             );
+            if let Some(nodes) = &self.nodes {
+                nodes
+                    .borrow_mut()
+                    .reload_applied(&reloading.report.summary());
+            }
+            self.publish_events();
             (reloading.done)(Ok(reloading.report));
         }
     }

@@ -7,14 +7,14 @@
 //!
 //! | module | what it owns |
 //! |---|---|
-//! | `main.rs`, `cli`, `ctl`, `node` | the command line, `ctl` (and its `--ssh` fan-out to other hosts), and what runs inside a script node (and the stem) |
-//! | `runtime` | assembling one process of any role: signals, the I/O thread, the loop, the control socket, the REPL's front end |
-//! | `control`, `repl` | front ends: control requests and typed statements, handed to the loop as tasks; the control client, and its reach to other hosts through ssh (`control::ssh`, `control::relay`) |
+//! | `main.rs`, `cli`, `ctl`, `top`, `node` | the command line, `ctl` (and its `--ssh` fan-out to other hosts), the live view `top` (a client of the events and output streams: `top::model` what it shows, `top::view` how), and what runs inside a script node (and the stem) |
+//! | `runtime` | assembling one process of any role: signals, the I/O thread, the loop, the control socket, the metrics server, the REPL's front end |
+//! | `control`, `metrics`, `repl` | front ends: control requests, metrics scrapes and typed statements, handed to the loop as tasks; the control client, and its reach to other hosts through ssh (`control::ssh`, `control::relay`); the Prometheus text format (`metrics::exposition`) |
 //! | `event_loop` | the one loop: owns the engine and the node table, turns events into calls; tells a service manager (systemd) when the supervisor is ready, alive and stopping (`event_loop::service`) |
 //! | `script` | the Rhai side: engine and limits, globals, hooks, the `Supervisor` and `Cluster` modules, records' registration, the node table as scripts reach it (`script::table`: the scripts' own nodes, run-time nodes, or a reload's recording) |
 //! | `supervisor` | policy: the node table, each node's state machine (`supervisor::node`), revival and backoff, deadlines, which host a node belongs to (`supervisor::host`), a reload's plan and carrying it out (`supervisor::reload`) |
 //! | `process` | mechanism: the `Backend` trait and the native backend (plan, spawn, stem, reactor, leftovers, a cgroup per node: `process::cgroup`) |
-//! | `config`, `console`, `feed` | shared leaves: the records (one field table each), what a reload reports (`config::reload`) and constants; where output goes; followers' bounded queues |
+//! | `config`, `console`, `feed` | shared leaves: the records (one field table each), what a reload reports (`config::reload`), the events followers receive (`config::event`) and constants; where output goes; followers' bounded queues |
 //!
 //! # Who owns what
 //!
@@ -51,7 +51,11 @@
 //!   the editor a line at a time, so nothing typed ahead is lost;
 //! - the **gzip worker** (`process::compress`), only once a node's rotated output files
 //!   are to be compressed: one for the process, it numbers and compresses rotated files
-//!   in order, so the loop only renames a file at a rotation.
+//!   in order, so the loop only renames a file at a rotation;
+//! - the **metrics thread** (`metrics`, with `--metrics`): it serves `GET /metrics` with
+//!   `poll` like the control thread; for a scrape it asks the loop, as a task, for one
+//!   look at the node table (`Supervisor::figures`), and renders the text itself. No
+//!   timer: it sleeps while nobody scrapes.
 //!
 //! Processes: besides the nodes, a supervisor that runs script nodes has one helper
 //! process, the **stem** (`process::stem`): single-threaded, with Rhai's standard
@@ -105,12 +109,23 @@
 //! (`event_loop`), never waiting: a full feed counts what it misses. When the node leaves
 //! the table (`Notice::Removed`), its feeds get their end.
 //!
+//! `ctl events` and `top` follow the topic `events`: the task answers with the status of
+//! every node and subscribes the feed, and the table starts recording each change where
+//! it happens (`Supervisor::tell`: in `create`, `start`, `process_exited`, `apply`,
+//! `settle`, `remove`, the health checks; `reload_applied` for a reload) as a
+//! `config::Event`. After each event it handles, the loop takes what was recorded and
+//! publishes it to the followers (`EventLoop::publish_events`); once none is left, the
+//! table records nothing any more.
+//!
 //! # The embedding API
 //!
 //! `Runtime` (with `Settings`) runs a supervisor in another program; the records of
 //! `config` are what it creates nodes from; `node::serve_if_node` lets the program
 //! serve its own script nodes; `control::Client` drives a running supervisor.
 #![warn(missing_docs)]
+// Since Rust 1.88 (the `rust-version`, for ratatui) clippy would have every nested
+// `if let` written as a let chain; the source predates that and keeps its form.
+#![allow(clippy::collapsible_if)]
 
 #[doc(hidden)]
 pub mod cli;
@@ -121,12 +136,15 @@ pub mod control;
 pub mod ctl;
 pub mod event_loop;
 pub mod feed;
+pub mod metrics;
 pub mod node;
 pub(crate) mod process;
 pub mod repl;
 pub mod runtime;
 pub mod script;
 pub(crate) mod supervisor;
+#[doc(hidden)]
+pub mod top;
 
 pub use config::{ClusterEndpoint, ClusterRole, NodeConfig, NodeStatus, Status};
 pub use runtime::{Error, Runtime, Settings};

@@ -41,8 +41,9 @@ fn main() {
     if let Some(ms) = payload.as_ref().and_then(|p| p.call_time_ms) {
         settings.limits.call_time = std::time::Duration::from_millis(ms);
     }
-    if let Command::Run { host, .. } | Command::Repl { host, .. } = &cli.command {
+    if let Command::Run { host, metrics, .. } | Command::Repl { host, metrics, .. } = &cli.command {
         settings.host = host.names.clone();
+        settings.metrics = metrics.address.clone();
     }
     settings.notify_service_manager = matches!(cli.command, Command::Run { .. });
     let outcome = match (payload, cli.command) {
@@ -80,6 +81,7 @@ fn main() {
         (None, Command::Stem) => Ok(rhai_supervisor::node::serve_stem(init_logging)),
         (None, Command::Collect) => Ok(rhai_supervisor::node::serve_collector()),
         (None, Command::Ctl(args)) => Ok(rhai_supervisor::ctl::run(&args)),
+        (None, Command::Top(args)) => Ok(rhai_supervisor::top::run(&args)),
         (None, Command::Completions { shell }) => {
             use std::io::Write;
             let script = rhai_supervisor::cli::completions(shell);
@@ -111,6 +113,9 @@ fn serve(
     let mut runtime = Runtime::new(role, scripts, None, settings)?;
     if let Some(path) = socket {
         runtime.listen(&path)?;
+    }
+    if let Some(address) = &settings.metrics {
+        runtime.serve_metrics(address)?;
     }
     runtime.start(scripts)?;
     let code = runtime.run();

@@ -20,6 +20,7 @@ use nix::sys::signal::Signal;
 use crate::config::NodeConfig;
 use crate::control;
 use crate::event_loop::{Event, EventLoop, Sigint};
+use crate::metrics;
 use crate::process::Native;
 use crate::process::plan::Launcher;
 use crate::process::reactor::Reactor;
@@ -53,6 +54,8 @@ pub struct Settings {
     /// machine's host name, `localhost`, loopback addresses and the addresses of its
     /// interfaces.
     pub host: Vec<String>,
+    /// Serve Prometheus metrics at `HOST:PORT` (`run --metrics`; see `serve_metrics`).
+    pub metrics: Option<String>,
     /// In the supervisor role, SIGHUP reloads the scripts (`EventLoop::reload`), as
     /// daemons re-read their configuration. Off by default, so that an embedding
     /// program keeps SIGHUP for itself; the command line turns it on.
@@ -73,6 +76,7 @@ impl Default for Settings {
             launcher: None,
             subreaper: false,
             host: Vec::new(),
+            metrics: None,
             hangup_reloads: false,
             notify_service_manager: false,
         }
@@ -91,6 +95,9 @@ pub enum Error {
     #[error("{0}")]
     /// The control socket cannot be listened on.
     Listen(#[from] control::ListenError),
+    #[error("{0}")]
+    /// The metrics cannot be served.
+    Metrics(#[from] metrics::MetricsError),
 }
 
 /// One assembled process, ready to load scripts and serve.
@@ -100,6 +107,7 @@ pub struct Runtime {
     // After the loop, whose end makes a request that waits for room in its queue give
     // up at once; dropping it answers what is in flight and removes the socket file.
     control: Option<control::Server>,
+    metrics: Option<metrics::Server>,
     // Dropped last: it routes signals and owns the I/O thread.
     _reactor: Reactor,
 }
@@ -186,6 +194,7 @@ impl Runtime {
             event_loop,
             events,
             control: None,
+            metrics: None,
             _reactor: reactor,
         })
     }
@@ -212,10 +221,21 @@ impl Runtime {
         Ok(())
     }
 
+    /// Serves Prometheus metrics at `http://ADDRESS/metrics` (`HOST:PORT`; port 0 picks a
+    /// free one), from now on until this runtime is dropped: see `metrics`. Requests
+    /// are answered once `start` or `run` runs the loop.
+    pub fn serve_metrics(&mut self, address: &str) -> Result<std::net::SocketAddr, Error> {
+        let server = metrics::Server::start(address, self.events.clone())?;
+        let bound = server.address();
+        self.metrics = Some(server);
+        Ok(bound)
+    }
+
     /// Ends a process that is about to exit: the control socket is closed and its file
     /// removed, and the rest (the engine, the node table) is left for the exit to
     /// reclaim, which is much cheaper than tearing it down piece by piece.
     pub fn finish(mut self) {
+        drop(self.metrics.take());
         drop(self.control.take());
         finish_compression();
         std::mem::forget(self);
@@ -323,6 +343,9 @@ pub fn repl(
     let mut runtime = Runtime::new(Role::Supervisor, scripts, None, &settings)?;
     if let Some(path) = socket {
         runtime.listen(&path)?;
+    }
+    if let Some(address) = &settings.metrics {
+        runtime.serve_metrics(address)?;
     }
     runtime.start(scripts)?;
     // On a terminal, Ctrl-C stops a statement that runs too long; from a pipe, the

@@ -697,6 +697,51 @@ fn the_repl_attaches_to_a_supervisor_on_another_host() {
 }
 
 #[test]
+fn top_shows_the_supervisor_of_another_host() {
+    use crate::top::{Tmux, row};
+    let hosts = Hosts::start("hosts-top");
+    let command = format!(
+        "PATH='{}':\"$PATH\" RHAI_SUPERVISOR_REMOTE_COMMAND='{}' '{}' top --ssh {}",
+        hosts.sandbox.path("bin").display(),
+        binary(),
+        binary(),
+        hosts.alpha()
+    );
+    let tmux = Tmux::start(&hosts.sandbox.dir, 80, 24, &command);
+    let screen = tmux.wait("the nodes of manager-1", |s| {
+        ["logger", "manager", "proxy"]
+            .iter()
+            .all(|n| row(s, n).is_some_and(|r| r.contains("running")))
+    });
+    assert!(
+        screen.contains(&hosts.alpha()),
+        "the host in the header:\n{screen}"
+    );
+    assert!(row(&screen, "worker-1").is_none(), "{screen}");
+    // Enter follows the output there; r restarts there.
+    tmux.keys(&["Enter"]);
+    tmux.shows("output of logger");
+    tmux.shows("up as Supervisor::LOGGER");
+    tmux.keys(&["r"]);
+    tmux.wait("logger restarted", |s| {
+        row(s, "logger").is_some_and(|r| r.contains("running") && r.contains(" 1 "))
+    });
+    let status = hosts.ctl(&["--ssh", &hosts.alpha(), "status", "logger"]);
+    assert!(
+        lines_with(&status.stdout, "logger")
+            .iter()
+            .any(|l| l.contains("running  ") && l.split_whitespace().nth(4) == Some("1")),
+        "{}",
+        status.stdout
+    );
+    tmux.keys(&["q"]);
+    tmux.expect_exit(0);
+    drop(tmux);
+    // Its ssh sessions and relays are gone with it.
+    hosts.finish();
+}
+
+#[test]
 fn without_host_the_machine_runs_what_names_it() {
     let sandbox = Sandbox::new("hosts-default");
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();

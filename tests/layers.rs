@@ -38,6 +38,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "metrics",
+        &["event_loop", "script", "supervisor", "process", "config"],
+    ),
+    (
         "repl",
         &[
             "feed",
@@ -53,6 +57,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "runtime",
         &[
+            "metrics",
             "feed",
             "repl",
             "control",
@@ -66,6 +71,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("cli", &["config"]),
     ("ctl", &["cli", "control", "config", "process", "console"]),
+    ("top", &["cli", "control", "config", "process"]),
     (
         "node",
         &["runtime", "script", "process", "config", "console"],

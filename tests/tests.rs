@@ -37,6 +37,14 @@
 //!   a collector's death costs its nodes a revival
 //! - `watch`: watching a supervisor: JSON log lines, `ctl tail -f` (several followers,
 //!   a follower that never reads), shell completions, the manual page
+//! - `events`: `ctl events` for people and programs, several followers, a follower that
+//!   falls behind (missed counts) and one that never reads (dropped, memory bounded)
+//! - `metrics`: `--metrics`: the exposition through `promtool` and the Python client's
+//!   parser, its figures following the nodes, clients that send nothing, garbage, huge
+//!   requests or a thousand connections
+//! - `top`: the live view in a real terminal (tmux): the table, following a node's
+//!   output, restart, destroy after a confirmation, filter, a terminal too small and a
+//!   resize, and leaving cleanly on q, Ctrl-C, SIGTERM and when the supervisor goes
 //!
 //! `util` holds the helpers: a sandbox directory per test, the binary started in it,
 //! and waiting on conditions with deadlines.
@@ -47,8 +55,10 @@ mod api;
 mod cli;
 mod control;
 mod docs;
+mod events;
 mod hosts;
 mod layers;
+mod metrics;
 mod nodes;
 mod output;
 mod readiness;
@@ -59,4 +69,5 @@ mod scale;
 mod services;
 mod signals;
 mod supervision;
+mod top;
 mod watch;

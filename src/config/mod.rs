@@ -14,10 +14,12 @@
 //! Also here: what every layer shares — the output `Stream`s, how a process ended
 //! (`ExitInfo`), and the constants more than one layer needs.
 
+pub mod event;
 pub mod record;
 pub mod reload;
 pub mod services;
 pub mod shapes;
+pub mod time;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -26,6 +28,7 @@ use std::time::Duration;
 
 use rhai::{Dynamic, INT, Map};
 
+pub use event::{Event, EventKind};
 pub use record::Fields;
 use record::{
     Codec, Json, Omit, Seconds, SetError, kind, read_record_map, record, record_map, wrong,
@@ -34,6 +37,7 @@ pub use services::{Account, Amount, Limits, human_bytes};
 pub use shapes::{
     Check, Condition, Dependencies, Dependency, Health, KillMode, Ready, RestartPolicy, SignalName,
 };
+pub use time::rfc3339;
 
 /// The socket a supervisor listens on, and `ctl` talks to, when none is given: in the
 /// current directory.

@@ -242,7 +242,7 @@ pub fn human_bytes(bytes: u64) -> String {
     for (scale, unit) in UNITS {
         if bytes >= scale {
             let value = bytes as f64 / scale as f64;
-            return if bytes % scale == 0 {
+            return if bytes.is_multiple_of(scale) {
                 format!("{} {unit}", bytes / scale)
             } else if value >= 100.0 {
                 format!("{value:.0} {unit}")
@@ -262,7 +262,7 @@ fn compact_bytes(bytes: u64) -> Value {
         (1 << 20, "M"),
         (1 << 10, "K"),
     ] {
-        if bytes >= scale && bytes % scale == 0 {
+        if bytes >= scale && bytes.is_multiple_of(scale) {
             return Value::from(format!("{}{unit}", bytes / scale));
         }
     }

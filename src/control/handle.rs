@@ -108,6 +108,26 @@ fn answer(
                 Err(error) => Response::error(id, error),
             }
         }
+        Command::Follow(Topic::Events) => {
+            let Some(feed) = feed else {
+                return Response::error(id, "follow needs a connection of its own to stream on");
+            };
+            let status = match event_loop.nodes() {
+                Some(nodes) => nodes.borrow().status(""),
+                None => return Response::error(id, NOT_SUPERVISOR),
+            };
+            log::debug!(
+                "control client (pid {}) follows the supervisor's events",
+                peer.pid
+            );
+            // In the same loop turn as the status: no change is missed or told twice.
+            event_loop.follow_events(feed);
+            encoded(id, &status)
+        }
+        Command::StatusOf(names) => match event_loop.nodes() {
+            Some(nodes) => encoded(id, &nodes.borrow().status_of(&names)),
+            None => Response::error(id, NOT_SUPERVISOR),
+        },
         Command::Status { node: name, usage } => {
             let Some(nodes) = event_loop.nodes() else {
                 return Response::error(id, NOT_SUPERVISOR);
@@ -123,12 +143,7 @@ fn answer(
             if !name.is_empty() && status.nodes.is_empty() {
                 return Response::error(id, no_such_node(&name));
             }
-            // Encoded straight from the records: at 10,000 nodes, building a `Value`
-            // first would cost more than the rest of the answer.
-            match serde_json::to_string(&status) {
-                Ok(text) => Response::ok_encoded(id, text),
-                Err(e) => Response::error(id, format!("cannot encode the status: {e}")),
-            }
+            encoded(id, &status)
         }
         Command::Stop => {
             log::info!(
@@ -170,7 +185,7 @@ fn on_nodes(supervisor: &mut Supervisor, peer: Peer, command: Command) -> Result
                 None => Err(missing(&name)),
             }
         }
-        Command::Status { .. } => Err("answered by `answer`".into()),
+        Command::Status { .. } | Command::StatusOf(_) => Err("answered by `answer`".into()),
         Command::Tail { node, lines } => {
             let mut tail = supervisor.tail(&node).ok_or_else(|| missing(&node))?;
             if let Some(keep) = lines {
@@ -248,6 +263,15 @@ fn describe(target: &Target) -> String {
     match target {
         Target::All => "every node".into(),
         Target::Node(name) => format!("node '{name}'"),
+    }
+}
+
+/// A status answer, encoded straight from the records: at 10,000 nodes, building a
+/// `Value` first would cost more than the rest of the answer.
+fn encoded(id: Value, status: &crate::config::Status) -> Response {
+    match serde_json::to_string(status) {
+        Ok(text) => Response::ok_encoded(id, text),
+        Err(e) => Response::error(id, format!("cannot encode the status: {e}")),
     }
 }
 

@@ -68,7 +68,7 @@ pub const COMMANDS: &[&str] = &[
 ];
 
 /// The kinds of stream a client can `follow`, as they are spelled in `topic`.
-pub const TOPICS: &[&str] = &["output"];
+pub const TOPICS: &[&str] = &["output", "events"];
 
 /// The `state` in the answer to `create` for a node that belongs to another host (its
 /// own endpoint names that host): it was not started here.
@@ -103,6 +103,9 @@ pub enum Command {
         /// Add every node's usage.
         usage: bool,
     },
+    /// The status of these nodes (those that exist), with their usage and without
+    /// their output: what a view samples of the nodes it shows (`status` with `nodes`).
+    StatusOf(Vec<String>),
     /// `Supervisor::restart`.
     Restart(Target),
     /// `Supervisor::destroy`.
@@ -147,6 +150,10 @@ pub enum Topic {
         /// At most this many lines of the kept tail, the newest.
         lines: Option<usize>,
     },
+    /// The supervisor's events: the response has the status of every node (as
+    /// `status`), then each change of a node is an item in the form of
+    /// `config::Event`, until the supervisor stops.
+    Events,
 }
 
 impl Topic {
@@ -154,6 +161,7 @@ impl Topic {
     pub fn name(&self) -> &'static str {
         match self {
             Topic::Output { .. } => "output",
+            Topic::Events => "events",
         }
     }
 }
@@ -177,7 +185,7 @@ impl Command {
     pub fn name(&self) -> &'static str {
         match self {
             Command::Create(_) => "create",
-            Command::Status { .. } => "status",
+            Command::Status { .. } | Command::StatusOf(_) => "status",
             Command::Restart(_) => "restart",
             Command::Destroy(_) => "destroy",
             Command::Signal { .. } => "signal",
@@ -259,10 +267,13 @@ fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
             Command::Create(Box::new(config))
         }
         "status" => {
-            fields.allowed = &["node", "usage"];
-            Command::Status {
-                node: fields.string("node")?.filter(|n| !n.is_empty()),
-                usage: fields.boolean("usage")?.unwrap_or(false),
+            fields.allowed = &["node", "nodes", "usage"];
+            let node = fields.string("node")?.filter(|n| !n.is_empty());
+            let usage = fields.boolean("usage")?.unwrap_or(false);
+            match (node, fields.strings("nodes")?) {
+                (Some(_), Some(_)) => return Err("status takes 'node' or 'nodes', not both".into()),
+                (node, None) => Command::Status { node, usage },
+                (None, Some(nodes)) => Command::StatusOf(nodes),
             }
         }
         "restart" | "destroy" | "signal" => {
@@ -326,6 +337,10 @@ fn decode_command(mut object: Map<String, Value>) -> Result<Command, String> {
                     let lines = fields.count("lines")?;
                     Command::Follow(Topic::Output { node, lines })
                 }
+                "events" => {
+                    fields.allowed = &["topic"];
+                    Command::Follow(Topic::Events)
+                }
                 _ => {
                     return Err(format!(
                         "unknown topic '{topic}' (one of: {})",
@@ -381,6 +396,28 @@ impl Fields<'_> {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(other) => Err(format!("'{key}' must be a string, not {}", kind(&other))),
+        }
+    }
+
+    /// An array of strings.
+    fn strings(&mut self, key: &str) -> Result<Option<Vec<String>>, String> {
+        match self.take(key) {
+            None => Ok(None),
+            Some(Value::Array(items)) => items
+                .into_iter()
+                .map(|item| match item {
+                    Value::String(s) => Ok(s),
+                    other => Err(format!(
+                        "'{key}' must be an array of strings, not of {}",
+                        kind(&other)
+                    )),
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(other) => Err(format!(
+                "'{key}' must be an array of strings, not {}",
+                kind(&other)
+            )),
         }
     }
 
@@ -475,6 +512,9 @@ impl Request {
                     object.insert("usage".into(), true.into());
                 }
             }
+            Command::StatusOf(nodes) => {
+                object.insert("nodes".into(), nodes.clone().into());
+            }
             Command::Restart(target)
             | Command::Destroy(target)
             | Command::Signal { target, .. } => {
@@ -509,6 +549,7 @@ impl Request {
                             object.insert("lines".into(), (*lines as u64).into());
                         }
                     }
+                    Topic::Events => {}
                 }
             }
             Command::Reload { dry_run } => {
@@ -690,6 +731,20 @@ mod tests {
             ok(r#"{"cmd":"status","node":""}"#).command,
             Command::status(None)
         );
+        assert_eq!(
+            ok(r#"{"cmd":"status","nodes":["a","b"]}"#).command,
+            Command::StatusOf(vec!["a".into(), "b".into()])
+        );
+        assert!(
+            err(r#"{"cmd":"status","nodes":["a",1]}"#)
+                .error
+                .contains("array of strings")
+        );
+        assert!(
+            err(r#"{"cmd":"status","node":"a","nodes":[]}"#)
+                .error
+                .contains("not both")
+        );
         assert_eq!(ok(r#"{"cmd":"status"}"#).id, Value::Null);
         assert_eq!(
             ok(r#"{"cmd":"destroy","all":true}"#).command,
@@ -771,7 +826,7 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"cmd":"status","nod":"w1"}"#).error,
-            "unknown field 'nod' for command 'status' (fields: id, cmd, node, usage)"
+            "unknown field 'nod' for command 'status' (fields: id, cmd, node, nodes, usage)"
         );
         assert!(
             err(r#"{"cmd":"stop","now":true}"#)
@@ -831,11 +886,11 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"cmd":"follow","node":"w1"}"#).error,
-            "follow needs 'topic' (one of: output)"
+            "follow needs 'topic' (one of: output, events)"
         );
         assert_eq!(
             err(r#"{"cmd":"follow","topic":"weather"}"#).error,
-            "unknown topic 'weather' (one of: output)"
+            "unknown topic 'weather' (one of: output, events)"
         );
         assert!(
             err(r#"{"cmd":"follow","topic":"output"}"#)
@@ -851,6 +906,14 @@ mod tests {
             err(r#"{"cmd":"follow","topic":"output","node":"w1","since":1}"#)
                 .error
                 .starts_with("unknown field 'since'")
+        );
+        assert_eq!(
+            ok(r#"{"id":2,"cmd":"follow","topic":"events"}"#).command,
+            Command::Follow(Topic::Events)
+        );
+        assert_eq!(
+            err(r#"{"cmd":"follow","topic":"events","node":"w1"}"#).error,
+            "unknown field 'node' for command 'follow' (fields: id, cmd, topic)"
         );
     }
 
@@ -903,6 +966,7 @@ mod tests {
             Request::new(1, Command::Create(Box::new(config))),
             Request::new("two", Command::status(None)),
             Request::new(3, Command::status(Some("w1".into()))),
+            Request::new(13, Command::StatusOf(vec!["w1".into(), "w2".into()])),
             Request::new(4, Command::Restart(Target::All)),
             Request::new(5, Command::Destroy(Target::Node("w1".into()))),
             Request::new(
@@ -937,6 +1001,7 @@ mod tests {
             ),
             Request::new(10, Command::Reload { dry_run: false }),
             Request::new(11, Command::Reload { dry_run: true }),
+            Request::new(12, Command::Follow(Topic::Events)),
         ];
         for request in requests {
             let line = serde_json::to_vec(&request.to_json()).unwrap();

@@ -42,14 +42,24 @@ pub fn run(args: &CtlArgs) -> i32 {
         }
     };
     if !args.ssh.is_empty() {
-        if matches!(command, Command::Follow(_)) {
-            complain("tail -f follows one supervisor: it takes no --ssh");
-            return EXIT_USAGE;
+        match command {
+            Command::Follow(Topic::Output { .. }) => {
+                complain("tail -f follows one supervisor: it takes no --ssh");
+                return EXIT_USAGE;
+            }
+            Command::Follow(Topic::Events) => {
+                complain("events follows one supervisor: it takes no --ssh");
+                return EXIT_USAGE;
+            }
+            _ => {}
         }
         return hosts::run(args, command);
     }
     let path = args.socket_path();
     let timeout = args.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    if let Command::Follow(Topic::Events) = command {
+        return events(args, &path);
+    }
     if let Command::Follow(topic) = command {
         return follow(args, &path, topic);
     }
@@ -160,6 +170,7 @@ fn follow(args: &CtlArgs, path: &std::path::Path, topic: Topic) -> i32 {
     }
     let node = match &topic {
         Topic::Output { node, .. } => node.clone(),
+        Topic::Events => String::new(),
     };
     for event in stream {
         let event = match event {
@@ -201,6 +212,89 @@ fn follow(args: &CtlArgs, path: &std::path::Path, topic: Topic) -> i32 {
         }
     }
     EXIT_OK
+}
+
+/// `ctl events`: each event as it comes, until the stream ends. Exit statuses as for
+/// `tail -f`.
+fn events(args: &CtlArgs, path: &std::path::Path) -> i32 {
+    let followed = Client::connect(path).and_then(|mut client| client.follow(Topic::Events));
+    let (response, stream) = match followed {
+        Ok(answer) => answer,
+        Err(error) => {
+            unreachable_supervisor(&error);
+            return EXIT_UNREACHABLE;
+        }
+    };
+    let Some(stream) = stream else {
+        complain(
+            response
+                .error
+                .as_deref()
+                .unwrap_or("the supervisor refused"),
+        );
+        return EXIT_REFUSED;
+    };
+    let mut out = std::io::stdout().lock();
+    for event in stream {
+        let event = match event {
+            Ok(event) => event,
+            Err(error) => {
+                let _ = out.flush();
+                complain(&error.to_string());
+                return EXIT_UNREACHABLE;
+            }
+        };
+        let written = match (&event, args.json) {
+            // In the supervisor's order of fields (ts, node, event first), not sorted.
+            (StreamEvent::Item(item), true) => {
+                match serde_json::from_value::<crate::config::Event>(item.clone()) {
+                    Ok(event) => writeln!(out, "{}", event.to_json()),
+                    Err(_) => writeln!(out, "{item}"),
+                }
+            }
+            (StreamEvent::Item(item), false) => {
+                match serde_json::from_value::<crate::config::Event>(item.clone()) {
+                    Ok(event) => writeln!(out, "{}", event_line(&event)),
+                    Err(_) => writeln!(out, "{item}"),
+                }
+            }
+            (StreamEvent::Missed(n), true) => writeln!(out, "{}", serde_json::json!({"missed": n})),
+            (StreamEvent::Missed(n), false) => {
+                let _ = out.flush();
+                write_err(
+                    format!(
+                        "rhai-supervisor: missed {n} events here: this follower did not keep up\n"
+                    )
+                    .as_bytes(),
+                );
+                Ok(())
+            }
+            (StreamEvent::End(reason), true) => {
+                writeln!(out, "{}", serde_json::json!({"end": reason}))
+            }
+            (StreamEvent::End(reason), false) => {
+                let _ = out.flush();
+                write_err(format!("rhai-supervisor: {reason}\n").as_bytes());
+                Ok(())
+            }
+        };
+        // A closed stdout (`ctl events | head`) ends the follow.
+        if written.and_then(|()| out.flush()).is_err() {
+            return EXIT_OK;
+        }
+    }
+    EXIT_OK
+}
+
+/// `03:12:01 web started (pid 4242)`: an event for a person, at the local time.
+pub fn event_line(event: &crate::config::Event) -> String {
+    let clock = crate::config::time::parse_rfc3339(&event.ts)
+        .map(crate::config::time::local_clock)
+        .unwrap_or_else(|| event.ts.clone());
+    match &event.node {
+        Some(node) => format!("{clock} {node} {}", event.describe()),
+        None => format!("{clock} {}", event.describe()),
+    }
 }
 
 /// One line of a node: stdout lines to stdout, stderr lines to stderr.
@@ -278,6 +372,7 @@ fn command(command: &CtlCommand, json: bool) -> Result<Command, String> {
             node: name.clone(),
             lines: *lines,
         },
+        CtlCommand::Events => Command::Follow(Topic::Events),
         CtlCommand::Eval { code } if code == "-" => Command::Eval(read_stdin()?),
         CtlCommand::Eval { code } => Command::Eval(code.clone()),
         CtlCommand::Reload { dry_run } => Command::Reload { dry_run: *dry_run },
@@ -320,7 +415,7 @@ fn printed(command: &Command, response: &Response) -> Vec<Piece> {
     }
     let result = response.result.clone().unwrap_or(Value::Null);
     match command {
-        Command::Status { .. } => match match &response.encoded {
+        Command::Status { .. } | Command::StatusOf(_) => match match &response.encoded {
             Some(text) => serde_json::from_str::<Status>(text),
             None => serde_json::from_value::<Status>(result),
         } {

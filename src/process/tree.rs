@@ -106,6 +106,11 @@ fn state_of(pid: i32) -> Option<(char, i32)> {
 /// What process `pid` uses (with its reaped children's CPU time): its process group
 /// and its usage, from `/proc/PID/stat`; `None` for a zombie or a process gone.
 pub fn usage_of(pid: i32) -> Option<(i32, super::Usage)> {
+    stat_of(pid).map(|(pgrp, usage, _)| (pgrp, usage))
+}
+
+/// `usage_of`, and how many threads the process has (field 20).
+fn stat_of(pid: i32) -> Option<(i32, super::Usage, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name, from the state (field 3) on.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -117,12 +122,14 @@ pub fn usage_of(pid: i32) -> Option<(i32, super::Usage)> {
     // utime, stime, cutime, cstime (fields 14-17), in clock ticks; rss (24), in pages.
     let ticks = field(14)? + field(15)? + field(16)? + field(17)?;
     let rss = field(24)?;
+    let threads = field(20).unwrap_or(0);
     Some((
         pgrp,
         super::Usage {
             cpu: ticks as f64 / clock_ticks(),
             memory: rss * page_size(),
         },
+        threads,
     ))
 }
 
@@ -144,12 +151,37 @@ pub fn group_usage(leader: i32) -> Option<super::Usage> {
         if seen > 100_000 {
             break;
         }
-        if let Some((pgrp, of)) = usage_of(pid) {
+        let mut threads = 0;
+        if let Some((pgrp, of, count)) = stat_of(pid) {
+            threads = count;
             if pgrp == leader {
                 add(of);
             }
         }
-        match listed_children(pid) {
+        // A process of one thread has one list: read it, without listing its threads
+        // (three system calls a node fewer, at 1000 nodes a scrape).
+        let listed = if threads == 1 {
+            match std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+                Ok(list) => Some(
+                    list.split_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok())
+                        .collect(),
+                ),
+                // Gone meanwhile: nothing below it. Still there: the kernel keeps no
+                // lists, which `listed_children` finds out.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        listed_children(pid)
+                    } else {
+                        Some(Vec::new())
+                    }
+                }
+                Err(_) => Some(Vec::new()),
+            }
+        } else {
+            listed_children(pid)
+        };
+        match listed {
             Some(children) => queue.extend(children),
             None => {
                 // No lists: one look at every process instead.

@@ -12,7 +12,9 @@
 //! looks after what a node's change means for others (`settle`): dependents that may
 //! start, or must restart with it, and nodes being stopped in order that may go now.
 //! What the script should hear of is left as `Notice`s for the loop to turn into hook
-//! calls, so no script runs while the table is borrowed.
+//! calls, so no script runs while the table is borrowed. While someone follows the
+//! supervisor's events (`ctl events`, `watch`), each change of a node is also recorded
+//! where it happens (`tell`) as a `config::Event`, which the loop takes and publishes.
 //!
 //! A process id (`ProcId`) names the node's slot and a serial number, so an exit finds
 //! its node without a second table, and an exit of an earlier process of a slot is
@@ -38,13 +40,13 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::config::{
-    Condition, Dependency, ExitInfo, Health, KillMode, NodeConfig, NodeStatus, OutputLine, Ready,
-    Status, Stream, seconds,
+    Condition, Dependency, Event, EventKind, ExitInfo, Health, KillMode, NodeConfig, NodeStatus,
+    OutputLine, Ready, Status, Stream, seconds,
 };
 use crate::process::notify::Notification;
 use crate::process::{Backend, OutputFiles, ProcId, Remnants, Start, StartError, lines};
 pub use host::ThisHost;
-pub use node::{Action, Input, Instance, Node, Readiness, State, Then, Whom};
+pub use node::{Action, Input, Instance, Node, Readiness, STATE_NAMES, State, Then, Whom};
 use output::TAIL_LINES;
 pub use policy::human;
 pub use reload::{Applying, Recording};
@@ -70,6 +72,23 @@ pub enum Notice {
     /// `node` is gone from the table (destroyed, and its last process has exited; or
     /// shutdown): no more output will come from it.
     Removed { node: String },
+}
+
+/// What the metrics (`--metrics`) show of one node.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figures {
+    pub name: String,
+    /// One of `node::STATE_NAMES`.
+    pub state: &'static str,
+    /// It has a process that is not being stopped.
+    pub up: bool,
+    /// It is ready (`running`).
+    pub ready: bool,
+    pub restarts: u64,
+    /// Seconds of CPU time and bytes of memory of its processes, where it has any and
+    /// they can be told.
+    pub cpu: Option<f64>,
+    pub memory: Option<u64>,
 }
 
 /// Who created a node: a reload changes only the nodes the scripts created.
@@ -228,6 +247,10 @@ pub struct Supervisor {
     doomed: HashMap<String, Slot>,
     deadlines: BinaryHeap<Reverse<(Instant, Deadline)>>,
     notices: Vec<Notice>,
+    /// The changes since the loop last took them (`take_events`), while `watched`.
+    events: Vec<Event>,
+    /// Someone follows the events: record them.
+    watched: bool,
     next_serial: u32,
     /// Set by `stop_all`: nothing is revived or restarted any more.
     stopping: bool,
@@ -253,6 +276,8 @@ impl Supervisor {
             doomed: HashMap::new(),
             deadlines: BinaryHeap::new(),
             notices: Vec::new(),
+            events: Vec::new(),
+            watched: false,
             next_serial: 0,
             stopping: false,
             changed: false,
@@ -347,6 +372,13 @@ impl Supervisor {
         self.nodes[slot as usize] = Some(entry);
         self.destroyed.remove(&name);
         self.names.insert(name, slot);
+        self.tell(slot, EventKind::Created, |_, _| {});
+        if let Some(instance) = instance {
+            self.tell(slot, EventKind::Started, |event, _| {
+                event.pid = Some(i64::from(instance.pid.as_raw()));
+                event.restarts = Some(0);
+            });
+        }
         self.settle(slot);
         self.log_hopeless(slot);
         self.schedule_rotation(slot, now);
@@ -544,6 +576,60 @@ impl Supervisor {
             .filter_map(|(n, slot)| Some((n.clone(), entry(self.entry(slot)?))))
             .collect();
         Status { nodes }
+    }
+
+    /// What the metrics show of every node, by name: a look at the table, without the
+    /// copies of configurations that `status` makes.
+    pub fn figures(&self) -> Vec<Figures> {
+        let mut live = Vec::new();
+        let mut figures: Vec<Figures> = self
+            .names
+            .iter()
+            .filter_map(|(name, &slot)| {
+                let node = &self.entry(slot)?.node;
+                Some((name, node))
+            })
+            .enumerate()
+            .map(|(index, (name, node))| {
+                if let Some(instance) = node.state.instance() {
+                    live.push((index, instance.proc, instance.pid));
+                }
+                Figures {
+                    name: name.clone(),
+                    state: node.state.name(),
+                    up: node.state.is_up(),
+                    ready: matches!(node.state, State::Running(_)),
+                    restarts: node.restarts,
+                    cpu: None,
+                    memory: None,
+                }
+            })
+            .collect();
+        if !live.is_empty() {
+            let asked: Vec<(ProcId, Pid)> = live.iter().map(|&(_, p, pid)| (p, pid)).collect();
+            let usage = self.backend.usage(&asked);
+            for ((index, _, _), usage) in live.iter().zip(usage) {
+                if let Some(usage) = usage {
+                    figures[*index].cpu = Some(usage.cpu);
+                    figures[*index].memory = Some(usage.memory);
+                }
+            }
+        }
+        figures
+    }
+
+    /// The status of the nodes named (those that exist), with what their processes
+    /// use and without their output.
+    pub fn status_of(&self, names: &[String]) -> Status {
+        let mut status = Status::default();
+        for name in names {
+            if let Some(mut one) = self.plain_status(name).nodes.remove(name) {
+                one.output = Vec::new();
+                status.nodes.insert(name.clone(), one);
+            }
+        }
+        self.add_usage(&mut status);
+        status
     }
 
     /// Whether a node changed state since the last call.
@@ -768,6 +854,11 @@ impl Supervisor {
             },
             now,
         );
+        self.tell(slot, EventKind::Exited, |event, _| {
+            *event = std::mem::take(event).with_exit(ended.exit);
+            event.pid = Some(i64::from(pid.as_raw()));
+            event.uptime = Some(now.duration_since(instance.since).as_secs_f64());
+        });
         if !stopping {
             self.notices.push(Notice::Exited {
                 node: name.clone(),
@@ -783,6 +874,11 @@ impl Supervisor {
                     }
                 }
             }
+        }
+        if actions.first() == Some(&Action::Start) && !restarting {
+            self.tell(slot, EventKind::Reviving, |event, _| {
+                event.delay = Some(0.0)
+            });
         }
         match actions.first() {
             Some(Action::Remove) => log::info!("node '{name}' (pid {pid}) stopped: {what}"),
@@ -881,6 +977,49 @@ impl Supervisor {
 
     pub fn take_notices(&mut self) -> Vec<Notice> {
         std::mem::take(&mut self.notices)
+    }
+
+    /// Whether to record each change as an `Event` (someone follows the events). Off
+    /// forgets those not taken yet.
+    pub fn watch(&mut self, on: bool) {
+        self.watched = on;
+        if !on {
+            self.events = Vec::new();
+        }
+    }
+
+    /// The changes recorded since the last call, oldest first.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// A reload of the scripts has been applied: tells the followers of the events
+    /// (`reloaded`, with `summary`: what it did, such as `1 created, 1 restarted, 4
+    /// unchanged`). The reload calls this once its plan is carried out.
+    pub fn reload_applied(&mut self, summary: &str) {
+        if self.watched {
+            let mut event = Event::new(EventKind::Reloaded, None);
+            event.summary = Some(summary.to_string());
+            self.events.push(event);
+        }
+    }
+
+    /// Records a change of the node in `slot` for the followers of the events, if
+    /// there are any: `kind`, the node's state now, and what `fill` adds.
+    fn tell(&mut self, slot: Slot, kind: EventKind, fill: impl FnOnce(&mut Event, &Entry)) {
+        if !self.watched {
+            return;
+        }
+        let Some(entry) = self.entry(slot) else {
+            return;
+        };
+        let mut event = Event::new(kind, Some(&entry.node.config.name));
+        event.state = Some(entry.node.state.name().to_string());
+        if matches!(entry.node.state, State::Waiting) {
+            event.waiting_for = Some(entry.unmet().cloned().collect());
+        }
+        fill(&mut event, entry);
+        self.events.push(event);
     }
 
     /// Keeps a deadline for the end of the current period of the node's output files,
@@ -1016,7 +1155,12 @@ impl Supervisor {
                     self.remove(slot)
                 }
                 Action::Start => self.start(slot, now),
-                Action::ReviveAt(at) => self.deadlines.push(Reverse((at, Deadline::Revive(slot)))),
+                Action::ReviveAt(at) => {
+                    self.tell(slot, EventKind::Reviving, |event, _| {
+                        event.delay = Some(at.saturating_duration_since(now).as_secs_f64());
+                    });
+                    self.deadlines.push(Reverse((at, Deadline::Revive(slot))));
+                }
                 Action::Stop {
                     pid,
                     signal,
@@ -1062,7 +1206,10 @@ impl Supervisor {
                     self.send(pid, Signal::SIGKILL, whom);
                 }
                 Action::Remove => self.remove(slot),
-                Action::Fail(_) => {
+                Action::Fail(failure) => {
+                    self.tell(slot, EventKind::Failed, |event, _| {
+                        event.reason = Some(failure.to_string());
+                    });
                     if let Some(entry) = self.entry(slot) {
                         self.notices.push(Notice::Failed {
                             node: entry.node.config.name.clone(),
@@ -1101,6 +1248,12 @@ impl Supervisor {
             }
         }
         self.free.push(slot);
+        if self.watched {
+            self.events.push(Event::new(
+                EventKind::Destroyed,
+                Some(&entry.node.config.name),
+            ));
+        }
         self.notices.push(Notice::Removed {
             node: entry.node.config.name.clone(),
         });
@@ -1158,6 +1311,10 @@ impl Supervisor {
             return;
         };
         let actions = entry.node.step(input, now);
+        self.tell(slot, EventKind::Started, |event, entry| {
+            event.pid = entry.node.state.pid().map(|p| i64::from(p.as_raw()));
+            event.restarts = Some(entry.node.restarts as i64);
+        });
         self.apply(slot, actions, now);
     }
 
@@ -1177,11 +1334,13 @@ impl Supervisor {
         self.changed = true;
         let was_up = matches!(entry.seen.0, "starting" | "running");
         let was_running = entry.seen.0 == "running" && entry.seen.1 == seen.1;
+        let was_new = entry.seen.0 == "new";
         entry.seen = seen;
         entry.generation = entry.generation.wrapping_add(1);
         entry.probe = None;
         let generation = entry.generation;
         let name = entry.node.config.name.clone();
+        let doomed = entry.doomed;
         match state {
             State::Starting { instance, ready_by } => {
                 entry.health = None;
@@ -1216,17 +1375,25 @@ impl Supervisor {
                     )));
                 }
                 self.notices.push(Notice::Ready { node: name.clone() });
+                self.tell(slot, EventKind::Ready, |event, _| {
+                    event.pid = state.pid().map(|p| i64::from(p.as_raw()));
+                });
             }
             State::Running(_) => {}
-            State::Waiting
-            | State::Reviving { .. }
-            | State::Stopping { .. }
-            | State::Exited
-            | State::Failed(_) => {
+            State::Stopping { instance, .. } => {
+                entry.health = None;
+                self.tell(slot, EventKind::Stopping, |event, _| {
+                    event.pid = Some(i64::from(instance.pid.as_raw()));
+                });
+            }
+            State::Waiting if !was_new => {
+                entry.health = None;
+                self.tell(slot, EventKind::Waiting, |_, _| {});
+            }
+            State::Waiting | State::Reviving { .. } | State::Exited | State::Failed(_) => {
                 entry.health = None;
             }
         }
-        let doomed = entry.doomed;
         let up = state.is_up();
         // The nodes that depend on this one, by the name it has in the table.
         if self.names.get(&name) == Some(&slot) {
@@ -1545,13 +1712,30 @@ impl Supervisor {
                     Duration::from_secs_f64(health.interval.unwrap_or(Health::DEFAULT_INTERVAL));
                 match result {
                     Ok(()) => {
+                        let recovered = entry.health_failures > 0;
                         entry.health_failures = 0;
                         entry.health = Some("ok".into());
+                        if recovered {
+                            self.tell(slot, EventKind::Health, |event, _| {
+                                event.health = Some("healthy".into());
+                            });
+                        }
                     }
                     Err(error) => {
                         entry.health_failures += 1;
                         let failures = entry.health_failures;
                         entry.health = Some(format!("failing ({failures}/{limit}): {error}"));
+                        self.tell(slot, EventKind::Health, |event, _| {
+                            event.health = Some("unhealthy".into());
+                            event.failures = Some(i64::from(failures));
+                            event.limit = Some(i64::from(limit));
+                            event.reason = Some(error.clone());
+                        });
+                        let Some(entry) =
+                            self.nodes.get_mut(slot as usize).and_then(Option::as_mut)
+                        else {
+                            return;
+                        };
                         if failures >= limit {
                             let proc = entry.node.state.instance().map(|i| i.proc);
                             log::error!(

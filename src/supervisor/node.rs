@@ -75,8 +75,20 @@ pub enum Then {
     Reconfigure,
 }
 
+/// Every name a state goes by, in the order of a node's life.
+pub const STATE_NAMES: [&str; 8] = [
+    "waiting",
+    "starting",
+    "running",
+    "reviving",
+    "restarting",
+    "stopping",
+    "exited",
+    "failed",
+];
+
 impl State {
-    /// The name `status()` shows.
+    /// The name `status()` shows (one of `STATE_NAMES`).
     pub fn name(&self) -> &'static str {
         match self {
             State::Waiting => "waiting",
@@ -677,6 +689,37 @@ mod tests {
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)
+    }
+
+    #[test]
+    fn every_state_name_is_listed() {
+        let now = Instant::now();
+        let instance = Instance {
+            proc: ProcId(1),
+            pid: Pid::from_raw(1),
+            since: now,
+        };
+        let stopping = |then| State::Stopping {
+            instance,
+            since: now,
+            deadline: now,
+            then,
+        };
+        let states = [
+            State::Waiting,
+            State::Starting {
+                instance,
+                ready_by: now,
+            },
+            State::Running(instance),
+            State::Reviving { at: now },
+            stopping(Then::Restart),
+            stopping(Then::Remove),
+            State::Exited,
+            State::Failed(Failure::PermanentExit),
+        ];
+        let names: Vec<&str> = states.iter().map(State::name).collect();
+        assert_eq!(names, STATE_NAMES);
     }
 
     #[test]

@@ -729,6 +729,212 @@ fn stop_signal_kill_mode_and_signal() {
     assert_eq!(world.borrow().remnants, [(proc, Remnants::Kill)]);
 }
 
+// Events: what the followers of `ctl events` are told.
+
+/// The events recorded since the last call, as `node event state extra` words.
+fn told(sup: &mut Supervisor) -> Vec<String> {
+    sup.take_events()
+        .iter()
+        .map(|e| {
+            let mut words = vec![
+                e.node.clone().unwrap_or_default(),
+                e.event.clone(),
+                e.state.clone().unwrap_or_default(),
+            ];
+            if let Some(code) = e.code {
+                words.push(format!("code={code}"));
+            }
+            if let Some(signal) = &e.signal {
+                words.push(format!("signal={signal}"));
+            }
+            if let Some(delay) = e.delay {
+                words.push(format!("delay={delay}"));
+            }
+            if let Some(health) = &e.health {
+                words.push(health.clone());
+            }
+            if let Some(restarts) = e.restarts {
+                words.push(format!("restarts={restarts}"));
+            }
+            if e.event == "started" || e.event == "exited" || e.event == "stopping" {
+                assert!(e.pid.is_some(), "{e:?}");
+            }
+            words.join(" ").trim_end().to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn nothing_is_recorded_while_nobody_watches() {
+    let (mut sup, world) = supervisor();
+    sup.create(command("w1")).unwrap();
+    let pid = pid_of(&sup, "w1");
+    ends(&mut sup, &world, pid, Some(ExitInfo::Code(1)));
+    assert!(sup.take_events().is_empty());
+    sup.watch(true);
+    sup.reload_applied("1 created");
+    sup.watch(false);
+    assert!(
+        sup.take_events().is_empty(),
+        "off forgets what was not taken"
+    );
+}
+
+#[test]
+fn a_node_life_is_told_change_by_change() {
+    let (mut sup, world) = supervisor();
+    sup.watch(true);
+    let mut w1 = command("w1");
+    w1.revival_delay = Some(2.0);
+    sup.create(w1).unwrap();
+    assert_eq!(
+        told(&mut sup),
+        [
+            "w1 created running",
+            "w1 started running restarts=0",
+            "w1 ready running"
+        ]
+    );
+    let pid = pid_of(&sup, "w1");
+    ends(&mut sup, &world, pid, Some(ExitInfo::Code(3)));
+    assert_eq!(
+        told(&mut sup),
+        ["w1 exited reviving code=3", "w1 reviving reviving delay=2"]
+    );
+    tick(&mut sup, &world, Duration::from_secs(2));
+    assert_eq!(
+        told(&mut sup),
+        ["w1 started running restarts=1", "w1 ready running"]
+    );
+    sup.restart("w1");
+    assert_eq!(told(&mut sup), ["w1 stopping restarting"]);
+    let pid = pid_of(&sup, "w1");
+    ends(&mut sup, &world, pid, Some(ExitInfo::Signal(15)));
+    assert_eq!(
+        told(&mut sup),
+        [
+            "w1 exited reviving signal=SIGTERM",
+            "w1 started running restarts=2",
+            "w1 ready running"
+        ]
+    );
+    let pid = pid_of(&sup, "w1");
+    sup.destroy("w1");
+    assert_eq!(told(&mut sup), ["w1 stopping stopping"]);
+    ends(&mut sup, &world, pid, Some(ExitInfo::Code(0)));
+    assert_eq!(
+        told(&mut sup),
+        ["w1 exited stopping code=0", "w1 destroyed"]
+    );
+    sup.reload_applied("1 created, 2 unchanged");
+    let events = sup.take_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].node.as_deref(), events[0].event.as_str()),
+        (None, "reloaded")
+    );
+    assert_eq!(events[0].summary.as_deref(), Some("1 created, 2 unchanged"));
+}
+
+#[test]
+fn an_immediate_revival_a_failure_and_waiting_are_told() {
+    let (mut sup, world) = supervisor();
+    sup.watch(true);
+    let mut crash = command("crash");
+    crash.revival_delay = Some(0.0);
+    crash.max_restarts = Some(1);
+    sup.create(crash).unwrap();
+    told(&mut sup);
+    let pid = pid_of(&sup, "crash");
+    ends(&mut sup, &world, pid, Some(ExitInfo::Code(1)));
+    assert_eq!(
+        told(&mut sup),
+        [
+            "crash exited reviving code=1",
+            "crash reviving reviving delay=0",
+            "crash started running restarts=1",
+            "crash ready running"
+        ]
+    );
+    let pid = pid_of(&sup, "crash");
+    ends(&mut sup, &world, pid, Some(ExitInfo::Code(1)));
+    let events = sup.take_events();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.event.as_str(), last.state.as_deref()),
+        ("failed", Some("failed"))
+    );
+    assert!(
+        last.reason.as_deref().unwrap().contains("revived 1 times"),
+        "{last:?}"
+    );
+
+    let mut db = command("db");
+    db.revival_delay = Some(5.0);
+    sup.create(db).unwrap();
+    let mut web = command("web");
+    web.depends_on = Some(crate::config::Dependencies(
+        [(
+            "db".to_string(),
+            crate::config::Dependency {
+                condition: crate::config::Condition::Started,
+                restart: true,
+            },
+        )]
+        .into(),
+    ));
+    sup.create(web).unwrap();
+    told(&mut sup);
+    let db_pid = pid_of(&sup, "db");
+    ends(&mut sup, &world, db_pid, Some(ExitInfo::Code(1)));
+    let words = told(&mut sup);
+    assert!(
+        words.contains(&"web stopping stopping".to_string()),
+        "{words:?}"
+    );
+    let web_pid = pid_of(&sup, "web");
+    ends(&mut sup, &world, web_pid, None);
+    let events = sup.take_events();
+    let waiting = events
+        .iter()
+        .find(|e| e.event == "waiting")
+        .expect("waiting");
+    assert_eq!(waiting.waiting_for, Some(vec!["db".to_string()]));
+}
+
+#[test]
+fn health_verdicts_are_told_when_they_change() {
+    let (mut sup, world) = supervisor();
+    sup.watch(true);
+    let mut web = command("web");
+    web.health = Some(Box::new(Health {
+        check: Check::Tcp(Target {
+            host: "127.0.0.1".into(),
+            port: 9,
+        }),
+        interval: Some(1.0),
+        timeout: Some(0.5),
+        failures: Some(3),
+    }));
+    sup.create(web).unwrap();
+    told(&mut sup);
+    let verdict = |sup: &mut Supervisor, result: Result<(), String>| {
+        tick(sup, &world, Duration::from_secs(1));
+        let (id, _) = world.borrow().probes.last().unwrap().clone();
+        sup.probed(id, result);
+    };
+    verdict(&mut sup, Ok(()));
+    assert!(told(&mut sup).is_empty(), "healthy and still healthy");
+    verdict(&mut sup, Err("connection refused".into()));
+    let events = sup.take_events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].health.as_deref(), Some("unhealthy"));
+    assert_eq!((events[0].failures, events[0].limit), (Some(1), Some(3)));
+    assert_eq!(events[0].reason.as_deref(), Some("connection refused"));
+    verdict(&mut sup, Ok(()));
+    assert_eq!(told(&mut sup), ["web health running healthy"]);
+}
+
 // Reloads: the plan against the table, and carrying it out.
 
 use crate::config::reload::ReloadReport;

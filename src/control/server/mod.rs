@@ -69,13 +69,22 @@ pub struct Limits {
     pub busy_timeout: Duration,
 }
 
+/// For tests only: replaces `write_timeout` with this many milliseconds, so that a
+/// follower that never reads is seen dropped without waiting 10 s.
+pub const TEST_WRITE_TIMEOUT_ENV: &str = "RHAI_SUPERVISOR_TEST_WRITE_TIMEOUT_MS";
+
 impl Default for Limits {
     fn default() -> Self {
+        let write_timeout = std::env::var(TEST_WRITE_TIMEOUT_ENV)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|&ms| ms > 0)
+            .map_or(Duration::from_secs(10), Duration::from_millis);
         Limits {
             max_clients: 256,
             request_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
-            write_timeout: Duration::from_secs(10),
+            write_timeout,
             busy_timeout: Duration::from_secs(5),
         }
     }
